@@ -1,0 +1,336 @@
+"""What to run: the paper's Table 2 presets, the method list, and one run's
+configuration as a plain dataclass that round-trips through JSON.
+
+Table 2 (Sec. 4.2) and Sec. 4.2.3 give, per dataset: backbone, mini-batch,
+initial lr, weight decay, lr warm-up, maximum epochs, lr decay ratio and decay
+epochs, and m_max (0.5 / 0.5 / 0.35 / 0.3) with n_base = 50 and s_base = 15
+(eqs. 26-30).  SGD with momentum 0.9 (Sec. 4.2).  Values the paper does not
+state are listed per preset in ``Preset.not_in_paper`` with where they come from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+__all__ = [
+    "Preset",
+    "PRESETS",
+    "MethodSpec",
+    "METHODS",
+    "DATASET_PRESETS",
+    "FIXED_IMBALANCE",
+    "ARCHS",
+    "STYLES",
+    "RunConfig",
+    "make_config",
+    "authors_code_overrides",
+    "format_imbalance",
+]
+
+ARCHS = ("resnet32", "resnet50", "resnext50_32x4d")
+STYLES = ("paper", "official")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One column of Table 2 plus the KPS hyper-parameters of Sec. 4.2.3."""
+
+    name: str
+    arch: str
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: int
+    epochs: int
+    decay_epochs: tuple[int, ...]
+    decay_ratio: float
+    m_max: float
+    n_base: float
+    s_base: float
+    ga_switch_epoch: int
+    drw_epoch: int
+    eval_every: int
+    not_in_paper: dict[str, str] = field(default_factory=dict)
+
+
+_CIFAR_ASSUMED = {
+    "ga_switch_epoch": "I0 of Algorithm 1 is not stated; 120 (0-indexed) as in the authors' code",
+    "drw_epoch": "DRW start as in LDAM-DRW (Cao et al.) and the authors' code: epoch 160",
+    "eval_every": "the authors' code evaluates every epoch and reports the best",
+}
+_LARGE_ASSUMED = {
+    "ga_switch_epoch": "I0 is not stated for ImageNet-LT/iNat; assumed at the first lr decay (epoch 120)",
+    "drw_epoch": "not stated; assumed at the first lr decay (epoch 120)",
+    "eval_every": "evaluation cadence not stated; every 5 epochs and at the end",
+}
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("cifar10_lt", "resnet32", 64, 0.1, 2e-4, 5, 200, (160, 180), 0.01,
+               0.5, 50.0, 15.0, 120, 160, 1, _CIFAR_ASSUMED),
+        Preset("cifar100_lt", "resnet32", 64, 0.1, 2e-4, 5, 200, (160, 180), 0.01,
+               0.5, 50.0, 15.0, 120, 160, 1, _CIFAR_ASSUMED),
+        Preset("imagenet_lt", "resnet50", 128, 0.1, 1e-4, 0, 180, (120, 160), 0.1,
+               0.35, 50.0, 15.0, 120, 120, 5, _LARGE_ASSUMED),
+        Preset("inat2018", "resnet50", 512, 0.2, 1e-4, 0, 180, (120, 160), 0.1,
+               0.3, 50.0, 15.0, 120, 120, 5, _LARGE_ASSUMED),
+    )
+}
+
+DATASET_PRESETS: dict[str, str] = {
+    "cifar10": "cifar10_lt",
+    "cifar10-jpeg": "cifar10_lt",
+    "cifar100": "cifar100_lt",
+    "imagenet_lt": "imagenet_lt",
+    "inat2018": "inat2018",
+}
+
+# CIFAR-LT imbalance is chosen by the user (Table 1: 100, 50); the large sets come long-tailed.
+FIXED_IMBALANCE: dict[str, float] = {"imagenet_lt": 256.0, "inat2018": 500.0}
+_DEFAULT_IMBALANCE = 100.0
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """How a method of Tables 3-6 trains: loss (kps.losses registry name), head
+    ("linear" logits or "cosine"), deferred re-weighting, gradient adjustment
+    (Algorithm 1, eq. 25), mixup, and extra keyword options for ``make_loss``."""
+
+    loss: str
+    head: str
+    drw: bool = False
+    ga: bool = False
+    mixup: bool = False
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+METHODS: dict[str, MethodSpec] = {
+    "ce": MethodSpec("ce", "linear"),
+    "focal": MethodSpec("focal", "linear"),
+    "cb_focal": MethodSpec("cb_focal", "linear"),
+    "cosface": MethodSpec("cosface", "cosine"),
+    "arcface": MethodSpec("arcface", "cosine"),
+    "ldam_drw": MethodSpec("ldam", "cosine", drw=True),
+    "la": MethodSpec("la", "linear"),
+    "eql": MethodSpec("eql", "linear"),
+    "kps": MethodSpec("kps", "cosine"),
+    "kps_drw": MethodSpec("kps", "cosine", drw=True),
+    "kps_ga": MethodSpec("kps", "cosine", ga=True),
+    "kps_ga_mixup": MethodSpec("kps", "cosine", ga=True, mixup=True),
+}
+
+
+def _choice(kind: str, value: Any, valid: Mapping[str, Any] | tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
+
+
+def format_imbalance(imbalance: float) -> str:
+    """Folder name of an imbalance ratio: 100 -> 'imb100', 12.5 -> 'imb12.5'."""
+    return f"imb{float(imbalance):g}"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that decides one training run (Algorithm 1 with Table 2 settings).
+
+    Build with :func:`make_config` (fills the preset's values) or
+    :meth:`from_dict` / :meth:`from_json`; unknown keys are rejected.
+    ``ga_switch_epoch`` is set only for GA methods, ``drw_epoch`` only for DRW
+    methods, ``mixup_alpha`` > 0 only for mixup methods, so a record's config
+    says exactly what ran.  ``lr_style`` and ``ga_variant`` pick the paper's
+    reading ("paper") or the authors' code ("official"); ``subset_seed`` is the
+    seed of the long-tailed subsampling, ``seed`` the training seed.
+    The last four keys select the fast path (kps.train); ``bf16`` needs CUDA.
+    """
+
+    dataset: str
+    imbalance: float
+    method: str
+    seed: int
+    epochs: int
+    preset: str
+    arch: str
+    batch_size: int
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    warmup_epochs: int
+    decay_epochs: tuple[int, ...]
+    decay_ratio: float
+    lr_style: str
+    m_max: float
+    n_base: float
+    s_base: float
+    ga_variant: str
+    ga_switch_epoch: int | None
+    drw_epoch: int | None
+    drw_beta: float
+    mixup_alpha: float
+    subset_seed: int
+    eval_every: int
+    channels_last: bool = False
+    bf16: bool = False
+    fused_sgd: bool = False
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _choice("dataset", self.dataset, DATASET_PRESETS)
+        _choice("method", self.method, METHODS)
+        _choice("preset", self.preset, PRESETS)
+        _choice("arch", self.arch, ARCHS)
+        _choice("lr_style", self.lr_style, STYLES)
+        _choice("ga_variant", self.ga_variant, STYLES)
+        object.__setattr__(self, "decay_epochs", tuple(self.decay_epochs))
+        if not (isinstance(self.imbalance, (int, float)) and math.isfinite(self.imbalance)) or self.imbalance < 1:
+            raise ValueError(f"imbalance must be a finite number >= 1 (max/min class size), got {self.imbalance!r}")
+        object.__setattr__(self, "imbalance", float(self.imbalance))
+        fixed = FIXED_IMBALANCE.get(self.dataset)
+        if fixed is not None and self.imbalance != fixed:
+            raise ValueError(f"{self.dataset} comes long-tailed with imbalance {fixed:g}; got {self.imbalance:g}")
+        for name in ("seed", "subset_seed"):
+            _check_int(name, getattr(self, name), minimum=0)
+        for name in ("epochs", "batch_size", "eval_every"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("warmup_epochs", self.warmup_epochs, minimum=0)
+        for name in ("lr", "decay_ratio", "n_base", "s_base"):
+            _check_positive(name, getattr(self, name))
+        for name in ("momentum", "weight_decay", "m_max", "mixup_alpha"):
+            _check_positive(name, getattr(self, name), allow_zero=True)
+        if not 0.0 <= self.drw_beta < 1.0:
+            raise ValueError(f"drw_beta must be in [0, 1), got {self.drw_beta!r}")
+        for e in self.decay_epochs:
+            _check_int("decay_epochs entry", e, minimum=0)
+        if list(self.decay_epochs) != sorted(self.decay_epochs):
+            raise ValueError(f"decay_epochs must be increasing, got {list(self.decay_epochs)}")
+        for name in ("nesterov", "channels_last", "bf16", "fused_sgd", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        spec = METHODS[self.method]
+        _check_switch("ga_switch_epoch", self.ga_switch_epoch, spec.ga, self.method, "gradient adjustment")
+        _check_switch("drw_epoch", self.drw_epoch, spec.drw, self.method, "deferred re-weighting")
+        if spec.mixup != (self.mixup_alpha > 0):
+            need = "> 0" if spec.mixup else "0"
+            raise ValueError(f"method {self.method!r} needs mixup_alpha {need}, got {self.mixup_alpha!r}")
+
+    @property
+    def spec(self) -> MethodSpec:
+        return METHODS[self.method]
+
+    @property
+    def preset_epochs(self) -> int:
+        """The preset's full epoch count (a run with fewer epochs is a short run)."""
+        return PRESETS[self.preset].epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["decay_epochs"] = list(self.decay_epochs)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def keys(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        """Build from a mapping; missing keys take the preset's values (see make_config)."""
+        d = dict(d)
+        for required in ("dataset", "method"):
+            if required not in d:
+                raise ValueError(f"config needs the key {required!r}")
+        return make_config(d.pop("dataset"), d.pop("method"), **d)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config is not valid JSON: {err}") from err
+        if not isinstance(d, dict):
+            raise ValueError("config JSON must be an object")
+        return cls.from_dict(d)
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_positive(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def _check_switch(name: str, value: Any, wanted: bool, method: str, what: str) -> None:
+    if wanted:
+        _check_int(name, value, minimum=0)
+    elif value is not None:
+        raise ValueError(f"method {method!r} has no {what}; {name} must be null, got {value!r}")
+
+
+def authors_code_overrides(dataset: str) -> dict[str, Any]:
+    """Overrides that reproduce the configuration of the authors' public code
+    (Keke921/KPSLoss, see DESIGN.md): lr schedule (x0.1 after 160, x0.01 after
+    180), per-sample GA row scale, and on CIFAR m_max 0.2 and LT subset seed 666."""
+    _choice("dataset", dataset, DATASET_PRESETS)
+    overrides: dict[str, Any] = {"lr_style": "official", "ga_variant": "official"}
+    if DATASET_PRESETS[dataset] in ("cifar10_lt", "cifar100_lt"):
+        overrides.update(m_max=0.2, subset_seed=666)
+    return overrides
+
+
+def make_config(dataset: str, method: str, **overrides: Any) -> RunConfig:
+    """A RunConfig for ``dataset`` x ``method`` with the preset's Table 2 values,
+    then ``overrides`` (any RunConfig key; unknown keys -> ValueError listing
+    the valid ones)."""
+    valid = RunConfig.keys()
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
+    _choice("dataset", dataset, DATASET_PRESETS)
+    _choice("method", method, METHODS)
+    preset_name = overrides.get("preset", DATASET_PRESETS[dataset])
+    _choice("preset", preset_name, PRESETS)
+    p = PRESETS[preset_name]
+    spec = METHODS[method]
+    values: dict[str, Any] = dict(
+        dataset=dataset,
+        imbalance=FIXED_IMBALANCE.get(dataset, _DEFAULT_IMBALANCE),
+        method=method,
+        seed=0,
+        epochs=p.epochs,
+        preset=p.name,
+        arch=p.arch,
+        batch_size=p.batch_size,
+        lr=p.lr,
+        momentum=0.9,
+        nesterov=False,
+        weight_decay=p.weight_decay,
+        warmup_epochs=p.warmup_epochs,
+        decay_epochs=p.decay_epochs,
+        decay_ratio=p.decay_ratio,
+        lr_style="paper",
+        m_max=p.m_max,
+        n_base=p.n_base,
+        s_base=p.s_base,
+        ga_variant="paper",
+        ga_switch_epoch=p.ga_switch_epoch if spec.ga else None,
+        drw_epoch=p.drw_epoch if spec.drw else None,
+        drw_beta=0.9999,
+        mixup_alpha=1.0 if spec.mixup else 0.0,
+        subset_seed=0,
+        eval_every=p.eval_every,
+    )
+    values.update(overrides)
+    return RunConfig(**values)

@@ -1,0 +1,173 @@
+"""Run records: one JSON file per run at
+``<out>/<dataset>/<method>/imb<ratio>/seed<k>.json``, written atomically,
+immutable unless forced, schema-checked on load.
+
+Errors and accuracies are in percent.  ``top1_error`` is the final-epoch
+error and ``best_top1_error`` the best over the evaluated epochs (what the
+authors' code reports); both use the paper's test rule, argmax cos(theta_j)
+for cosine heads (argmax of the logits for linear heads).  For KPS methods the
+``*_rcos`` fields give the same under argmax r_j cos(theta_j) (the class
+boundary of eq. 13), see DESIGN.md "Test rule".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from kps.configs import RunConfig, format_imbalance
+from kps.io import atomic_write_text
+
+__all__ = ["SCHEMA_VERSION", "record_path", "validate_record", "write_record", "load_record", "load_records"]
+
+SCHEMA_VERSION = 1
+
+
+def record_path(out: str | Path, dataset: str, method: str, imbalance: float, seed: int) -> Path:
+    """``<out>/<dataset>/<method>/imb<ratio>/seed<k>.json`` (ratio as in imb100, imb50)."""
+    return Path(out) / dataset / method / format_imbalance(imbalance) / f"seed{seed}.json"
+
+
+def _is_num(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _is_pct(x: Any) -> bool:
+    return _is_num(x) and 0.0 <= x <= 100.0
+
+
+def _opt(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda x: x is None or check(x)
+
+
+def _pct_list(n: int | None) -> Callable[[Any], bool]:
+    return lambda x: isinstance(x, list) and (n is None or len(x) == n) and all(_is_pct(v) for v in x)
+
+
+def _pct_dict(keys: tuple[str, ...]) -> Callable[[Any], bool]:
+    return lambda x: isinstance(x, dict) and set(x) == set(keys) and all(_opt(_is_pct)(x[k]) for k in keys)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_str(x: Any) -> bool:
+    return isinstance(x, str)
+
+
+def _history_ok(h: Any) -> bool:
+    if not isinstance(h, list):
+        return False
+    for row in h:
+        if not (isinstance(row, dict) and {"epoch", "loss", "lr"} <= set(row)):
+            return False
+        if not (_is_int(row["epoch"]) and _is_num(row["loss"]) and _is_num(row["lr"])):
+            return False
+        if not all(_is_pct(row[k]) for k in ("test_error", "test_error_rcos") if k in row):
+            return False
+    return True
+
+
+def _fields(num_classes: int) -> dict[str, Callable[[Any], bool]]:
+    return {
+        "schema_version": lambda x: x == SCHEMA_VERSION,
+        "config": lambda x: isinstance(x, dict),
+        "dataset_label": _is_str,
+        "num_classes": lambda x: _is_int(x) and x >= 2,
+        "class_names": lambda x: isinstance(x, list) and len(x) == num_classes and all(map(_is_str, x)),
+        "train_counts": lambda x: isinstance(x, list) and len(x) == num_classes and all(_is_int(v) and v > 0 for v in x),
+        "epochs": lambda x: _is_int(x) and x >= 1,
+        "preset_epochs": lambda x: _is_int(x) and x >= 1,
+        "test_rule": _is_str,
+        "top1_error": _is_pct,
+        "best_top1_error": _is_pct,
+        "best_epoch": lambda x: _is_int(x) and x >= 0,
+        "top1_error_rcos": _opt(_is_pct),
+        "per_class_accuracy": _pct_list(num_classes),
+        "per_class_accuracy_rcos": _opt(_pct_list(num_classes)),
+        "group_errors": _pct_dict(("head", "mid", "tail")),
+        "per_group_errors": _pct_list(10),
+        "shot_errors": _pct_dict(("many", "medium", "few")),
+        "history": _history_ok,
+        "device": _is_str,
+        "world_size": lambda x: _is_int(x) and x >= 1,
+        "torch_version": _is_str,
+        "git_commit": _opt(_is_str),
+        "git_dirty": lambda x: x is None or isinstance(x, bool),
+        "wall_time_s": lambda x: _is_num(x) and x >= 0,
+        "started_at": _is_str,
+    }
+
+
+def validate_record(record: Any, source: str = "record") -> dict:
+    """Check ``record`` against the schema; ValueError naming ``source`` and the bad keys."""
+    if not isinstance(record, dict):
+        raise ValueError(f"{source}: a record must be a JSON object")
+    n = record.get("num_classes")
+    fields = _fields(n if _is_int(n) else -1)
+    missing = [k for k in fields if k not in record]
+    if missing:
+        raise ValueError(f"{source}: record lacks key(s) {', '.join(missing)}")
+    bad = [k for k, ok in fields.items() if not ok(record[k])]
+    if bad:
+        raise ValueError(f"{source}: bad value for key(s) {', '.join(bad)}")
+    config_keys = set(RunConfig.keys())
+    if set(record["config"]) != config_keys:
+        diff = sorted(set(record["config"]) ^ config_keys)
+        raise ValueError(f"{source}: config keys differ from RunConfig's: {', '.join(diff)}")
+    try:
+        config = RunConfig.from_dict(record["config"])
+    except ValueError as err:
+        raise ValueError(f"{source}: bad config: {err}") from err
+    if record["epochs"] != config.epochs or record["preset_epochs"] != config.preset_epochs:
+        raise ValueError(f"{source}: epochs/preset_epochs disagree with the config")
+    return record
+
+
+def _dumps(record: dict) -> str:
+    try:
+        return json.dumps(record, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    except ValueError as err:
+        raise ValueError(f"record holds a non-finite number: {err}") from err
+
+
+def write_record(record: dict, out: str | Path, force: bool = False) -> Path:
+    """Validate and write ``record`` atomically at its :func:`record_path`.
+    An existing record is never replaced unless ``force``."""
+    validate_record(record)
+    c = record["config"]
+    path = record_path(out, c["dataset"], c["method"], c["imbalance"], c["seed"])
+    if path.exists() and not force:
+        raise FileExistsError(
+            f"record {path} exists; records are immutable: use another seed, or --force to overwrite"
+        )
+    atomic_write_text(path, _dumps(record))
+    return path
+
+
+def load_record(path: str | Path) -> dict:
+    """Read and validate one record; ValueError naming the file if it is bad."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from err
+    return validate_record(record, source=str(path))
+
+
+def load_records(out: str | Path = "results") -> list[dict]:
+    """All records under ``out`` (sorted by path), each validated and checked
+    to lie where its config says it belongs."""
+    out = Path(out)
+    records = []
+    for path in sorted(out.glob("*/*/imb*/seed*.json")):
+        record = load_record(path)
+        c = record["config"]
+        expected = record_path(out, c["dataset"], c["method"], c["imbalance"], c["seed"])
+        if expected != path:
+            raise ValueError(f"{path}: its config belongs at {expected}")
+        records.append(record)
+    return records

@@ -1,0 +1,113 @@
+"""Presets match Table 2 / Sec. 4.2.3; methods; RunConfig JSON round trip and bad input."""
+
+import json
+
+import pytest
+
+from kps.configs import (
+    METHODS,
+    PRESETS,
+    RunConfig,
+    authors_code_overrides,
+    format_imbalance,
+    make_config,
+)
+
+
+def test_table2_presets():
+    c10, c100, inet, inat = (PRESETS[k] for k in ("cifar10_lt", "cifar100_lt", "imagenet_lt", "inat2018"))
+    for p in (c10, c100):
+        assert (p.arch, p.batch_size, p.lr, p.weight_decay) == ("resnet32", 64, 0.1, 2e-4)
+        assert (p.warmup_epochs, p.epochs, p.decay_epochs, p.decay_ratio) == (5, 200, (160, 180), 0.01)
+        assert p.m_max == 0.5
+    assert (inet.arch, inet.batch_size, inet.lr, inet.weight_decay, inet.warmup_epochs) == ("resnet50", 128, 0.1, 1e-4, 0)
+    assert (inat.arch, inat.batch_size, inat.lr, inat.weight_decay, inat.warmup_epochs) == ("resnet50", 512, 0.2, 1e-4, 0)
+    for p in (inet, inat):
+        assert (p.epochs, p.decay_epochs, p.decay_ratio) == (180, (120, 160), 0.1)
+    assert (inet.m_max, inat.m_max) == (0.35, 0.3)
+    assert all(p.n_base == 50 and p.s_base == 15 for p in PRESETS.values())
+
+
+def test_methods():
+    assert sorted(METHODS) == sorted(
+        "ce focal cb_focal cosface arcface ldam_drw la eql kps kps_drw kps_ga kps_ga_mixup".split()
+    )
+    assert METHODS["kps"].loss == "kps" and not METHODS["kps"].ga and not METHODS["kps"].drw
+    assert METHODS["kps_ga"].ga and not METHODS["kps_ga"].mixup
+    assert METHODS["kps_ga_mixup"].mixup and METHODS["ldam_drw"].drw and METHODS["kps_drw"].drw
+    assert METHODS["ce"].head == "linear" and METHODS["kps_ga"].head == "cosine"
+
+
+def test_make_config_fills_preset_and_method_switches():
+    c = make_config("cifar10-jpeg", "kps_ga", imbalance=50, seed=3)
+    assert (c.preset, c.epochs, c.batch_size, c.imbalance, c.seed) == ("cifar10_lt", 200, 64, 50.0, 3)
+    assert (c.ga_switch_epoch, c.drw_epoch, c.mixup_alpha, c.ga_variant) == (120, None, 0.0, "paper")
+    assert (c.momentum, c.nesterov) == (0.9, False)
+    m = make_config("cifar100", "kps_ga_mixup")
+    assert m.mixup_alpha == 1.0 and m.preset == "cifar100_lt"
+    d = make_config("cifar10", "ldam_drw")
+    assert d.drw_epoch == 160 and d.ga_switch_epoch is None
+    i = make_config("imagenet_lt", "ce")
+    assert i.imbalance == 256 and i.preset == "imagenet_lt" and i.preset_epochs == 180
+
+
+def test_json_round_trip():
+    c = make_config("cifar10-jpeg", "kps_ga", epochs=3, ga_variant="official", decay_epochs=(1, 2))
+    text = c.to_json()
+    back = RunConfig.from_json(text)
+    assert back == c and back.decay_epochs == (1, 2)
+    assert json.loads(text)["decay_epochs"] == [1, 2]
+    # a partial dict takes the preset's values
+    assert RunConfig.from_dict({"dataset": "cifar10-jpeg", "method": "kps_ga", "epochs": 3, "ga_variant": "official",
+                                "decay_epochs": [1, 2]}) == c
+
+
+def test_authors_code_overrides():
+    o = authors_code_overrides("cifar10-jpeg")
+    assert o == {"lr_style": "official", "ga_variant": "official", "m_max": 0.2, "subset_seed": 666}
+    c = make_config("cifar10-jpeg", "kps_ga", **o)
+    assert c.m_max == 0.2 and c.lr_style == "official"
+    assert authors_code_overrides("imagenet_lt") == {"lr_style": "official", "ga_variant": "official"}
+
+
+def test_format_imbalance():
+    assert format_imbalance(100) == "imb100"
+    assert format_imbalance(50.0) == "imb50"
+    assert format_imbalance(12.5) == "imb12.5"
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(dataset="cifar11", method="ce"), "unknown dataset 'cifar11'; valid: cifar10,"),
+        (dict(dataset="cifar10", method="kps_gaa"), "unknown method 'kps_gaa'; valid: ce,"),
+        (dict(dataset="cifar10", method="ce", preset="tiny"), "unknown preset 'tiny'"),
+        (dict(dataset="cifar10", method="ce", imbalance=0.5), "imbalance must be a finite number >= 1"),
+        (dict(dataset="cifar10", method="ce", imbalance=float("nan")), "imbalance must be"),
+        (dict(dataset="imagenet_lt", method="ce", imbalance=100), "imagenet_lt comes long-tailed"),
+        (dict(dataset="cifar10", method="ce", epochs=0), "epochs must be an integer >= 1"),
+        (dict(dataset="cifar10", method="ce", lr=-1), "lr must be a finite number > 0"),
+        (dict(dataset="cifar10", method="ce", lr_style="fast"), "unknown lr_style 'fast'; valid: paper, official"),
+        (dict(dataset="cifar10", method="kps_ga", ga_variant="row"), "unknown ga_variant"),
+        (dict(dataset="cifar10", method="kps", ga_switch_epoch=3), "method 'kps' has no gradient adjustment"),
+        (dict(dataset="cifar10", method="ce", drw_epoch=3), "method 'ce' has no deferred re-weighting"),
+        (dict(dataset="cifar10", method="ce", mixup_alpha=1.0), "method 'ce' needs mixup_alpha 0"),
+        (dict(dataset="cifar10", method="ce", decay_epochs=(5, 2)), "decay_epochs must be increasing"),
+        (dict(dataset="cifar10", method="ce", bf16="yes"), "bf16 must be true or false"),
+    ],
+)
+def test_bad_config(kwargs, message):
+    with pytest.raises(ValueError) as err:
+        make_config(**kwargs)
+    assert message in str(err.value)
+
+
+def test_unknown_keys_rejected_listing_valid_ones():
+    with pytest.raises(ValueError) as err:
+        RunConfig.from_json(json.dumps({"dataset": "cifar10", "method": "ce", "learning_rate": 0.1}))
+    msg = str(err.value)
+    assert "unknown config key(s) 'learning_rate'" in msg and "valid keys: dataset, imbalance, method" in msg
+    with pytest.raises(ValueError, match="config needs the key 'method'"):
+        RunConfig.from_dict({"dataset": "cifar10"})
+    with pytest.raises(ValueError, match="not valid JSON"):
+        RunConfig.from_json("{dataset")
