@@ -1,0 +1,360 @@
+"""Pure functions behind the book's table and figure notebooks.
+
+The notebooks only read files (``book/paper_numbers.csv``, ``results/``
+records) and call these functions, so every rule of the result pages lives
+here and is tested (tests/test_report.py):
+
+- the paper's numbers (Tables 1, 3-7) are read from one transcription and are
+  only ever shown as the paper's;
+- a cell of ours is computed from records written by ``kps.train`` and from
+  nothing else: mean +- sample std over seeds, the number of seeds, the
+  final-epoch and the best-epoch error labelled apart, the dataset variant
+  labelled (e.g. "CIFAR-10 (JPEG copy)"), every setting that differs from the
+  paper's named; no record -> "not run";
+- per-class/group errors of Figs. 6-7 (Sec. 4.5: Head1-3 / Mid1-4 / Tail1-3)
+  come from the records' ``per_group_errors``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kps.configs import METHODS, PRESETS, make_config
+
+__all__ = [
+    "NOT_RUN",
+    "NOT_IMPLEMENTED",
+    "PAPER_COLUMNS",
+    "ErrorSummary",
+    "summarize",
+    "format_summary",
+    "find_repo_root",
+    "read_paper_numbers",
+    "read_paper_table1",
+    "paper_label",
+    "dataset_title",
+    "setting_label",
+    "matching_records",
+    "comparison_table",
+    "wide_table",
+    "provenance_table",
+    "dataset_summary",
+    "group_names",
+    "per_group_error_table",
+]
+
+NOT_RUN = "not run"
+NOT_IMPLEMENTED = "not in this artifact"
+PAPER_COLUMNS = ("table", "dataset", "imbalance", "backbone", "method", "top1_error", "note")
+
+# A paper row on CIFAR-10 may be matched by a run on the official CIFAR-10 or
+# on the JPEG copy; the record's own dataset label then says which one ran.
+DATASET_VARIANTS: dict[str, tuple[str, ...]] = {
+    "cifar10": ("cifar10", "cifar10-jpeg"),
+    "cifar100": ("cifar100",),
+    "imagenet_lt": ("imagenet_lt",),
+    "inat2018": ("inat2018",),
+}
+DATASET_TITLES = {
+    "cifar10": "CIFAR-10-LT",
+    "cifar100": "CIFAR-100-LT",
+    "imagenet_lt": "ImageNet-LT",
+    "inat2018": "iNaturalist 2018",
+}
+BACKBONE_TITLES = {"resnet32": "ResNet-32", "resnet50": "ResNet-50", "resnext50_32x4d": "ResNeXt-50"}
+# Config keys that only select a faster code path (kps.train), not the maths.
+_SPEED_KEYS = ("channels_last", "fused_sgd", "compile")
+
+
+@dataclass(frozen=True)
+class ErrorSummary:
+    """Mean and sample standard deviation (ddof=1; None for one seed) of n errors in %."""
+
+    mean: float
+    std: float | None
+    n: int
+
+
+def summarize(values: Iterable[float]) -> ErrorSummary | None:
+    """Summary of top-1 errors (%) over seeds; None when there are none."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0:
+        return None
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"errors must be finite numbers, got {v.tolist()}")
+    std = float(v.std(ddof=1)) if v.size > 1 else None
+    return ErrorSummary(float(v.mean()), std, int(v.size))
+
+
+def format_summary(s: ErrorSummary | None, missing: str = NOT_RUN, digits: int = 2) -> str:
+    """'18.77 ± 0.31 (n=3)', '18.77 (n=1)' or ``missing``."""
+    if s is None:
+        return missing
+    spread = f" ± {s.std:.{digits}f}" if s.std is not None else ""
+    return f"{s.mean:.{digits}f}{spread} (n={s.n})"
+
+
+def find_repo_root(start: str | Path | None = None) -> Path:
+    """The repository root above ``start`` (default: the working folder): the
+    first folder holding both ``_toc.yml`` and ``kps/``. Notebooks run from
+    ``notebooks/`` (jupyter-book) or from the root (papermill, reproduce)."""
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "kps").is_dir():
+            return folder
+    raise FileNotFoundError(f"no repository root (a folder with _toc.yml and kps/) at or above {here}")
+
+
+def read_paper_numbers(path: str | Path) -> pd.DataFrame:
+    """The paper's Tables 3-7 as transcribed in ``book/paper_numbers.csv``.
+
+    One row per table cell; ``top1_error`` is NaN where the paper prints '-';
+    ``imbalance`` is NaN for ImageNet-LT / iNaturalist (fixed by their lists).
+    ValueError when a column is missing, a table number is outside 3-7, or an
+    error is not a percentage.
+    """
+    df = pd.read_csv(path)
+    missing = [c for c in PAPER_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; expected {list(PAPER_COLUMNS)}")
+    bad_tables = sorted(set(df["table"]) - {3, 4, 5, 6, 7})
+    if bad_tables:
+        raise ValueError(f"{path}: table numbers must be 3-7, got {bad_tables}")
+    bad_sets = sorted(set(df["dataset"]) - set(DATASET_VARIANTS))
+    if bad_sets:
+        raise ValueError(f"{path}: unknown dataset(s) {bad_sets}; valid: {sorted(DATASET_VARIANTS)}")
+    err = df["top1_error"].dropna()
+    if ((err < 0) | (err > 100)).any():
+        raise ValueError(f"{path}: top1_error must be a percentage in [0, 100]")
+    if df[df["method"].isna()].shape[0]:
+        raise ValueError(f"{path}: every row needs a method name")
+    return df
+
+
+def read_paper_table1(path: str | Path) -> pd.DataFrame:
+    """The paper's Table 1 (dataset summary) from ``book/paper_table1.csv``."""
+    df = pd.read_csv(path)
+    need = ("dataset", "num_classes", "imbalance", "tail_class_size", "head_class_size")
+    missing = [c for c in need if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}")
+    return df
+
+
+def paper_label(note: str) -> str:
+    """The paper's own row label: the note's text before the first ';'."""
+    return str(note).split(";")[0].strip()
+
+
+def dataset_title(dataset: str) -> str:
+    """'cifar10' -> 'CIFAR-10-LT' (the paper's column titles)."""
+    if dataset not in DATASET_TITLES:
+        raise ValueError(f"unknown paper dataset {dataset!r}; valid: {sorted(DATASET_TITLES)}")
+    return DATASET_TITLES[dataset]
+
+
+def setting_label(config: Mapping[str, Any]) -> str:
+    """How a run's config differs from the paper's setting for its dataset and
+    method (``kps.configs.make_config`` with the same imbalance and seed):
+    'paper setting', or the differences, e.g. 'short run: 30 of 200 epochs;
+    m_max 0.2'. Keys that only pick a faster code path are ignored."""
+    cfg = dict(config)
+    reference = make_config(cfg["dataset"], cfg["method"], imbalance=cfg["imbalance"], seed=cfg["seed"]).to_dict()
+    parts: list[str] = []
+    for key in sorted(set(cfg) | set(reference)):
+        if key in _SPEED_KEYS or key == "seed":
+            continue
+        ours, ref = cfg.get(key), reference.get(key)
+        if _same(ours, ref):
+            continue
+        if key == "epochs":
+            parts.insert(0, f"short run: {ours} of {ref} epochs")
+        elif key in ("ga_variant", "lr_style") and ours == "official":
+            parts.append("GA: authors' per-sample row scale" if key == "ga_variant" else "lr: authors' schedule")
+        else:
+            parts.append(f"{key} {ours}")
+    return "; ".join(parts) if parts else "paper setting"
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return list(a or []) == list(b or [])
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(float(a), float(b))
+    return a == b
+
+
+def matching_records(
+    records: Iterable[Mapping[str, Any]], dataset: str, method: str, imbalance: float | None, backbone: str
+) -> list[Mapping[str, Any]]:
+    """Records that ran the paper row's method and backbone on one of the
+    dataset's variants (CIFAR-10: official or JPEG copy) at its imbalance
+    (``imbalance`` None/NaN: any, for the datasets that come long-tailed)."""
+    variants = DATASET_VARIANTS[dataset]
+    any_ratio = imbalance is None or (isinstance(imbalance, float) and math.isnan(imbalance))
+    out = []
+    for rec in records:
+        c = rec["config"]
+        if c["dataset"] in variants and c["method"] == method and c.get("arch") == backbone:
+            if any_ratio or math.isclose(float(c["imbalance"]), float(imbalance)):
+                out.append(rec)
+    return out
+
+
+def _groups(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Records split by everything that decides a run except the seed (and the
+    speed-only switches), in a stable order; one group = one cell of ours."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        cfg = {k: v for k, v in rec["config"].items() if k != "seed" and k not in _SPEED_KEYS}
+        key = repr(sorted((k, repr(v)) for k, v in cfg.items())) + repr(rec.get("dataset_label"))
+        groups.setdefault(key, []).append(rec)
+    return [groups[k] for k in sorted(groups)]
+
+
+def comparison_table(
+    paper: pd.DataFrame,
+    records: Sequence[Mapping[str, Any]],
+    table: int,
+    implemented: Collection[str] = tuple(METHODS),
+) -> pd.DataFrame:
+    """The paper's table ``table`` beside our records, one row per paper cell
+    and group of our runs (a paper cell without runs gets one row).
+
+    Columns: method, paper label, dataset, imbalance, backbone, paper (the
+    paper's top-1 error, '–' where it prints '-'), ours final / ours best (top-1
+    error of the last epoch / of the best epoch, mean ± std over seeds),
+    seeds, our data (the records' dataset label), our setting (see
+    :func:`setting_label`). Our cells say "not run" where no record exists and
+    "not in this artifact" for methods this package does not implement.
+    """
+    rows = paper[paper["table"] == table]
+    if rows.empty:
+        raise ValueError(f"no paper numbers for table {table}; tables present: {sorted(set(paper['table']))}")
+    out = []
+    for _, p in rows.iterrows():
+        imb = None if pd.isna(p["imbalance"]) else float(p["imbalance"])
+        base = {
+            "method": p["method"],
+            "paper label": paper_label(p["note"]),
+            "dataset": dataset_title(p["dataset"]),
+            "imbalance": "-" if imb is None else f"{imb:g}",
+            "backbone": BACKBONE_TITLES.get(p["backbone"], p["backbone"]),
+            "paper": "–" if pd.isna(p["top1_error"]) else f"{p['top1_error']:.2f}",
+        }
+        found = matching_records(records, p["dataset"], p["method"], imb, p["backbone"])
+        if not found:
+            missing = NOT_RUN if p["method"] in implemented else NOT_IMPLEMENTED
+            out.append({**base, "ours final": missing, "ours best": missing, "seeds": "",
+                        "our data": "", "our setting": ""})
+            continue
+        for group in _groups(found):
+            out.append({
+                **base,
+                "ours final": format_summary(summarize(r["top1_error"] for r in group)),
+                "ours best": format_summary(summarize(r["best_top1_error"] for r in group)),
+                "seeds": ", ".join(str(s) for s in sorted(r["config"]["seed"] for r in group)),
+                "our data": group[0].get("dataset_label", group[0]["config"]["dataset"]),
+                "our setting": setting_label(group[0]["config"]),
+            })
+    return pd.DataFrame(out)
+
+
+def wide_table(long: pd.DataFrame) -> pd.DataFrame:
+    """The paper's layout (methods down, labelled "<paper's label> (<our
+    method name>)"; dataset x imbalance x backbone across)
+    with a 'paper' and an 'ours (final epoch)' column under each. Several
+    groups of our runs for one cell are joined with ' | ', each followed by its
+    dataset label and setting in brackets."""
+    def ours(sub: pd.DataFrame) -> str:
+        if len(sub) == 1 and sub["our data"].iloc[0] == "":
+            return sub["ours final"].iloc[0]
+        return " | ".join(f"{r['ours final']} [{r['our data']}; {r['our setting']}]" for _, r in sub.iterrows())
+
+    cols: list[tuple[str, str]] = []
+    cells: dict[str, dict[tuple[str, str], str]] = {}
+    order: list[str] = []
+    for (label, method, ds, imb, bb), sub in long.groupby(
+            ["paper label", "method", "dataset", "imbalance", "backbone"], sort=False):
+        label = f"{label} ({method})"
+        head = f"{ds} {bb}" + ("" if imb == "-" else f" ρ={imb}")
+        for c in ((head, "paper"), (head, "ours (final epoch)")):
+            if c not in cols:
+                cols.append(c)
+        if label not in cells:
+            cells[label] = {}
+            order.append(label)
+        cells[label][(head, "paper")] = sub["paper"].iloc[0]
+        cells[label][(head, "ours (final epoch)")] = ours(sub)
+    frame = pd.DataFrame([[cells[m].get(c, "") for c in cols] for m in order], index=order,
+                         columns=pd.MultiIndex.from_tuples(cols))
+    frame.index.name = "method: paper's label (our name)"
+    return frame
+
+
+def provenance_table(records: Iterable[Mapping[str, Any]], root: str | Path | None = None) -> pd.DataFrame:
+    """One row per record: what ran (dataset label, method, imbalance, seed,
+    epochs) and where it came from (commit, dirty tree, device, torch version,
+    start date, wall time)."""
+    rows = []
+    for rec in records:
+        c = rec["config"]
+        commit = str(rec.get("git_commit") or "unknown")[:10] + (" (dirty)" if rec.get("git_dirty") else "")
+        rows.append({
+            "data": rec.get("dataset_label", c["dataset"]),
+            "method": c["method"],
+            "imbalance": f"{float(c['imbalance']):g}",
+            "seed": c["seed"],
+            "epochs": c["epochs"],
+            "setting": setting_label(c),
+            "commit": commit,
+            "device": rec.get("device", "unknown"),
+            "torch": rec.get("torch_version", "unknown"),
+            "started": str(rec.get("started_at", "unknown"))[:19],
+            "wall time (h)": round(float(rec["wall_time_s"]) / 3600, 2) if rec.get("wall_time_s") is not None else None,
+        })
+    return pd.DataFrame(rows)
+
+
+def dataset_summary(counts: Sequence[int]) -> dict[str, Any]:
+    """Table 1's columns for one long-tailed training set: number of classes,
+    imbalance ratio rho = max(n)/min(n) (Sec. 4.1.1), tail and head class size."""
+    n = np.asarray(counts)
+    if n.ndim != 1 or n.size == 0 or (n <= 0).any():
+        raise ValueError(f"counts must be a non-empty list of positive class sizes, got {list(counts)!r}")
+    return {"# classes": int(n.size), "imbalance ratio": float(n.max() / n.min()),
+            "tail class size": int(n.min()), "head class size": int(n.max())}
+
+
+def group_names(n_groups: int = 10) -> list[str]:
+    """Fig. 6-7 names: the 3 most frequent Head1-3, the next 4 Mid1-4, the last 3 Tail1-3."""
+    if n_groups != 10:
+        raise ValueError(f"the paper names exactly 10 classes/groups (Head1-3, Mid1-4, Tail1-3), got {n_groups}")
+    return [f"Head{i}" for i in (1, 2, 3)] + [f"Mid{i}" for i in (1, 2, 3, 4)] + [f"Tail{i}" for i in (1, 2, 3)]
+
+
+def per_group_error_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Long table for Figs. 6-7: one row per (group of runs, class/group) with
+    the mean and sample std (NaN for one seed) over seeds of the records'
+    ``per_group_errors`` (top-1 error in % of the 10 classes of CIFAR-10-LT, or
+    of the 10 frequency groups of CIFAR-100-LT, most frequent first)."""
+    rows = []
+    names = group_names()
+    for group in _groups(records):
+        errs = np.array([r["per_group_errors"] for r in group], dtype=np.float64)
+        if errs.shape[1] != len(names):
+            raise ValueError(f"per_group_errors must hold {len(names)} values, got {errs.shape[1]}")
+        std = errs.std(axis=0, ddof=1) if len(group) > 1 else np.full(len(names), np.nan)
+        c = group[0]["config"]
+        for i, name in enumerate(names):
+            rows.append({"method": c["method"], "setting": setting_label(c), "group": name,
+                         "error": errs[:, i].mean(), "std": std[i], "n": len(group),
+                         "data": group[0].get("dataset_label", c["dataset"])})
+    return pd.DataFrame(rows)
