@@ -21,12 +21,13 @@ import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from kps.configs import METHODS, PRESETS, make_config
+from kps.configs import METHODS, make_config
+from kps.data import summarize_counts, train_class_counts
 
 __all__ = [
     "NOT_RUN",
@@ -44,8 +45,10 @@ __all__ = [
     "matching_records",
     "comparison_table",
     "wide_table",
+    "table_records",
     "provenance_table",
-    "dataset_summary",
+    "table1",
+    "table2",
     "group_names",
     "per_group_error_table",
 ]
@@ -267,6 +270,16 @@ def comparison_table(
     return pd.DataFrame(out)
 
 
+def table_records(paper: pd.DataFrame, records: Sequence[Mapping[str, Any]], table: int) -> list[Mapping[str, Any]]:
+    """The records that fill some cell of ours in the paper's table ``table``
+    (in the order given), for its provenance list."""
+    rows = paper[paper["table"] == table]
+    used = {id(r) for _, p in rows.iterrows()
+            for r in matching_records(records, p["dataset"], p["method"],
+                                      None if pd.isna(p["imbalance"]) else float(p["imbalance"]), p["backbone"])}
+    return [r for r in records if id(r) in used]
+
+
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     """The paper's layout (methods down, labelled "<paper's label> (<our
     method name>)"; dataset x imbalance x backbone across)
@@ -323,14 +336,86 @@ def provenance_table(records: Iterable[Mapping[str, Any]], root: str | Path | No
     return pd.DataFrame(rows)
 
 
-def dataset_summary(counts: Sequence[int]) -> dict[str, Any]:
-    """Table 1's columns for one long-tailed training set: number of classes,
-    imbalance ratio rho = max(n)/min(n) (Sec. 4.1.1), tail and head class size."""
-    n = np.asarray(counts)
-    if n.ndim != 1 or n.size == 0 or (n <= 0).any():
-        raise ValueError(f"counts must be a non-empty list of positive class sizes, got {list(counts)!r}")
-    return {"# classes": int(n.size), "imbalance ratio": float(n.max() / n.min()),
-            "tail class size": int(n.min()), "head class size": int(n.max())}
+def table1(
+    paper_t1: pd.DataFrame,
+    data_root: str | Path,
+    counts_fn: Callable[..., list[int]] = train_class_counts,
+) -> pd.DataFrame:
+    """Table 1 recomputed: for each row of the paper's Table 1, the class
+    counts from the dataset builders (``kps.data.train_class_counts``: the
+    exponential profile of Sec. 4.1.1 for CIFAR, the split files for
+    ImageNet-LT / iNaturalist 2018) summarised as the paper does, beside the
+    paper's values. Where a split file is not under ``data_root`` the row keeps
+    only the paper's values and says so in ``source``."""
+    rows = []
+    for _, p in paper_t1.iterrows():
+        name = p["dataset"]
+        fixed = name in ("imagenet_lt", "inat2018")
+        try:
+            counts = counts_fn(name, data_root) if fixed else counts_fn(name, None, float(p["imbalance"]))
+        except FileNotFoundError as err:
+            ours, source = None, f"paper's values only: split file not present ({err})"
+        else:
+            ours = summarize_counts(counts)
+            source = "split file under data root" if fixed else "kps.data.long_tailed_counts (Sec. 4.1.1)"
+        row = {"dataset": dataset_title(name)}
+        for label, paper_key, our_key in (("# classes", "num_classes", "classes"),
+                                          ("imbalance ratio", "imbalance", "imbalance"),
+                                          ("tail class size", "tail_class_size", "tail"),
+                                          ("head class size", "head_class_size", "head")):
+            row[(label, "paper")] = f"{p[paper_key]:g}"
+            row[(label, "ours")] = "-" if ours is None else f"{ours[our_key]:g}"
+        row[("training images", "ours")] = "-" if ours is None else f"{ours['total']:g}"
+        row["source of ours"] = source
+        rows.append(row)
+    frame = pd.DataFrame(rows).set_index("dataset")
+    frame.columns = pd.MultiIndex.from_tuples([c if isinstance(c, tuple) else (c, "") for c in frame.columns])
+    return frame
+
+
+# Table 2 / Sec. 4.2 settings -> RunConfig field.
+_TABLE2_FIELDS = {
+    "Backbone": "arch", "Mini-batch size": "batch_size", "Initial lr": "lr", "Weight decay": "weight_decay",
+    "lr warm-up": "warmup_epochs", "Maximum epochs": "epochs", "lr decay ratio": "decay_ratio",
+    "lr decay epochs": "decay_epochs", "SGD momentum": "momentum", "m_max": "m_max", "n_base": "n_base",
+    "s_base": "s_base",
+}
+
+
+def _table2_cell(setting: str, paper_value: str, ours: Any) -> tuple[str, bool]:
+    """Our value formatted like the paper's cell, and whether the two agree."""
+    if setting == "Backbone":
+        title = BACKBONE_TITLES[ours]
+        return title, title in [v.strip() for v in paper_value.split(",")]
+    if setting == "lr warm-up":
+        return (f"Yes ({ours} epochs)" if ours else "No"), (paper_value == "Yes") == (ours > 0)
+    if setting == "lr decay epochs":
+        want = [int(v) for v in paper_value.strip("{}").split(",")]
+        return "{" + ",".join(str(e) for e in ours) + "}", list(ours) == want
+    return f"{ours:g}", math.isclose(float(paper_value), float(ours))
+
+
+def table2(paper_t2: pd.DataFrame) -> pd.DataFrame:
+    """Table 2 (and the settings of Secs. 4.2 and 4.2.3) as the paper gives
+    them beside the values ``kps.configs.make_config`` fills in for each
+    dataset, with a column saying whether they agree."""
+    unknown = sorted(set(paper_t2["setting"]) - set(_TABLE2_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown Table 2 setting(s) {unknown}; known: {sorted(_TABLE2_FIELDS)}")
+    datasets = [c for c in paper_t2.columns if c not in ("setting", "source")]
+    configs = {d: make_config(d, "kps_ga").to_dict() for d in datasets}
+    rows = []
+    for _, p in paper_t2.iterrows():
+        row: dict[Any, Any] = {("setting", ""): p["setting"], ("source", ""): p["source"]}
+        for d in datasets:
+            ours, same = _table2_cell(p["setting"], str(p[d]), configs[d][_TABLE2_FIELDS[p["setting"]]])
+            row[(dataset_title(d), "paper")] = str(p[d])
+            row[(dataset_title(d), "ours")] = ours
+            row[(dataset_title(d), "same")] = "yes" if same else "NO"
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    return frame.set_index([("setting", ""), ("source", "")]).rename_axis(["setting", "source"])
 
 
 def group_names(n_groups: int = 10) -> list[str]:

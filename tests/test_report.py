@@ -124,6 +124,13 @@ def test_wide_table_layout(paper):
     assert ("ImageNet-LT ResNeXt-50", "paper") in w4.columns and w4.shape == (12, 6)
 
 
+def test_table_records(paper):
+    recs = [record(seed=0), record(method="kps", seed=0), record(dataset="cifar10-jpeg", method="ce", imbalance=10.0)]
+    assert report.table_records(paper, recs, 3) == [recs[0]]
+    assert report.table_records(paper, recs, 5) == recs[:2]
+    assert report.table_records(paper, recs, 7) == []
+
+
 def test_provenance_table():
     p = report.provenance_table([record(seed=2)])
     row = p.iloc[0]
@@ -131,12 +138,39 @@ def test_provenance_table():
     assert row["data"] == "CIFAR-10 (JPEG copy)" and row["setting"] == "paper setting"
 
 
-def test_dataset_summary():
-    counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
-    assert report.dataset_summary(counts) == {"# classes": 10, "imbalance ratio": 100.0,
-                                              "tail class size": 50, "head class size": 5000}
-    with pytest.raises(ValueError, match="positive"):
-        report.dataset_summary([5, 0])
+def test_table1_computed_beside_paper(tmp_path):
+    t1 = report.read_paper_table1(ROOT / "book" / "paper_table1.csv")
+    t = report.table1(t1, tmp_path)  # no split files under tmp_path
+    c10 = t.loc["CIFAR-10-LT"]
+    assert c10[("imbalance ratio", "ours")].tolist() == ["100", "50"]
+    assert c10[("tail class size", "ours")].tolist() == c10[("tail class size", "paper")].tolist() == ["50", "100"]
+    assert t.loc["CIFAR-100-LT", ("tail class size", "ours")].tolist() == ["5", "10"]
+    assert t.loc["CIFAR-10-LT", ("training images", "ours")].tolist() == ["12406", "13996"]
+    inat = t.loc["iNaturalist 2018"]
+    assert inat[("# classes", "paper")] == "8142" and inat[("# classes", "ours")] == "-"
+    assert inat["source of ours"].iloc[0].startswith("paper's values only")
+
+    def fake_counts(name, root, imbalance=None):
+        return [1280] + [5] * 999 if name == "imagenet_lt" else report.train_class_counts(name, root, imbalance)
+
+    t = report.table1(t1, tmp_path, counts_fn=fake_counts)
+    assert t.loc["ImageNet-LT", ("imbalance ratio", "ours")] == "256"
+
+
+def test_table2_agrees_with_configs():
+    t2 = report.table2(pd.read_csv(ROOT / "book" / "paper_table2.csv"))
+    same = t2.xs("same", axis=1, level=1)
+    assert (same == "yes").all().all(), same
+    assert t2.loc[("lr warm-up", "Table 2"), ("CIFAR-10-LT", "ours")] == "Yes (5 epochs)"
+    assert t2.loc[("Backbone", "Table 2"), ("ImageNet-LT", "ours")] == "ResNet-50"
+    assert t2.loc[("m_max", "Sec. 4.2.3"), ("iNaturalist 2018", "ours")] == "0.3"
+    drift = pd.read_csv(ROOT / "book" / "paper_table2.csv")
+    drift.loc[drift.setting == "Maximum epochs", "cifar10"] = "300"
+    t = report.table2(drift)
+    assert t.loc[("Maximum epochs", "Table 2"), ("CIFAR-10-LT", "same")] == "NO"
+    drift.loc[0, "setting"] = "Dropout"
+    with pytest.raises(ValueError, match="unknown Table 2 setting"):
+        report.table2(drift)
 
 
 def test_group_names():
