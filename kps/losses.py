@@ -54,8 +54,6 @@ __all__ = [
 
 # Rows of soft targets must sum to 1 within this tolerance.
 _SOFT_ROW_SUM_ATOL = 1e-3
-# Floor of 1 - cos^2 under the square root of ArcFace (keeps d sqrt / d cos finite at |cos| = 1).
-_ARC_SIN2_FLOOR = 1e-7
 
 Candidates = list[tuple[Tensor, "Tensor | None"]]
 
@@ -193,18 +191,18 @@ def margin_softmax_loss(
         z = z * radius
     terms = []
     for index, mass in candidates:
-        onehot = F.one_hot(index, c).to(z.dtype)
+        column = index[:, None]
         logits = z
         if margin is not None:
-            target_margin = margin[index] if margin.ndim == 1 else margin.gather(1, index[:, None]).squeeze(1)
-            logits = logits - onehot * target_margin[:, None]
+            target_margin = margin[index][:, None] if margin.ndim == 1 else margin.gather(1, column)
+            logits = logits.scatter_add(1, column, -target_margin)
         if column_scale is not None:
             logits = logits * column_scale
         if row_scale is not None:
             logits = logits * row_scale[index][:, None]
         if exclude is not None:
-            logits = logits.masked_fill(exclude & (onehot == 0), float("-inf"))
-        log_p = F.log_softmax(logits, dim=1).gather(1, index[:, None]).squeeze(1)
+            logits = logits.masked_fill(exclude.scatter(1, column, False), float("-inf"))
+        log_p = F.log_softmax(logits, dim=1).gather(1, column).squeeze(1)
         loss = -log_p
         if gamma > 0:
             one_minus_p = (-torch.expm1(log_p)).clamp_min(torch.finfo(z.dtype).tiny)
@@ -239,10 +237,11 @@ class _LongTailLoss(nn.Module):
             raise ValueError(f"weight must have shape ({self.num_classes},), got {tuple(w.shape)}")
         if not bool(torch.isfinite(w).all()) or bool((w <= 0).any()):
             raise ValueError(f"weight entries must be finite and > 0, got {w.tolist()}")
-        self._weight = w.to(torch.float32)
+        self._weight = w
 
     def _vector(self, name: str, values) -> None:
-        self.register_buffer(name, torch.as_tensor(np.asarray(values, dtype=np.float64), dtype=torch.float32), persistent=False)
+        """Register a per-class constant as a float64 buffer (cast to the scores' dtype when used)."""
+        self.register_buffer(name, torch.as_tensor(np.asarray(values, dtype=np.float64)), persistent=False)
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, input_kind={self.input_kind!r}"
@@ -317,7 +316,7 @@ class ClassBalancedFocalLoss(_LongTailLoss):
             w = w * self.weight.to(device=z.device, dtype=z.dtype)
         total = z.new_zeros(())
         for index, mass in candidates:
-            onehot = F.one_hot(index, self.num_classes).to(z.dtype)
+            onehot = torch.zeros_like(z).scatter_(1, index[:, None], 1.0)
             bce = F.binary_cross_entropy_with_logits(z, onehot, reduction="none")
             modulator = torch.exp(-self.gamma * (onehot * z + F.softplus(-z)))
             per_row = (modulator * bce).sum(dim=1) * w[index]
@@ -388,8 +387,8 @@ class ArcFaceLoss(_LongTailLoss):
     CE with target logit scale * cos(theta_y + margin), others scale * cos(theta_j).
 
     No arccos is taken: cos(theta + m) = cos(theta) cos(m) - sin(theta) sin(m)
-    with sin(theta) = sqrt(max(1 - cos^2, 1e-7)), so gradients stay finite at
-    |cos| = 1.  Where theta + m > pi (cos(theta) <= cos(pi - m)) the target
+    with sin(theta) = sqrt(max(1 - cos^2, eps)) (eps: machine epsilon of the
+    dtype), so gradients stay finite at |cos| = 1.  Where theta + m > pi (cos(theta) <= cos(pi - m)) the target
     logit is cos(theta) - m sin(m) instead, keeping it decreasing in theta (the
     fallback of the reference insightface implementation).  Defaults margin 0.5
     (ArcFace paper), scale 30 (as CosFace here)."""
@@ -408,7 +407,7 @@ class ArcFaceLoss(_LongTailLoss):
         m = self.margin
         scores = scores.to(torch.promote_types(scores.dtype, torch.float32))
         cos = scores.clamp(-1.0, 1.0)
-        sin = torch.sqrt((1.0 - cos * cos).clamp_min(_ARC_SIN2_FLOOR))
+        sin = torch.sqrt((1.0 - cos * cos).clamp_min(torch.finfo(cos.dtype).eps))
         phi = cos * math.cos(m) - sin * math.sin(m)
         phi = torch.where(cos > math.cos(math.pi - m), phi, cos - m * math.sin(m))
         return margin_softmax_loss(scores, target, margin=scores - phi, column_scale=self.scale, weight=self.weight)
