@@ -237,7 +237,7 @@ class _LongTailLoss(nn.Module):
             raise ValueError(f"weight must have shape ({self.num_classes},), got {tuple(w.shape)}")
         if not bool(torch.isfinite(w).all()) or bool((w <= 0).any()):
             raise ValueError(f"weight entries must be finite and > 0, got {w.tolist()}")
-        self._weight = w
+        self._weight = w.to(value.device) if isinstance(value, Tensor) else w  # stay on the caller's device
 
     def _vector(self, name: str, values) -> None:
         """Register a per-class constant as a float64 buffer (cast to the scores' dtype when used)."""

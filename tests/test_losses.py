@@ -264,6 +264,9 @@ def test_weight_attribute_is_drw():
     loss.weight = w
     expected = F.cross_entropy(x, y, weight=torch.tensor(w))
     assert loss(x, y).item() == pytest.approx(expected.item(), rel=1e-12)
+    loss.weight = torch.tensor(w, dtype=torch.float32)  # as the trainer sets it
+    assert loss.weight.dtype == torch.float64
+    assert loss(x, y).item() == pytest.approx(expected.item(), rel=1e-6)
     loss.weight = None
     assert loss(x, y).item() == pytest.approx(F.cross_entropy(x, y).item(), rel=1e-12)
 
