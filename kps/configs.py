@@ -25,14 +25,18 @@ __all__ = [
     "FIXED_IMBALANCE",
     "ARCHS",
     "STYLES",
+    "COMPILE_MODES",
     "RunConfig",
     "make_config",
     "authors_code_overrides",
     "format_imbalance",
+    "setting_tag",
+    "RUN_ONLY_KEYS",
 ]
 
 ARCHS = ("resnet32", "resnet50", "resnext50_32x4d")
 STYLES = ("paper", "official")
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -146,7 +150,9 @@ class RunConfig:
     says exactly what ran.  ``lr_style`` and ``ga_variant`` pick the paper's
     reading ("paper") or the authors' code ("official"); ``subset_seed`` is the
     seed of the long-tailed subsampling, ``seed`` the training seed.
-    The last four keys select the fast path (kps.train); ``bf16`` needs CUDA.
+    The last four keys select the fast path (kps.train): channels_last memory
+    format, bf16 autocast of the backbone (CUDA only), fused SGD, and a
+    ``torch.compile`` mode ("none" = eager).
     """
 
     dataset: str
@@ -178,7 +184,7 @@ class RunConfig:
     channels_last: bool = False
     bf16: bool = False
     fused_sgd: bool = False
-    compile: bool = False
+    compile: str = "none"
 
     def __post_init__(self) -> None:
         _choice("dataset", self.dataset, DATASET_PRESETS)
@@ -187,6 +193,7 @@ class RunConfig:
         _choice("arch", self.arch, ARCHS)
         _choice("lr_style", self.lr_style, STYLES)
         _choice("ga_variant", self.ga_variant, STYLES)
+        _choice("compile mode", self.compile, COMPILE_MODES)
         object.__setattr__(self, "decay_epochs", tuple(self.decay_epochs))
         if not (isinstance(self.imbalance, (int, float)) and math.isfinite(self.imbalance)) or self.imbalance < 1:
             raise ValueError(f"imbalance must be a finite number >= 1 (max/min class size), got {self.imbalance!r}")
@@ -201,6 +208,10 @@ class RunConfig:
         _check_int("warmup_epochs", self.warmup_epochs, minimum=0)
         for name in ("lr", "decay_ratio", "n_base", "s_base"):
             _check_positive(name, getattr(self, name))
+        if self.decay_ratio > 1:
+            raise ValueError(f"decay_ratio must be in (0, 1], got {self.decay_ratio!r}")
+        if self.n_base <= 1:
+            raise ValueError(f"n_base must be > 1 (eq. 27 divides by log(n_base)), got {self.n_base!r}")
         for name in ("momentum", "weight_decay", "m_max", "mixup_alpha"):
             _check_positive(name, getattr(self, name), allow_zero=True)
         if not 0.0 <= self.drw_beta < 1.0:
@@ -209,7 +220,7 @@ class RunConfig:
             _check_int("decay_epochs entry", e, minimum=0)
         if list(self.decay_epochs) != sorted(self.decay_epochs):
             raise ValueError(f"decay_epochs must be increasing, got {list(self.decay_epochs)}")
-        for name in ("nesterov", "channels_last", "bf16", "fused_sgd", "compile"):
+        for name in ("nesterov", "channels_last", "bf16", "fused_sgd"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         spec = METHODS[self.method]
@@ -334,3 +345,27 @@ def make_config(dataset: str, method: str, **overrides: Any) -> RunConfig:
     )
     values.update(overrides)
     return RunConfig(**values)
+
+
+# Keys that do not define the experiment: which seed, how long (short runs are
+# marked by their epoch count), how often it is evaluated, and how fast it runs.
+RUN_ONLY_KEYS = ("seed", "epochs", "eval_every", "channels_last", "bf16", "fused_sgd", "compile")
+
+
+def _tag_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "-".join(_tag_value(v) for v in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def setting_tag(config: RunConfig) -> str:
+    """'' for the paper's setting of ``config``'s dataset, method and imbalance;
+    else its differences as ``key-value`` words joined by '.', sorted by key
+    (e.g. 'ga_variant-official.lr_style-official.m_max-0.2.subset_seed-666'),
+    so that records of different settings never share a file name."""
+    reference = make_config(config.dataset, config.method, imbalance=config.imbalance).to_dict()
+    ours = config.to_dict()
+    words = [f"{k}-{_tag_value(ours[k])}" for k in sorted(ours) if k not in RUN_ONLY_KEYS and ours[k] != reference[k]]
+    return ".".join(words)

@@ -17,7 +17,7 @@ import torch
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "ensure_writable_dir"]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_torch_save", "check_writable_dir"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -53,15 +53,16 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def ensure_writable_dir(path: str | Path, what: str = "output folder") -> Path:
-    """Create ``path`` if needed and prove it is writable by creating and
-    removing a temporary file there; ValueError naming the folder otherwise."""
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".write-test.", dir=path)
-        os.close(fd)
-        os.unlink(tmp)
-    except OSError as err:
-        raise ValueError(f"cannot write to the {what} {str(path)!r}: {err.strerror or err}") from err
+def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Check, without creating anything, that ``path`` is or can become a
+    writable folder: its nearest existing ancestor must be a folder this process
+    may write to.  ValueError naming the folder otherwise."""
+    path = Path(path).absolute()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"cannot write to the {what} {str(path)!r}: {str(existing)!r} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write to the {what} {str(path)!r}: {str(existing)!r} is not writable")
     return path

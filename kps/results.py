@@ -1,6 +1,8 @@
 """Run records: one JSON file per run at
 ``<out>/<dataset>/<method>/imb<ratio>/seed<k>.json``, written atomically,
-immutable unless forced, schema-checked on load.
+immutable unless forced, schema-checked on load.  A run whose setting differs
+from the paper's (e.g. the authors'-code GA variant) is stored as
+``seed<k>.<setting tag>.json`` (:func:`kps.configs.setting_tag`).
 
 Errors and accuracies are in percent.  ``top1_error`` is the final-epoch
 error and ``best_top1_error`` the best over the evaluated epochs (what the
@@ -17,17 +19,23 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from kps.configs import RunConfig, format_imbalance
+from kps.configs import RunConfig, format_imbalance, setting_tag
 from kps.io import atomic_write_text
 
-__all__ = ["SCHEMA_VERSION", "record_path", "validate_record", "write_record", "load_record", "load_records"]
+__all__ = ["SCHEMA_VERSION", "record_path", "config_record_path", "validate_record", "write_record", "load_record", "load_records"]
 
 SCHEMA_VERSION = 1
 
 
-def record_path(out: str | Path, dataset: str, method: str, imbalance: float, seed: int) -> Path:
-    """``<out>/<dataset>/<method>/imb<ratio>/seed<k>.json`` (ratio as in imb100, imb50)."""
-    return Path(out) / dataset / method / format_imbalance(imbalance) / f"seed{seed}.json"
+def record_path(out: str | Path, dataset: str, method: str, imbalance: float, seed: int, tag: str = "") -> Path:
+    """``<out>/<dataset>/<method>/imb<ratio>/seed<k>[.<tag>].json`` (ratio as in imb100, imb50)."""
+    name = f"seed{seed}.{tag}.json" if tag else f"seed{seed}.json"
+    return Path(out) / dataset / method / format_imbalance(imbalance) / name
+
+
+def config_record_path(out: str | Path, config: RunConfig) -> Path:
+    """Where the record of ``config`` lives (with its setting tag)."""
+    return record_path(out, config.dataset, config.method, config.imbalance, config.seed, setting_tag(config))
 
 
 def _is_num(x: Any) -> bool:
@@ -138,8 +146,7 @@ def write_record(record: dict, out: str | Path, force: bool = False) -> Path:
     """Validate and write ``record`` atomically at its :func:`record_path`.
     An existing record is never replaced unless ``force``."""
     validate_record(record)
-    c = record["config"]
-    path = record_path(out, c["dataset"], c["method"], c["imbalance"], c["seed"])
+    path = config_record_path(out, RunConfig.from_dict(record["config"]))
     if path.exists() and not force:
         raise FileExistsError(
             f"record {path} exists; records are immutable: use another seed, or --force to overwrite"
@@ -165,8 +172,7 @@ def load_records(out: str | Path = "results") -> list[dict]:
     records = []
     for path in sorted(out.glob("*/*/imb*/seed*.json")):
         record = load_record(path)
-        c = record["config"]
-        expected = record_path(out, c["dataset"], c["method"], c["imbalance"], c["seed"])
+        expected = config_record_path(out, RunConfig.from_dict(record["config"]))
         if expected != path:
             raise ValueError(f"{path}: its config belongs at {expected}")
         records.append(record)

@@ -94,6 +94,9 @@ def test_format_imbalance():
         (dict(dataset="cifar10", method="ce", mixup_alpha=1.0), "method 'ce' needs mixup_alpha 0"),
         (dict(dataset="cifar10", method="ce", decay_epochs=(5, 2)), "decay_epochs must be increasing"),
         (dict(dataset="cifar10", method="ce", bf16="yes"), "bf16 must be true or false"),
+        (dict(dataset="cifar10", method="ce", compile="fast"), "unknown compile mode 'fast'; valid: none, default"),
+        (dict(dataset="cifar10", method="ce", decay_ratio=2.0), "decay_ratio must be in (0, 1]"),
+        (dict(dataset="cifar10", method="kps", n_base=1.0), "n_base must be > 1"),
     ],
 )
 def test_bad_config(kwargs, message):

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from kps.configs import make_config
-from kps.io import atomic_torch_save, atomic_write_text, ensure_writable_dir
+from kps.io import atomic_torch_save, atomic_write_text, check_writable_dir
 from kps.results import load_record, load_records, record_path, validate_record, write_record
 
 
@@ -112,8 +112,9 @@ def test_validate_accepts_good_record():
 def test_io_helpers(tmp_path):
     atomic_torch_save({"a": 1}, tmp_path / "sub/x.pt")
     assert (tmp_path / "sub/x.pt").stat().st_size > 0
-    assert ensure_writable_dir(tmp_path / "new") == tmp_path / "new"
+    assert check_writable_dir(tmp_path / "new/deeper") == tmp_path / "new/deeper"
+    assert not (tmp_path / "new").exists()  # checking creates nothing
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    with pytest.raises(ValueError, match="cannot write to the output folder"):
-        ensure_writable_dir(blocker / "sub")
+    with pytest.raises(ValueError, match="cannot write to the output folder .*file/sub.*is not a folder"):
+        check_writable_dir(blocker / "sub")

@@ -1,0 +1,281 @@
+"""Command line: ``python -m kps train|train-grid|list|download|reproduce``.
+
+Errors in the input (unknown method/dataset/key, bad values, missing data,
+unwritable folders, an existing record, a diverged run) end with a one-line
+message on stderr and exit status 2 (1 for a diverged run); nothing is left
+half-written.  ``reproduce`` is provided by the module ``kps.reproduce``
+(``main(argv) -> int``), loaded only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+# Subcommands implemented in their own module, imported on use: name -> (module, help).
+EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
+    "reproduce": ("kps.reproduce", "regenerate the paper's tables and figures from results/ (see kps.reproduce)"),
+}
+
+EXIT_BAD_INPUT = 2
+EXIT_DIVERGED = 1
+
+
+def _parse_value(text: str) -> Any:
+    """A --set value: JSON if it parses (numbers, true/false, null, lists), else the string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Config overrides from --config FILE, --authors-code, --set KEY=VALUE and the
+    dedicated options (later ones win)."""
+    from kps.configs import authors_code_overrides
+
+    values: dict[str, Any] = {}
+    if args.config:
+        path = Path(args.config)
+        try:
+            loaded = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"cannot read config file {path}: {err}") from err
+        if not isinstance(loaded, dict):
+            raise ValueError(f"config file {path} must hold a JSON object")
+        values.update(loaded)
+    if args.authors_code:
+        values.update(authors_code_overrides(args.dataset or values.get("dataset", "")))
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        values[key.strip()] = _parse_value(value)
+    if args.fast:
+        cuda = _device(args.device).startswith("cuda")
+        values.update(channels_last=True, fused_sgd=True, bf16=cuda, compile="default" if cuda else "none")
+    for key in ("imbalance", "epochs", "channels_last", "bf16", "fused_sgd", "compile"):
+        value = getattr(args, key, None)
+        if value is not None:
+            values[key] = value
+    return values
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def _configs(args: argparse.Namespace, methods: Sequence[str], seeds: Sequence[int]) -> list:
+    from kps.configs import make_config
+
+    values = _overrides(args)
+    dataset = args.dataset or values.pop("dataset", None)
+    values.pop("dataset", None)
+    values.pop("method", None)
+    values.pop("seed", None)
+    if dataset is None:
+        raise ValueError("give --dataset (or a config file with a dataset)")
+    return [make_config(dataset, m, seed=s, **values) for m in methods for s in seeds]
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", help="cifar10, cifar100, cifar10-jpeg, imagenet_lt, inat2018")
+    p.add_argument("--imbalance", type=float, help="max/min class size (CIFAR: 100 or 50; default 100)")
+    p.add_argument("--epochs", type=int, help="train fewer epochs than the preset (a short run; the schedule is kept)")
+    p.add_argument("--data-root", default="data", help="folder holding the datasets (default: data)")
+    p.add_argument("--out", default="results", help="records go to OUT/<dataset>/<method>/imb<r>/seed<k>.json")
+    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default: checkpoints)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default: cuda if present)")
+    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint if there is one")
+    p.add_argument("--force", action="store_true", help="overwrite an existing record")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=8, help="DataLoader workers for the large-image datasets")
+    p.add_argument("--config", help="JSON file with RunConfig keys (kps.configs.RunConfig)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set m_max=0.2 --set decay_epochs=[160,180]")
+    p.add_argument("--authors-code", action="store_true",
+                   help="the authors' code's setting: lr schedule, GA row scale; on CIFAR m_max 0.2, subset seed 666")
+    fast = p.add_argument_group("fast path")
+    fast.add_argument("--fast", action="store_true",
+                      help="channels_last + fused SGD; on CUDA also bf16 autocast and torch.compile")
+    fast.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
+    fast.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast of the backbone (CUDA)")
+    fast.add_argument("--fused-sgd", dest="fused_sgd", action="store_true", default=None)
+    fast.add_argument("--compile", help="torch.compile mode: none, default, reduce-overhead, max-autotune")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from kps.results import config_record_path
+    from kps.train import train
+
+    (config,) = _configs(args, [args.method], [args.seed])
+    record = train(config, data_root=args.data_root, out=args.out, device=_device(args.device),
+                   resume=args.resume, quiet=args.quiet, force=args.force, checkpoint_dir=args.checkpoints,
+                   num_workers=args.workers)
+    if not args.quiet and os.environ.get("RANK", "0") == "0":
+        print(f"{config_record_path(args.out, config)}: top-1 error {record['top1_error']:.2f} (final), "
+              f"{record['best_top1_error']:.2f} (best, epoch {record['best_epoch']}), "
+              f"{record['wall_time_s']:.1f} s on {record['device']}")
+    return 0
+
+
+def cmd_train_grid(args: argparse.Namespace) -> int:
+    from kps.train import train_grid
+
+    configs = _configs(args, args.methods, args.seeds)
+    if args.jobs > 1:
+        return _spawn_jobs(args)
+    index, count = args.shard
+    mine = configs[index::count]
+    records = train_grid(mine, data_root=args.data_root, out=args.out, device=_device(args.device),
+                         quiet=args.quiet, force=args.force, resume=args.resume, checkpoint_dir=args.checkpoints,
+                         skip_existing=args.skip_existing)
+    for r in records:
+        c = r["config"]
+        print(f"{c['method']:>14} seed {c['seed']}: final {r['top1_error']:.2f}  best {r['best_top1_error']:.2f}  "
+              f"{r['wall_time_s']:.1f} s")
+    return 0
+
+
+def _spawn_jobs(args: argparse.Namespace) -> int:
+    """Run ``--jobs N`` worker processes of this train-grid, worker i taking
+    configurations i, i+N, ... (each loads the data once); status 0 if all succeed."""
+    argv = list(args.argv)
+    procs = []
+    for i in range(args.jobs):
+        child = _strip_option(argv, "--jobs") + ["--shard", f"{i}/{args.jobs}"]
+        if i > 0 and "--quiet" not in child:
+            child.append("--quiet")
+        procs.append(subprocess.Popen([sys.executable, "-m", "kps", *child]))
+    codes = [p.wait() for p in procs]
+    return max(codes)
+
+
+def _strip_option(argv: list[str], name: str) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(name + "="):
+            out.append(a)
+    return out
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, sep, count = text.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {text!r}")
+    return int(index), int(count)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from kps.configs import DATASET_PRESETS, METHODS, PRESETS
+
+    print("presets (Table 2):")
+    for p in PRESETS.values():
+        datasets = ", ".join(d for d, name in DATASET_PRESETS.items() if name == p.name)
+        print(f"  {p.name:<12} {p.arch}, batch {p.batch_size}, lr {p.lr}, wd {p.weight_decay:g}, "
+              f"warm-up {p.warmup_epochs}, {p.epochs} epochs, decay x{p.decay_ratio:g} at "
+              f"{list(p.decay_epochs)}, m_max {p.m_max}  [datasets: {datasets}]")
+        for key, why in p.not_in_paper.items():
+            print(f"  {'':<12}   {key} = {getattr(p, key)}: {why}")
+    print("methods:")
+    for name, m in METHODS.items():
+        extras = [w for w, on in (("DRW", m.drw), ("GA", m.ga), ("mixup", m.mixup)) if on]
+        print(f"  {name:<13} loss {m.loss}, {m.head} head" + (f", {', '.join(extras)}" if extras else ""))
+    print("datasets: " + ", ".join(DATASET_PRESETS))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from kps.data import download
+
+    download(args.name, args.data_root)
+    print(f"{args.name} is in {args.data_root}")
+    return 0
+
+
+def _external(name: str) -> Callable[[list[str]], int]:
+    module_name = EXTERNAL_COMMANDS[name][0]
+    if importlib.util.find_spec(module_name) is None:
+        raise ValueError(f"'{name}' is not available: module {module_name} is not installed")
+    return importlib.import_module(module_name).main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m kps",
+        description="KPS loss (Li, Cheung, Hu, TPAMI 2022) reproduction: train configurations of the paper "
+                    "and write one JSON record per run.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train one configuration and write its record",
+                       description="Train one configuration (Algorithm 1 with the Table 2 preset of the dataset).")
+    p.add_argument("--method", required=True, help="ce, focal, cb_focal, cosface, arcface, ldam_drw, la, eql, "
+                                                   "kps, kps_drw, kps_ga, kps_ga_mixup")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_train)
+
+    g = sub.add_parser("train-grid", help="train several methods x seeds in one process (data loaded once)",
+                       description="Train every (method, seed) pair one after another in one process, loading "
+                                   "the data once; --jobs N runs N such processes side by side (one GPU).")
+    g.add_argument("--methods", nargs="+", required=True)
+    g.add_argument("--seeds", nargs="+", type=int, default=[0])
+    g.add_argument("--jobs", type=int, default=1, help="worker processes sharing the device (default 1)")
+    g.add_argument("--shard", type=_shard, default=(0, 1), help=argparse.SUPPRESS)
+    g.add_argument("--skip-existing", action="store_true", help="leave configurations with a record alone")
+    _add_run_options(g)
+    g.set_defaults(func=cmd_train_grid)
+
+    ls = sub.add_parser("list", help="show presets, methods and datasets")
+    ls.set_defaults(func=cmd_list)
+
+    d = sub.add_parser("download", help="fetch a dataset into the data root")
+    d.add_argument("name", help="cifar10, cifar100 (torchvision, needs a network) or cifar10-jpeg (local pack)")
+    d.add_argument("--data-root", default="data")
+    d.set_defaults(func=cmd_download)
+
+    for name, (_, text) in EXTERNAL_COMMANDS.items():
+        e = sub.add_parser(name, help=text, add_help=False)
+        e.set_defaults(external=name)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    args.argv = argv
+    try:
+        if getattr(args, "external", None):
+            return int(_external(args.external)(rest) or 0)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as err:
+        if type(err).__name__ != "TrainingDiverged":  # kps.train.TrainingDiverged, without importing torch here
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,687 @@
+"""Algorithm 1 of the paper with the Table 2 settings, one code path for CPU,
+GPU and DistributedDataParallel.
+
+Per epoch (0-indexed):  lr from :func:`kps.schedules.learning_rate` (linear
+warm-up, step decay), GA switched on from ``ga_switch_epoch`` (Algorithm 1,
+lines 6-10: eq. 15 -> eq. 25), DRW class weights from ``drw_epoch``, then one
+pass of SGD (momentum 0.9, no Nesterov, weight decay per preset) over a fresh
+permutation of the training set, mixup (Zhang et al., alpha 1) where the
+method asks.  Evaluation every ``eval_every`` epochs and after the last:
+top-1 error under argmax cos(theta_j) (the paper's test rule; argmax of the
+logits for linear heads) and, for KPS, under argmax r_j cos(theta_j) (eq. 13).
+
+Data path: a :class:`kps.data.TensorSplit` (CIFAR) stays on the training
+device as uint8 and is augmented there by :class:`kps.data.GPUAugment`; the
+epoch permutation is drawn on the device.  Large-image datasets go through a
+torch DataLoader over the same permutation.  The fast-path switches of the
+config (``channels_last``, ``bf16`` autocast with the head and loss in
+float32, ``fused_sgd``, ``compile``) change how, not what, is computed.
+
+Checkpoints (every epoch, atomic) hold the model, the optimizer, every random
+state (CPU, data order, augmentation, mixup; per rank) and the history, so
+``resume=True`` continues a killed run to the bit-identical result on CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from kps.configs import RunConfig, format_imbalance, setting_tag
+from kps.data import DATASETS, GPUAugment, LTData, TensorSplit, build_dataset
+from kps.io import atomic_torch_save, check_writable_dir
+from kps.losses import make_loss
+from kps.models import make_model
+from kps.params import kps_parameters
+from kps.results import SCHEMA_VERSION, config_record_path, validate_record, write_record
+from kps.schedules import drw_weights, ga_active, learning_rate
+
+__all__ = [
+    "TrainingDiverged",
+    "Trainer",
+    "train",
+    "train_grid",
+    "checkpoint_path",
+    "class_groups",
+    "shot_masks",
+    "device_name",
+]
+
+EVAL_BATCH = 1000
+SHOT_BOUNDS = (100, 20)  # many > 100 >= medium >= 20 > few (training images per class)
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def class_groups(counts: list[int] | np.ndarray) -> list[np.ndarray] | None:
+    """Figs. 6-7: classes sorted by training count (most frequent first, ties by
+    class index) split into 10 consecutive groups (one class each on CIFAR-10,
+    10 classes each on CIFAR-100); None with fewer than 10 classes."""
+    counts = np.asarray(counts)
+    if len(counts) < 10:
+        return None
+    order = np.argsort(-counts, kind="stable")
+    return np.array_split(order, 10)
+
+
+def shot_masks(counts: list[int] | np.ndarray) -> dict[str, np.ndarray]:
+    """many-shot (> 100 training images), medium (20-100), few (< 20)."""
+    counts = np.asarray(counts)
+    high, low = SHOT_BOUNDS
+    return {"many": counts > high, "medium": (counts >= low) & (counts <= high), "few": counts < low}
+
+
+def _error(correct: np.ndarray, total: np.ndarray, mask: np.ndarray) -> float | None:
+    n = total[mask].sum()
+    return None if n == 0 else float(100.0 * (1.0 - correct[mask].sum() / n))
+
+
+def summarize(correct: np.ndarray, total: np.ndarray, counts: list[int]) -> dict[str, Any]:
+    """Record fields from per-class test counts (percent): overall top-1 error,
+    per-class accuracy, head/mid/tail (3/4/3 groups) and many/medium/few errors."""
+    if np.any(total == 0):
+        raise ValueError(f"the test set has no images of class(es) {np.flatnonzero(total == 0).tolist()}")
+    groups = class_groups(counts)
+    every = np.ones(len(counts), dtype=bool)
+    if groups is None:
+        per_group = None
+        head_mid_tail = {"head": None, "mid": None, "tail": None}
+    else:
+        masks = [np.isin(np.arange(len(counts)), g) for g in groups]
+        per_group = [_error(correct, total, m) for m in masks]
+        join = lambda ms: np.logical_or.reduce(ms)  # noqa: E731
+        head_mid_tail = {
+            "head": _error(correct, total, join(masks[:3])),
+            "mid": _error(correct, total, join(masks[3:7])),
+            "tail": _error(correct, total, join(masks[7:])),
+        }
+    return {
+        "top1_error": _error(correct, total, every),
+        "per_class_accuracy": (100.0 * correct / total).tolist(),
+        "group_errors": head_mid_tail,
+        "per_group_errors": per_group,
+        "shot_errors": {k: _error(correct, total, m) for k, m in shot_masks(counts).items()},
+    }
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or 'cpu (<processor>)'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    processor = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                processor = line.split(":", 1)[1].strip()
+                break
+    return f"cpu ({processor})"
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the repository holding this package; dirty ignores
+    results/ and bench/results/ (records written by runs); (None, None) outside git."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        status = git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)bench/results")
+    except (OSError, subprocess.CalledProcessError):
+        return None, None
+    return commit, bool(status.strip())
+
+
+def checkpoint_path(checkpoint_dir: str | Path, config: RunConfig) -> Path:
+    """``<checkpoint_dir>/<dataset>/<method>/imb<ratio>/seed<k>[.<tag>].pt``, beside where
+    the record goes (one file per run, replaced after every epoch)."""
+    tag = setting_tag(config)
+    name = f"seed{config.seed}.{tag}.pt" if tag else f"seed{config.seed}.pt"
+    return Path(checkpoint_dir) / config.dataset / config.method / format_imbalance(config.imbalance) / name
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """This process's place in a torchrun job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @staticmethod
+    def current() -> "Distributed":
+        if dist.is_available() and dist.is_initialized():
+            return Distributed(dist.get_rank(), dist.get_world_size())
+        return Distributed()
+
+
+def init_distributed(device: str) -> tuple[Distributed, torch.device]:
+    """Join the torchrun job described by the environment (WORLD_SIZE > 1):
+    NCCL on CUDA (one GPU per local rank), gloo on CPU."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dev = torch.device(device)
+    if world > 1 and not dist.is_initialized():
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+    return Distributed.current(), dev
+
+
+# --------------------------------------------------------------------------- data sources
+
+
+def shard(order: torch.Tensor, ctx: Distributed) -> torch.Tensor:
+    """This rank's part of a permutation, as torch's DistributedSampler does it:
+    pad by wrapping to a multiple of the world size, then every world_size-th index."""
+    if ctx.world_size == 1:
+        return order
+    total = math.ceil(len(order) / ctx.world_size) * ctx.world_size
+    padded = torch.cat([order, order[: total - len(order)]])
+    return padded[ctx.rank : total : ctx.world_size]
+
+
+class TensorBatches:
+    """A TensorSplit dataset resident on the training device as uint8;
+    batches augmented there (pad 4, crop 32, flip; Sec. 4.2.1) and normalised."""
+
+    def __init__(self, data: LTData, device: torch.device, augment: GPUAugment) -> None:
+        self.train = TensorSplit(data.train.images.to(device), data.train.targets.to(device))
+        self.test = TensorSplit(data.test.images.to(device), data.test.targets.to(device))
+        self.augment = augment
+        self.generator_device = device
+
+    def train_batches(self, indices: torch.Tensor, batch_size: int,
+                      generator: torch.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for chunk in indices.split(batch_size):
+            yield self.augment(self.train.images[chunk], generator), self.train.targets[chunk]
+
+    def test_batches(self, indices: torch.Tensor, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for chunk in indices.split(batch_size):
+            yield self.augment.normalize(self.test.images[chunk]), self.test.targets[chunk]
+
+
+class LoaderBatches:
+    """A map-style dataset (ImageNet-LT, iNat) read by a DataLoader with CPU
+    transforms, following the trainer's permutation; the DataLoader's generator
+    (seeding its workers' augmentation) is the trainer's augmentation generator."""
+
+    def __init__(self, data: LTData, device: torch.device, num_workers: int) -> None:
+        self.train, self.test, self.device, self.num_workers = data.train, data.test, device, num_workers
+        self.generator_device = torch.device("cpu")
+
+    def _load(self, dataset, indices: torch.Tensor, batch_size: int, generator: torch.Generator | None):
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(dataset, indices.tolist()), batch_size=batch_size, shuffle=False,
+            num_workers=self.num_workers, pin_memory=self.device.type == "cuda", generator=generator,
+        )
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def train_batches(self, indices, batch_size, generator):
+        return self._load(self.train, indices.cpu(), batch_size, generator)
+
+    def test_batches(self, indices, batch_size):
+        return self._load(self.test, indices.cpu(), batch_size, None)
+
+
+def _targets(split) -> torch.Tensor:
+    return split.targets if isinstance(split, TensorSplit) else torch.as_tensor(split.targets)
+
+
+def load_data(config: RunConfig, data_root: str | Path) -> LTData:
+    """The long-tailed training set and the test set of ``config``."""
+    return build_dataset(config.dataset, data_root, config.imbalance, seed=config.subset_seed)
+
+
+# --------------------------------------------------------------------------- model wrapper
+
+
+class Scores(nn.Module):
+    """model(x) -> class scores, with the backbone under bf16 autocast when asked
+    and the head (cosines or logits) always in float32."""
+
+    def __init__(self, model: nn.Module, bf16: bool) -> None:
+        super().__init__()
+        self.model, self.bf16 = model, bf16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            features = self.model.features(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.model.head(features.float())
+
+
+def _seed_of(*words: int) -> int:
+    return int(np.random.SeedSequence(list(words)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _make_optimizer(params, config: RunConfig, device: torch.device) -> torch.optim.SGD:
+    kwargs = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                  nesterov=config.nesterov)
+    if config.fused_sgd:
+        try:
+            return torch.optim.SGD(params, fused=True, **kwargs)
+        except RuntimeError as err:  # fused kernels missing for this device type
+            raise ValueError(f"fused SGD is not available on {device}: {err}") from err
+    return torch.optim.SGD(params, **kwargs)
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """One run of Algorithm 1; :meth:`fit` trains and returns the record."""
+
+    def __init__(self, config: RunConfig, data: LTData, device: torch.device | str = "cpu", *,
+                 num_workers: int = 8) -> None:
+        self.config, self.data = config, data
+        self.device = torch.device(device)
+        self.ctx = Distributed.current()
+        if config.bf16 and self.device.type != "cuda":
+            raise ValueError("bf16 autocast needs a CUDA device; run with bf16=False on CPU")
+        if config.batch_size % self.ctx.world_size:
+            raise ValueError(f"batch size {config.batch_size} is not divisible by the {self.ctx.world_size} processes")
+        self.spec = config.spec
+        self.counts = list(data.counts)
+        self.num_classes = data.num_classes
+        if len(self.counts) != self.num_classes:
+            raise ValueError(f"{data.name}: {len(self.counts)} class counts for {self.num_classes} classes")
+
+        if isinstance(data.train, TensorSplit):
+            self.source = TensorBatches(data, self.device, _augment_for(data))
+        else:
+            self.source = LoaderBatches(data, self.device, num_workers)
+        self.n_train = len(_targets(data.train))
+        self.test_targets = _targets(data.test)
+
+        torch.manual_seed(config.seed)
+        model = make_model(config.arch, self.num_classes, head=self.spec.head)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model.to(self.device)
+        self.net = Scores(self.model, config.bf16)
+        self.train_net: nn.Module = self.net
+        if self.ctx.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
+        self.eval_net: nn.Module = self.net
+        if config.compile != "none":
+            self.train_net = torch.compile(self.train_net, mode=config.compile)
+            self.eval_net = torch.compile(self.net, mode=config.compile)
+        self.optimizer = _make_optimizer(self.model.parameters(), config, self.device)
+        self.loss_fn = make_loss(self.spec.loss, self.counts, **loss_options(config)).to(self.device)
+        self.radius = None
+        if self.spec.loss == "kps":
+            r = kps_parameters(self.counts, config.n_base, config.m_max, config.s_base, config.ga_variant).r
+            self.radius = torch.as_tensor(r, dtype=torch.float32, device=self.device)
+
+        gen_device = self.source.generator_device
+        self.order_gen = torch.Generator(gen_device).manual_seed(_seed_of(config.seed, 1))
+        self.aug_gen = torch.Generator(gen_device).manual_seed(_seed_of(config.seed, 2, self.ctx.rank))
+        self.mix_rng = np.random.default_rng(_seed_of(config.seed, 3, self.ctx.rank))
+        self.next_epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: tuple[float, int] | None = None
+        self.elapsed_s = 0.0
+        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    # ---- one epoch
+
+    def epoch_indices(self) -> torch.Tensor:
+        """A fresh permutation of the training set (drawn on the data's device),
+        and this rank's shard of it."""
+        order = torch.randperm(self.n_train, generator=self.order_gen, device=self.order_gen.device)
+        return shard(order, self.ctx)
+
+    def set_epoch(self, epoch: int) -> float:
+        """Apply the epoch's lr, GA switch and DRW weights; returns the lr."""
+        c = self.config
+        lr = learning_rate(epoch, base_lr=c.lr, warmup_epochs=c.warmup_epochs, decay_epochs=c.decay_epochs,
+                           decay_ratio=c.decay_ratio, style=c.lr_style)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        if self.spec.ga:
+            self.loss_fn.ga = ga_active(epoch, c.ga_switch_epoch)
+        if self.spec.drw:
+            w = drw_weights(self.counts, epoch, c.drw_epoch, c.drw_beta)
+            self.loss_fn.weight = None if w is None else torch.as_tensor(w, dtype=torch.float32, device=self.device)
+        return lr
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.config.mixup_alpha > 0:  # mixup (Zhang et al.): lam * L(y_a) + (1 - lam) * L(y_b)
+            lam = float(self.mix_rng.beta(self.config.mixup_alpha, self.config.mixup_alpha))
+            perm = torch.randperm(len(y), generator=self.aug_gen, device=self.aug_gen.device).to(y.device)
+            scores = self.train_net(lam * x + (1 - lam) * x[perm])
+            return lam * self.loss_fn(scores, y) + (1 - lam) * self.loss_fn(scores, y[perm])
+        return self.loss_fn(self.train_net(x), y)
+
+    def train_epoch(self, epoch: int, indices: torch.Tensor, progress: tqdm | None = None) -> float:
+        """One pass over ``indices`` (this rank's shard); returns the mean loss over all ranks."""
+        lr = self.set_epoch(epoch)
+        self.train_net.train()
+        per_rank = self.config.batch_size // self.ctx.world_size
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        seen = 0
+        for step, (x, y) in enumerate(self.source.train_batches(indices, per_rank, self.aug_gen)):
+            if self.config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            try:
+                loss = self._loss(x, y)
+            except ValueError:  # the losses refuse non-finite scores: diverged weights, or a real bug
+                if self._finite_weights():
+                    raise
+                return math.nan
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach().double() * len(y)
+            seen += len(y)
+            if progress is not None and step % 20 == 0:
+                progress.set_postfix_str(f"loss {loss.item():.4f} lr {lr:.4g}")
+        total = torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64).to(self.device)])
+        if self.ctx.world_size > 1:
+            dist.all_reduce(total)
+        return float(total[0] / total[1])
+
+    def _finite_weights(self) -> bool:
+        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
+
+    # ---- evaluation
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, np.ndarray]:
+        """Per-class correct counts under argmax score (cos, or logits) and, for
+        KPS, argmax r_j cos(theta_j); the test set is sharded over ranks and summed."""
+        self.eval_net.eval()
+        n_test = len(self.test_targets)
+        indices = torch.arange(self.ctx.rank, n_test, self.ctx.world_size, device=self.source.generator_device)
+        c = self.num_classes
+        counts = torch.zeros(3, c, dtype=torch.long, device=self.device)
+        for x, y in self.source.test_batches(indices, EVAL_BATCH):
+            if self.config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            scores = self.eval_net(x).float()
+            counts[0].scatter_add_(0, y, torch.ones_like(y))
+            counts[1].scatter_add_(0, y, (scores.argmax(1) == y).long())
+            if self.radius is not None:
+                counts[2].scatter_add_(0, y, ((scores * self.radius).argmax(1) == y).long())
+        if self.ctx.world_size > 1:
+            dist.all_reduce(counts)
+        total, correct, correct_r = counts.cpu().numpy()
+        out = {"total": total, "correct": correct}
+        if self.radius is not None:
+            out["correct_rcos"] = correct_r
+        return out
+
+    # ---- checkpoints
+
+    def _rng_state(self) -> dict[str, Any]:
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "order": self.order_gen.get_state(),
+            "aug": self.aug_gen.get_state(),
+            "mix": self.mix_rng.bit_generator.state,
+        }
+
+    def _set_rng_state(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] is not None:
+            torch.cuda.set_rng_state(state["cuda"], self.device)
+        self.order_gen.set_state(state["order"])
+        self.aug_gen.set_state(state["aug"])
+        self.mix_rng.bit_generator.state = state["mix"]
+
+    def state(self) -> dict[str, Any]:
+        """Everything needed to continue after the last finished epoch (rank 0's
+        view plus every rank's random states)."""
+        rng = self._rng_state()
+        if self.ctx.world_size > 1:
+            gathered: list[Any] = [None] * self.ctx.world_size
+            dist.all_gather_object(gathered, rng)
+        else:
+            gathered = [rng]
+        return {
+            "config": self.config.to_dict(),
+            "next_epoch": self.next_epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": gathered,
+            "history": self.history,
+            "best": self.best,
+            "elapsed_s": self.elapsed_s,
+            "started_at": self.started_at,
+            "world_size": self.ctx.world_size,
+        }
+
+    def load_state(self, state: dict[str, Any], source: str) -> None:
+        """Continue from a :meth:`state`; ValueError if it belongs to another run."""
+        mine = self.config.to_dict()
+        theirs = dict(state["config"], epochs=mine["epochs"])  # a run may be extended
+        if theirs != mine:
+            diff = sorted(k for k in mine if theirs.get(k) != mine[k])
+            raise ValueError(f"checkpoint {source} is from another configuration (differs in: {', '.join(diff)})")
+        if state["world_size"] != self.ctx.world_size:
+            raise ValueError(f"checkpoint {source} was written by {state['world_size']} processes, "
+                             f"this run has {self.ctx.world_size}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self._set_rng_state(state["rng"][self.ctx.rank])
+        self.next_epoch = state["next_epoch"]
+        self.history = state["history"]
+        self.best = state["best"]
+        self.elapsed_s = state["elapsed_s"]
+        self.started_at = state["started_at"]
+
+    # ---- the loop
+
+    def fit(self, checkpoint: Path | None = None, quiet: bool = False) -> dict[str, Any]:
+        """Train epochs ``next_epoch .. epochs-1`` (saving ``checkpoint`` after each on
+        rank 0) and return the record.  TrainingDiverged on a NaN/inf loss, with the
+        last good checkpoint left in place."""
+        c = self.config
+        show = self.ctx.main and not quiet
+        bar = tqdm(total=c.epochs, initial=self.next_epoch, desc=f"{c.method} seed {c.seed}", unit="epoch",
+                   disable=not show, dynamic_ncols=True)
+        last_eval: dict[str, np.ndarray] | None = None
+        with bar:
+            for epoch in range(self.next_epoch, c.epochs):
+                t0 = time.perf_counter()
+                loss = self.train_epoch(epoch, self.epoch_indices(), bar)
+                if not math.isfinite(loss):
+                    good = f"{checkpoint} (after epoch {epoch - 1})" if checkpoint and epoch > 0 else "none"
+                    raise TrainingDiverged(
+                        f"{c.method} seed {c.seed}: the training loss became {loss} in epoch {epoch} "
+                        f"(0-indexed); stopped. Last good checkpoint: {good}"
+                    )
+                row: dict[str, Any] = {"epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
+                if (epoch + 1) % c.eval_every == 0 or epoch == c.epochs - 1:
+                    last_eval = self.evaluate()
+                    row.update(_eval_errors(last_eval))
+                    if self.best is None or row["test_error"] < self.best[0]:
+                        self.best = (row["test_error"], epoch)
+                self.elapsed_s += time.perf_counter() - t0
+                row["time_s"] = round(time.perf_counter() - t0, 3)
+                self.history.append(row)
+                self.next_epoch = epoch + 1
+                state = self.state() if checkpoint is not None else None
+                if state is not None and self.ctx.main:
+                    atomic_torch_save(state, checkpoint)
+                err = f" err {row['test_error']:.2f}" if "test_error" in row else ""
+                bar.set_postfix_str(f"loss {loss:.4f} lr {row['lr']:.4g}{err}", refresh=False)
+                bar.update(1)
+        if last_eval is None:  # resumed after the last epoch: evaluate the restored weights
+            last_eval = self.evaluate()
+        return self.record(last_eval)
+
+    def record(self, result: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The run record (kps.results schema) from the final evaluation."""
+        c = self.config
+        final = summarize(result["correct"], result["total"], self.counts)
+        rcos = None
+        if "correct_rcos" in result:
+            rcos = summarize(result["correct_rcos"], result["total"], self.counts)
+        commit, dirty = git_state()
+        best_error, best_epoch = self.best if self.best is not None else (final["top1_error"], c.epochs - 1)
+        record = {
+            "schema_version": SCHEMA_VERSION,
+            "config": c.to_dict(),
+            "dataset_label": self.data.label,
+            "num_classes": self.num_classes,
+            "class_names": list(self.data.class_names),
+            "train_counts": [int(n) for n in self.counts],
+            "epochs": c.epochs,
+            "preset_epochs": c.preset_epochs,
+            "test_rule": "argmax cos" if self.spec.head == "cosine" else "argmax logits",
+            **final,
+            "best_top1_error": best_error,
+            "best_epoch": best_epoch,
+            "top1_error_rcos": None if rcos is None else rcos["top1_error"],
+            "per_class_accuracy_rcos": None if rcos is None else rcos["per_class_accuracy"],
+            "history": self.history,
+            "device": device_name(self.device),
+            "world_size": self.ctx.world_size,
+            "torch_version": torch.__version__,
+            "git_commit": commit,
+            "git_dirty": dirty,
+            "wall_time_s": round(self.elapsed_s, 3),
+            "started_at": self.started_at,
+        }
+        return validate_record(record)
+
+
+def _eval_errors(result: dict[str, np.ndarray]) -> dict[str, float]:
+    total = result["total"].sum()
+    out = {"test_error": float(100.0 * (1 - result["correct"].sum() / total))}
+    if "correct_rcos" in result:
+        out["test_error_rcos"] = float(100.0 * (1 - result["correct_rcos"].sum() / total))
+    return out
+
+
+def _augment_for(data: LTData) -> GPUAugment:
+    spec = DATASETS[data.name]
+    return GPUAugment(spec.mean, spec.std)
+
+
+def loss_options(config: RunConfig) -> dict[str, Any]:
+    """Keyword options of ``make_loss`` for ``config``: the method's own options
+    and, for KPS, the eqs. 26-30 numbers (n_base, m_max, s_base) and the variant."""
+    options = dict(config.spec.options)
+    if config.spec.loss == "kps":
+        options.update(n_base=config.n_base, m_max=config.m_max, s_base=config.s_base, variant=config.ga_variant)
+    return options
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _check_outputs(rec_path: Path, ckpt: Path, force: bool) -> None:
+    """Before any work: the results and checkpoint folders are writable and the
+    record does not exist yet (unless ``force``)."""
+    check_writable_dir(rec_path.parent, "results folder")
+    if rec_path.exists() and not force:
+        raise FileExistsError(f"record {rec_path} exists; records are immutable: use another seed, or --force")
+    check_writable_dir(ckpt.parent, "checkpoint folder")
+
+
+def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path = "results",
+          device: str = "cpu", resume: bool = False, quiet: bool = False, force: bool = False,
+          checkpoint_dir: str | Path = "checkpoints", data: LTData | None = None,
+          num_workers: int = 8) -> dict[str, Any]:
+    """Train ``config`` and write its record under ``out``; returns the record.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this; only rank 0
+    writes the record and the checkpoints.  ``data`` skips loading (train-grid
+    reuses one copy); ``resume`` continues from the run's checkpoint under
+    ``checkpoint_dir`` if there is one.  An existing record is an error unless
+    ``force``; nothing is written before these checks pass.
+    """
+    ctx, dev = init_distributed(device)
+    rec_path = config_record_path(out, config)
+    ckpt = checkpoint_path(checkpoint_dir, config)
+    problem: Exception | None = None
+    if ctx.main:
+        try:
+            _check_outputs(rec_path, ckpt, force)
+        except (ValueError, FileExistsError) as err:
+            problem = err
+    if ctx.world_size > 1:  # every rank stops if rank 0 cannot write
+        box = [problem]
+        dist.broadcast_object_list(box, src=0)
+        problem = box[0]
+    if problem is not None:
+        raise problem
+    if data is None:
+        data = load_data(config, data_root)
+    trainer = Trainer(config, data, dev, num_workers=num_workers)
+    if resume and ckpt.exists():
+        trainer.load_state(torch.load(ckpt, map_location="cpu", weights_only=False), str(ckpt))
+        if not quiet and ctx.main:
+            tqdm.write(f"resuming {ckpt} after epoch {trainer.next_epoch - 1}")
+    record = trainer.fit(ckpt, quiet=quiet)
+    if ctx.main:
+        write_record(record, out, force=force)
+    return record
+
+
+def data_key(config: RunConfig) -> tuple[str, float, int]:
+    """Configurations with the same key train on the same data."""
+    return config.dataset, config.imbalance, config.subset_seed
+
+
+def train_grid(configs: list[RunConfig], *, data_root: str | Path = "data", out: str | Path = "results",
+               device: str = "cpu", quiet: bool = False, force: bool = False, resume: bool = False,
+               checkpoint_dir: str | Path = "checkpoints", skip_existing: bool = False) -> list[dict[str, Any]]:
+    """Train several configurations one after another in this process, loading
+    (and moving to the device) each dataset once.  ``skip_existing`` leaves
+    configurations that already have a record alone."""
+    dev = torch.device(device)
+    cache: dict[tuple[str, float, int], LTData] = {}
+    records = []
+    for i, config in enumerate(configs):
+        path = config_record_path(out, config)
+        if skip_existing and path.exists() and not force:
+            if not quiet:
+                tqdm.write(f"[{i + 1}/{len(configs)}] {path} exists, skipped")
+            continue
+        key = data_key(config)
+        if key not in cache:
+            cache[key] = to_device(load_data(config, data_root), dev)
+        if not quiet:
+            tqdm.write(f"[{i + 1}/{len(configs)}] {config.dataset} {config.method} seed {config.seed}")
+        records.append(train(config, out=out, device=device, resume=resume, quiet=quiet, force=force,
+                             checkpoint_dir=checkpoint_dir, data=cache[key]))
+    return records
+
+
+def to_device(data: LTData, device: torch.device) -> LTData:
+    """``data`` with its TensorSplits moved to ``device`` (other datasets unchanged)."""
+    move = lambda s: TensorSplit(s.images.to(device), s.targets.to(device)) if isinstance(s, TensorSplit) else s  # noqa: E731
+    return replace(data, train=move(data.train), test=move(data.test))
