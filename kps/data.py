@@ -414,18 +414,22 @@ def _unpickle(path: Path, fix: str) -> dict:
     return entry
 
 
-def _jpeg_files(split_dir: Path, fix: str) -> list[tuple[Path, int]]:
-    """(path, label) of one split, class by class, by file number within a class."""
+def _jpeg_files(split_dir: Path, fix: str) -> list[tuple[str, int, str]]:
+    """(path, label, "name size mtime") of one split, class by class, by file
+    number within a class (the order of the official batches, see the pack's README)."""
     found = sorted(p.name for p in split_dir.iterdir() if p.is_dir()) if split_dir.is_dir() else []
     if found != list(CIFAR10_CLASSES):
         raise FileNotFoundError(f"{str(split_dir)!r} should hold the class folders {', '.join(CIFAR10_CLASSES)}; "
                                 f"found {found}; {fix}")
     files = []
     for label, name in enumerate(CIFAR10_CLASSES):
-        paths = [p for p in (split_dir / name).iterdir() if p.suffix == ".jpg"]
-        if not all(p.stem.isdigit() for p in paths):
+        with os.scandir(split_dir / name) as scan:
+            entries = [e for e in scan if e.name.endswith(".jpg")]
+        if not all(e.name[:-4].isdigit() for e in entries):
             raise ValueError(f"{str(split_dir / name)!r}: image files must be named NNNN.jpg")
-        files += [(p, label) for p in sorted(paths, key=lambda p: int(p.stem))]
+        for e in sorted(entries, key=lambda e: int(e.name[:-4])):
+            stat = e.stat()
+            files.append((e.path, label, f"{name}/{e.name} {stat.st_size} {stat.st_mtime_ns}"))
     return files
 
 
@@ -435,12 +439,13 @@ def _load_jpeg_tree(spec: DatasetSpec, folder: Path) -> Arrays:
     and modification time, so a changed tree is decoded again."""
     fix = f"re-extract it: rm -rf {folder} && {spec.fetch.format(root=folder.parent)}"
     train_files, test_files = _jpeg_files(folder / "train", fix), _jpeg_files(folder / "test", fix)
-    per_class = np.bincount([label for _, label in train_files], minlength=10)
+    per_class = np.bincount([label for _, label, _ in train_files], minlength=10)
     if len(test_files) != 10000 or not (per_class == spec.n_max).all():
         raise ValueError(f"{spec.name}: found {len(train_files)} training images (per class {per_class.tolist()}) "
                          f"and {len(test_files)} test images in {str(folder)!r}, expected 5000 per class and "
                          f"10000; the extraction is incomplete or the archive truncated; {fix}")
-    fingerprint = _tree_fingerprint(folder, train_files + test_files)
+    keys = [f"train/{key}" for _, _, key in train_files] + [f"test/{key}" for _, _, key in test_files]
+    fingerprint = hashlib.sha256("\n".join(keys).encode()).hexdigest()
     cache = folder / JPEG_CACHE
     cached = _read_cache(cache, fingerprint)
     if cached is not None:
@@ -451,14 +456,6 @@ def _load_jpeg_tree(spec: DatasetSpec, folder: Path) -> Arrays:
              test_targets=arrays[3], fingerprint=np.array(fingerprint))
     atomic_write_bytes(cache, buffer.getvalue())
     return (*arrays, list(CIFAR10_CLASSES))
-
-
-def _tree_fingerprint(folder: Path, files: list[tuple[Path, int]]) -> str:
-    digest = hashlib.sha256()
-    for path, label in files:
-        stat = path.stat()
-        digest.update(f"{path.relative_to(folder)} {label} {stat.st_size} {stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
 
 
 def _read_cache(cache: Path, fingerprint: str) -> Arrays | None:
@@ -473,18 +470,18 @@ def _read_cache(cache: Path, fingerprint: str) -> Arrays | None:
         return None
 
 
-def _decode(files: list[tuple[Path, int]], fix: str) -> tuple[np.ndarray, np.ndarray]:
+def _decode(files: list[tuple[str, int, str]], fix: str) -> tuple[np.ndarray, np.ndarray]:
     images = np.empty((len(files), 32, 32, 3), dtype=np.uint8)
-    for i, (path, _) in enumerate(files):
+    for i, (path, _, _) in enumerate(files):
         try:
             with Image.open(path) as image:
                 pixels = np.asarray(image.convert("RGB"))
         except OSError as err:
-            raise ValueError(f"{str(path)!r} cannot be decoded ({err}); {fix}") from err
+            raise ValueError(f"{path!r} cannot be decoded ({err}); {fix}") from err
         if pixels.shape != (32, 32, 3):
-            raise ValueError(f"{str(path)!r} is {pixels.shape[1]}x{pixels.shape[0]}, expected 32x32")
+            raise ValueError(f"{path!r} is {pixels.shape[1]}x{pixels.shape[0]}, expected 32x32")
         images[i] = pixels
-    targets = np.array([label for _, label in files], dtype=np.int64)
+    targets = np.array([label for _, label, _ in files], dtype=np.int64)
     return np.ascontiguousarray(images.transpose(0, 3, 1, 2)), targets
 
 
