@@ -101,8 +101,7 @@ class DatasetSpec:
     std: tuple[float, ...]
 
 
-_TV_FETCH = ("python -c \"import kps.data; kps.data.download('{name}', '{{root}}')\"  "
-             "(torchvision, needs a network; or `python -m kps download {name}`; source {url})")
+_TV_FETCH = "python -m kps download {name} --data-root {{root}}  (torchvision, needs a network; source {url})"
 
 DATASETS: dict[str, DatasetSpec] = {
     "cifar10": DatasetSpec(
@@ -116,7 +115,7 @@ DATASETS: dict[str, DatasetSpec] = {
     "cifar10-jpeg": DatasetSpec(
         "cifar10-jpeg", "CIFAR-10 (JPEG copy)", 10, 32, 5000, (100.0, 50.0), "cifar10-jpeg",
         f"tar -xzf {SHARED_JPEG_PACK} -C {{root}}  (i.e. tar -xzf ../shared/data/cifar10-jpeg.tar.gz "
-        "-C DATA_ROOT from the repository root)",
+        "-C DATA_ROOT from the repository root; or python -m kps download cifar10-jpeg --data-root {root})",
         CIFAR_MEAN, CIFAR_STD),
     "imagenet_lt": DatasetSpec(
         "imagenet_lt", "ImageNet-LT", 1000, 224, 1280, (256.0,), "imagenet_lt",

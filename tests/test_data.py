@@ -172,7 +172,7 @@ def test_cifar_checksum_truncation_and_missing(tmp_path):
     batch.unlink()
     with pytest.raises(FileNotFoundError, match="data_batch_3"):
         build_dataset("cifar10", tmp_path, 10, verify=False)
-    with pytest.raises(FileNotFoundError, match=r"cifar-100-python.*download\('cifar100'"):
+    with pytest.raises(FileNotFoundError, match=rf"cifar-100-python.*python -m kps download cifar100 --data-root {re.escape(str(tmp_path))}"):
         build_dataset("cifar100", tmp_path, 10)
 
 
