@@ -374,13 +374,23 @@ class Trainer:
             self.loss_fn.weight = None if w is None else torch.as_tensor(w, dtype=torch.float32, device=self.device)
         return lr
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """Mean loss of one batch, or None when the model's scores are not finite
+        (the weights diverged; the losses refuse such scores)."""
+        lam = 1.0
         if self.config.mixup_alpha > 0:  # mixup (Zhang et al.): lam * L(y_a) + (1 - lam) * L(y_b)
             lam = float(self.mix_rng.beta(self.config.mixup_alpha, self.config.mixup_alpha))
             perm = torch.randperm(len(y), generator=self.aug_gen, device=self.aug_gen.device).to(y.device)
-            scores = self.train_net(lam * x + (1 - lam) * x[perm])
+            x = lam * x + (1 - lam) * x[perm]
+        scores = self.train_net(x)
+        try:
+            if lam == 1.0:
+                return self.loss_fn(scores, y)
             return lam * self.loss_fn(scores, y) + (1 - lam) * self.loss_fn(scores, y[perm])
-        return self.loss_fn(self.train_net(x), y)
+        except ValueError:
+            if bool(torch.isfinite(scores).all()):
+                raise
+            return None
 
     def train_epoch(self, epoch: int, indices: torch.Tensor, progress: tqdm | None = None) -> float:
         """One pass over ``indices`` (this rank's shard); returns the mean loss over all ranks."""
@@ -392,11 +402,8 @@ class Trainer:
         for step, (x, y) in enumerate(self.source.train_batches(indices, per_rank, self.aug_gen)):
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            try:
-                loss = self._loss(x, y)
-            except ValueError:  # the losses refuse non-finite scores: diverged weights, or a real bug
-                if self._finite_weights():
-                    raise
+            loss = self._loss(x, y)
+            if loss is None:
                 return math.nan
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -410,8 +417,6 @@ class Trainer:
             dist.all_reduce(total)
         return float(total[0] / total[1])
 
-    def _finite_weights(self) -> bool:
-        return all(bool(torch.isfinite(p).all()) for p in self.model.parameters())
 
     # ---- evaluation
 

@@ -1,0 +1,30 @@
+"""Tiny synthetic long-tailed data for the trainer tests (CPU, seconds)."""
+
+import torch
+
+from kps.data import LTData, TensorSplit
+
+COUNTS = (20, 16, 12, 10, 8, 6, 5, 4, 3, 2)
+
+
+def synthetic_data(counts=COUNTS, n_test: int = 5, seed: int = 0) -> LTData:
+    """10 classes of 32x32 uint8 images: a random prototype per class plus noise,
+    ``counts`` training images per class, ``n_test`` test images per class.
+    Named "cifar10" so the trainer uses the CIFAR augmentation."""
+    g = torch.Generator().manual_seed(seed)
+    c = len(counts)
+    proto = torch.randint(0, 256, (c, 3, 32, 32), generator=g)
+
+    def images(y: torch.Tensor) -> torch.Tensor:
+        noise = torch.randint(-60, 60, (len(y), 3, 32, 32), generator=g)
+        return (proto[y] + noise).clamp(0, 255).to(torch.uint8)
+
+    y_train = torch.cat([torch.full((n,), k, dtype=torch.long) for k, n in enumerate(counts)])
+    y_test = torch.arange(c).repeat_interleave(n_test)
+    return LTData("cifar10", "synthetic", c, [f"class{k}" for k in range(c)], list(counts),
+                  TensorSplit(images(y_train), y_train), TensorSplit(images(y_test), y_test))
+
+
+def tiny_overrides(**more):
+    """Config overrides for a seconds-long CPU run."""
+    return dict(dict(epochs=2, batch_size=16, warmup_epochs=1, decay_epochs=(1,), decay_ratio=0.1), **more)

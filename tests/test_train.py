@@ -1,0 +1,251 @@
+"""Trainer: Algorithm 1 switches, metrics, determinism, bit-exact resume, NaN stop,
+refusals before any work, train-grid, fast-path switches on CPU."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from synthetic import synthetic_data, tiny_overrides
+
+import kps.train as kt
+from kps.configs import make_config
+from kps.results import config_record_path, load_record, load_records
+
+torch.set_num_threads(1)
+
+TIMING = ("wall_time_s", "started_at")
+
+
+def strip_timing(record: dict) -> dict:
+    out = {k: v for k, v in record.items() if k not in TIMING}
+    out["history"] = [{k: v for k, v in row.items() if k != "time_s"} for row in record["history"]]
+    return out
+
+
+def run(tmp_path, method="kps_ga", data=None, **overrides):
+    config = make_config("cifar10", method, **tiny_overrides(**overrides))
+    record = kt.train(config, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt",
+                      data=data or synthetic_data(), quiet=True)
+    return config, record
+
+
+# ---------------------------------------------------------------- metrics
+
+
+def test_class_groups_and_shots():
+    counts = [500 - 5 * i for i in range(100)]
+    groups = kt.class_groups(counts)
+    assert [g.tolist() for g in groups[:2]] == [list(range(10)), list(range(10, 20))]
+    unsorted = [5, 50, 500, 20, 21, 19, 100, 101, 7, 8]
+    assert [g.tolist() for g in kt.class_groups(unsorted)] == [[2], [7], [6], [1], [4], [3], [5], [9], [8], [0]]
+    assert kt.class_groups([5, 4, 3]) is None
+    shots = kt.shot_masks(unsorted)
+    assert np.flatnonzero(shots["many"]).tolist() == [2, 7]
+    assert np.flatnonzero(shots["medium"]).tolist() == [1, 3, 4, 6]
+    assert np.flatnonzero(shots["few"]).tolist() == [0, 5, 8, 9]
+
+
+def test_summarize_numbers():
+    counts = [500, 300, 200, 150, 120, 100, 60, 30, 10, 5]
+    total = np.full(10, 100)
+    correct = np.array([90, 80, 70, 60, 50, 40, 30, 20, 10, 0])
+    s = kt.summarize(correct, total, counts)
+    assert s["top1_error"] == pytest.approx(55.0)
+    assert s["per_class_accuracy"] == [90.0, 80.0, 70.0, 60.0, 50.0, 40.0, 30.0, 20.0, 10.0, 0.0]
+    assert s["group_errors"] == pytest.approx({"head": 20.0, "mid": 55.0, "tail": 90.0})
+    assert s["per_group_errors"] == pytest.approx([10, 20, 30, 40, 50, 60, 70, 80, 90, 100])
+    # many: counts > 100 (classes 0-4), medium 20..100 (5-7), few < 20 (8, 9)
+    assert s["shot_errors"] == pytest.approx({"many": 30.0, "medium": 70.0, "few": 95.0})
+    none_few = kt.summarize(correct, total, [5000] * 5 + [50] * 5)
+    assert none_few["shot_errors"]["few"] is None
+    with pytest.raises(ValueError, match=r"no images of class\(es\) \[3\]"):
+        kt.summarize(correct, np.where(np.arange(10) == 3, 0, 100), counts)
+
+
+def test_shard_matches_distributed_sampler():
+    order = torch.randperm(23, generator=torch.Generator().manual_seed(0))
+    for world in (2, 3):
+        for rank in range(world):
+            sampler = torch.utils.data.DistributedSampler(range(23), num_replicas=world, rank=rank, shuffle=False)
+            expected = order[list(iter(sampler))]
+            assert torch.equal(kt.shard(order, kt.Distributed(rank, world)), expected)
+
+
+def test_epoch_switches_follow_algorithm_1():
+    data = synthetic_data()
+    cfg = make_config("cifar10", "kps_ga", ga_switch_epoch=3, warmup_epochs=5)
+    t = kt.Trainer(cfg, data)
+    assert t.set_epoch(0) == pytest.approx(0.02) and t.loss_fn.ga is False
+    assert t.set_epoch(2) == pytest.approx(0.06) and t.loss_fn.ga is False
+    assert t.set_epoch(3) == pytest.approx(0.08) and t.loss_fn.ga is True
+    assert t.set_epoch(160) == pytest.approx(0.001) and t.optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
+    g = t.optimizer.param_groups[0]
+    assert (g["momentum"], g["nesterov"], g["weight_decay"]) == (0.9, False, 2e-4)
+    d = kt.Trainer(make_config("cifar10", "ldam_drw", drw_epoch=2), data)
+    d.set_epoch(1)
+    assert d.loss_fn.weight is None
+    d.set_epoch(2)
+    w = d.loss_fn.weight
+    assert w is not None and float(w.sum()) == pytest.approx(10.0) and float(w[-1]) > float(w[0])
+    official = kt.Trainer(make_config("cifar10", "kps_ga", ga_variant="official"), data)
+    assert official.loss_fn.variant == "official"
+
+
+def test_evaluate_both_test_rules_by_hand():
+    data = synthetic_data()
+    t = kt.Trainer(make_config("cifar10", "kps_ga"), data)
+    result = t.evaluate()
+    t.model.eval()
+    with torch.no_grad():
+        cos = t.model(t.source.augment.normalize(data.test.images))
+    r = torch.as_tensor(t.loss_fn.params.r, dtype=torch.float32)
+    y = data.test.targets
+    for key, pred in (("correct", cos.argmax(1)), ("correct_rcos", (cos * r).argmax(1))):
+        assert result[key].tolist() == torch.bincount(y[pred == y], minlength=10).tolist()
+    assert result["total"].tolist() == [5] * 10
+    assert "correct_rcos" not in kt.Trainer(make_config("cifar10", "cosface"), data).evaluate()
+
+
+# ---------------------------------------------------------------- whole runs
+
+
+def test_record_contents(tmp_path):
+    config, record = run(tmp_path, "kps_ga", ga_switch_epoch=1)
+    path = config_record_path(tmp_path / "results", config)
+    assert path == tmp_path / "results/cifar10/kps_ga/imb100" / path.name and path.name.startswith("seed0.")
+    assert load_record(path) == json.loads(json.dumps(record))
+    assert record["dataset_label"] == "synthetic" and record["device"].startswith("cpu (")
+    assert (record["epochs"], record["preset_epochs"], record["world_size"]) == (2, 200, 1)
+    assert record["torch_version"] == torch.__version__ and record["test_rule"] == "argmax cos"
+    assert len(record["per_class_accuracy"]) == 10 and len(record["per_class_accuracy_rcos"]) == 10
+    assert [h["epoch"] for h in record["history"]] == [0, 1]
+    assert [h["lr"] for h in record["history"]] == pytest.approx([0.1, 0.01])
+    assert all("test_error" in h and "test_error_rcos" in h for h in record["history"])
+    assert record["top1_error"] == record["history"][-1]["test_error"]
+    assert record["top1_error_rcos"] == record["history"][-1]["test_error_rcos"]
+    assert record["best_top1_error"] == min(h["test_error"] for h in record["history"])
+    acc = np.array(record["per_class_accuracy"])
+    assert record["top1_error"] == pytest.approx(100 - acc.mean())  # balanced test set
+    assert record["group_errors"]["head"] == pytest.approx(100 - acc[:3].mean())
+    # class 0 has 20 training images (medium-shot), the others fewer (few-shot)
+    assert record["shot_errors"] == pytest.approx({"many": None, "medium": 100 - acc[0], "few": 100 - acc[1:].mean()})
+    assert record["history"][0]["loss"] > 0
+    assert kt.checkpoint_path(tmp_path / "ckpt", config).is_file()
+    _, ce = run(tmp_path, "ce", eval_every=2)
+    assert ce["per_class_accuracy_rcos"] is None and ce["test_rule"] == "argmax logits"
+    assert ["test_error" in h for h in ce["history"]] == [False, True]
+
+
+def test_deterministic_on_cpu(tmp_path):
+    _, a = run(tmp_path / "a", "kps_ga_mixup", ga_switch_epoch=1)
+    _, b = run(tmp_path / "b", "kps_ga_mixup", ga_switch_epoch=1)
+    assert strip_timing(a) == strip_timing(b)
+    _, c = run(tmp_path / "c", "kps_ga_mixup", ga_switch_epoch=1, seed=1)
+    assert c["history"][0]["loss"] != a["history"][0]["loss"]
+
+
+def test_resume_is_bit_exact(tmp_path, monkeypatch):
+    overrides = dict(epochs=3, ga_switch_epoch=1, decay_epochs=(2,))
+    config, whole = run(tmp_path / "whole", "kps_ga_mixup", **overrides)
+    whole_state = torch.load(kt.checkpoint_path(tmp_path / "whole/ckpt", config), weights_only=False)
+
+    save = kt.atomic_torch_save
+
+    def killed_after_first_epoch(state, path):
+        save(state, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kt, "atomic_torch_save", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "split", "kps_ga_mixup", **overrides)
+    monkeypatch.setattr(kt, "atomic_torch_save", save)
+    ckpt = kt.checkpoint_path(tmp_path / "split/ckpt", config)
+    assert torch.load(ckpt, weights_only=False)["next_epoch"] == 1
+    assert not list((tmp_path / "split").rglob("*.json"))  # no record from the killed run
+    resumed = kt.train(config, out=tmp_path / "split/results", checkpoint_dir=tmp_path / "split/ckpt",
+                       data=synthetic_data(), quiet=True, resume=True)
+    split_state = torch.load(ckpt, weights_only=False)
+    for name, tensor in whole_state["model"].items():
+        assert torch.equal(tensor, split_state["model"][name]), name
+    assert strip_timing(resumed) == strip_timing(whole)
+    # a checkpoint of another configuration is refused
+    other = make_config("cifar10", "kps_ga_mixup", **tiny_overrides(**dict(overrides, m_max=0.3)))
+    trainer = kt.Trainer(other, synthetic_data())
+    with pytest.raises(ValueError, match="another configuration .*m_max"):
+        trainer.load_state(split_state, str(ckpt))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    real = kt.learning_rate
+    monkeypatch.setattr(kt, "learning_rate", lambda epoch, **kw: 1e30 if epoch >= 1 else real(epoch, **kw))
+    config = make_config("cifar10", "ce", **tiny_overrides(epochs=3))
+    with pytest.raises(kt.TrainingDiverged, match=r"in epoch 1 \(0-indexed\); stopped. Last good checkpoint: .*after epoch 0"):
+        kt.train(config, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", data=synthetic_data(), quiet=True)
+    state = torch.load(kt.checkpoint_path(tmp_path / "ckpt", config), weights_only=False)
+    assert state["next_epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (tmp_path / "results").exists()
+
+
+def test_refusals_before_any_work(tmp_path, monkeypatch):
+    config, _ = run(tmp_path, "ce", epochs=1)
+    monkeypatch.setattr(kt, "load_data", lambda *a: pytest.fail("data loaded before the checks"))
+    with pytest.raises(FileExistsError, match="records are immutable"):
+        kt.train(config, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ValueError, match="cannot write to the results folder"):
+        kt.train(config, out=blocker / "results", checkpoint_dir=tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="cannot write to the checkpoint folder"):
+        kt.train(config, out=tmp_path / "other", checkpoint_dir=blocker)
+    assert not (tmp_path / "other").exists()
+    with pytest.raises(ValueError, match="bf16 autocast needs a CUDA device"):
+        kt.Trainer(make_config("cifar10", "ce", bf16=True), synthetic_data())
+
+
+def test_force_overwrites(tmp_path):
+    config, first = run(tmp_path, "ce", epochs=1)
+    second = kt.train(config, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", data=synthetic_data(),
+                      quiet=True, force=True)
+    assert strip_timing(second) == strip_timing(first)
+
+
+def test_train_grid_loads_data_once_and_matches_single_runs(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_load(config, root):
+        calls.append(config.method)
+        return synthetic_data()
+
+    monkeypatch.setattr(kt, "load_data", fake_load)
+    configs = [make_config("cifar10", m, **tiny_overrides(epochs=1, seed=s)) for m in ("kps", "ce") for s in (0, 1)]
+    records = kt.train_grid(configs, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", quiet=True)
+    assert calls == ["kps"] and len(records) == 4
+    assert [(r["config"]["method"], r["config"]["seed"]) for r in load_records(tmp_path / "results")] == [
+        ("ce", 0), ("ce", 1), ("kps", 0), ("kps", 1)]
+    _, single = run(tmp_path / "single", "ce", epochs=1, seed=1)
+    assert strip_timing(single) == strip_timing(records[3])
+    again = kt.train_grid(configs, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", quiet=True,
+                          skip_existing=True)
+    assert again == []
+
+
+def test_fast_path_switches_on_cpu():
+    """Fused SGD takes the same step as the plain path; channels_last the same step up
+    to the float32 rounding of other conv kernels (one step of a fresh ResNet-32 with
+    batch 16 is ill-conditioned: plain float32 itself is ~0.3% off a float64 gradient)."""
+    data = synthetic_data()
+    make = lambda **o: kt.Trainer(make_config("cifar10", "kps_ga", **tiny_overrides(**o)), data)  # noqa: E731
+    plain, fused, cl = make(), make(fused_sgd=True), make(channels_last=True)
+    assert fused.optimizer.defaults["fused"] and not plain.optimizer.defaults["fused"]
+    start = {k: v.clone() for k, v in plain.model.state_dict().items()}
+    batch = plain.epoch_indices()[:16]
+    losses = [t.train_epoch(0, batch) for t in (plain, fused, cl)]
+    assert losses[0] == losses[1] and losses[2] == pytest.approx(losses[0], rel=1e-5)
+    for name, before in start.items():
+        if not before.is_floating_point():
+            continue
+        step = plain.model.state_dict()[name] - before
+        assert torch.equal(fused.model.state_dict()[name], plain.model.state_dict()[name]), name
+        cl_step = cl.model.state_dict()[name] - before
+        assert (cl_step - step).norm() <= 0.05 * step.norm() + 1e-7, name
