@@ -425,6 +425,9 @@ class Trainer:
         """Per-class correct counts under argmax score (cos, or logits) and, for
         KPS, argmax r_j cos(theta_j); the test set is sharded over ranks and summed."""
         self.eval_net.eval()
+        if self.ctx.world_size > 1:  # BN statistics: every rank evaluates rank 0's (the checkpointed) model
+            for buffer in self.model.buffers():
+                dist.broadcast(buffer, 0)
         n_test = len(self.test_targets)
         indices = torch.arange(self.ctx.rank, n_test, self.ctx.world_size, device=self.source.generator_device)
         c = self.num_classes
