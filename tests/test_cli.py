@@ -1,0 +1,155 @@
+"""`python -m kps`: train, train-grid, list, download, the reproduce hook, and bad
+input (clear message, non-zero exit, nothing written)."""
+
+import json
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+from synthetic import synthetic_data
+
+import kps.__main__ as cli
+import kps.train as kt
+from kps.results import load_records
+
+torch.set_num_threads(1)
+
+TINY = ["--dataset", "cifar10", "--epochs", "1", "--quiet", "--set", "batch_size=16", "--set", "warmup_epochs=1"]
+
+
+@pytest.fixture
+def fake_data(monkeypatch):
+    """load_data returns the tiny synthetic set; the list records each load."""
+    loads = []
+
+    def load(config, root):
+        loads.append((config.dataset, config.imbalance, str(root)))
+        return synthetic_data()
+
+    monkeypatch.setattr(kt, "load_data", load)
+    return loads
+
+
+def folders(tmp_path):
+    return ["--out", str(tmp_path / "results"), "--checkpoints", str(tmp_path / "ckpt"), "--device", "cpu"]
+
+
+def test_help_and_list(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["train", "--help"])
+    assert exit_.value.code == 0
+    assert "--resume" in capsys.readouterr().out
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for word in ("cifar10_lt", "cifar100_lt", "imagenet_lt", "inat2018", "kps_ga_mixup", "ldam_drw", "cifar10-jpeg"):
+        assert word in out
+    assert "m_max 0.35" in out and "decay x0.01 at [160, 180]" in out
+
+
+def test_train_writes_record(tmp_path, fake_data, capsys):
+    rc = cli.main(["train", "--method", "kps_ga", "--seed", "3", "--imbalance", "50", *TINY, *folders(tmp_path),
+                   "--data-root", "somewhere"])
+    assert rc == 0 and fake_data == [("cifar10", 50.0, "somewhere")]
+    (record,) = load_records(tmp_path / "results")
+    c = record["config"]
+    assert (c["method"], c["seed"], c["imbalance"], c["epochs"], c["batch_size"]) == ("kps_ga", 3, 50.0, 1, 16)
+    assert "--quiet" in TINY and capsys.readouterr().out == ""
+
+
+def test_config_file_authors_code_and_fast_flags(tmp_path, fake_data):
+    config_file = tmp_path / "run.json"
+    config_file.write_text(json.dumps({"dataset": "cifar10", "ga_switch_epoch": 0, "eval_every": 1}))
+    rc = cli.main(["train", "--method", "kps_ga", "--config", str(config_file), "--authors-code", "--fast", *TINY,
+                   *folders(tmp_path)])
+    assert rc == 0
+    (record,) = load_records(tmp_path / "results")
+    c = record["config"]
+    assert (c["ga_switch_epoch"], c["lr_style"], c["ga_variant"], c["m_max"], c["subset_seed"]) == (
+        0, "official", "official", 0.2, 666)
+    assert (c["channels_last"], c["fused_sgd"], c["bf16"], c["compile"]) == (True, True, False, "none")
+    assert ".ga_variant-official." in next((tmp_path / "results").rglob("*.json")).name
+
+
+def test_train_grid_and_shards(tmp_path, fake_data, capsys):
+    rc = cli.main(["train-grid", "--methods", "kps", "ce", "--seeds", "0", "1", *TINY, *folders(tmp_path)])
+    assert rc == 0 and len(fake_data) == 1
+    assert [(r["config"]["method"], r["config"]["seed"]) for r in load_records(tmp_path / "results")] == [
+        ("ce", 0), ("ce", 1), ("kps", 0), ("kps", 1)]
+    assert capsys.readouterr().out.count("final") == 4
+    other = tmp_path / "shard"
+    rc = cli.main(["train-grid", "--methods", "kps", "ce", "--seeds", "0", "1", "--shard", "1/2", *TINY,
+                   *folders(other)])
+    assert rc == 0  # worker 1 of 2 takes configurations 1 and 3: (kps, 1) and (ce, 1)
+    assert [(r["config"]["method"], r["config"]["seed"]) for r in load_records(other / "results")] == [
+        ("ce", 1), ("kps", 1)]
+    assert cli._strip_option(["a", "--jobs", "3", "b", "--jobs=2"], "--jobs") == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "--method", "kps_gaa", "--dataset", "cifar10"], "unknown method 'kps_gaa'; valid: ce, focal"),
+        (["train", "--method", "kps_ga", "--dataset", "cifar11"], "unknown dataset 'cifar11'; valid:"),
+        (["train", "--method", "kps_ga", "--dataset", "cifar10", "--imbalance", "0.5"], "imbalance must be"),
+        (["train", "--method", "kps_ga", "--dataset", "cifar10", "--set", "lr_rate=1"],
+         "unknown config key(s) 'lr_rate'; valid keys: dataset, imbalance, method"),
+        (["train", "--method", "kps_ga", "--dataset", "cifar10", "--set", "preset=huge"], "unknown preset 'huge'"),
+        (["train", "--method", "kps_ga", "--dataset", "cifar10", "--set", "nokey"], "--set expects KEY=VALUE"),
+        (["train", "--method", "kps_ga"], "give --dataset"),
+        (["train-grid", "--methods", "kps", "nope", "--dataset", "cifar10"], "unknown method 'nope'"),
+        (["download", "imagenet_lt", "--data-root", "x"], "imagenet_lt cannot be downloaded automatically"),
+    ],
+)
+def test_bad_input(tmp_path, capsys, argv, message):
+    assert cli.main(argv + ["--out", str(tmp_path / "r")] * (argv[0] != "download")) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_data_says_how_to_get_it(tmp_path, capsys):
+    rc = cli.main(["train", "--method", "kps_ga", "--dataset", "cifar10-jpeg", "--data-root", str(tmp_path / "d"),
+                   *folders(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "not found" in err and "tar -xzf" in err and str(tmp_path / "d") in err
+    assert not (tmp_path / "results").exists() and not (tmp_path / "ckpt").exists()
+
+
+def test_unwritable_out_existing_record_and_nan(tmp_path, fake_data, capsys, monkeypatch):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    assert cli.main(["train", "--method", "ce", *TINY, "--out", str(blocker / "r"), "--device", "cpu"]) == 2
+    assert "cannot write to the results folder" in capsys.readouterr().err
+    assert cli.main(["train", "--method", "ce", *TINY, *folders(tmp_path)]) == 0
+    assert cli.main(["train", "--method", "ce", *TINY, *folders(tmp_path)]) == 2
+    assert "records are immutable" in capsys.readouterr().err
+    assert cli.main(["train", "--method", "ce", *TINY, *folders(tmp_path), "--force"]) == 0
+
+    real = kt.learning_rate
+    monkeypatch.setattr(kt, "learning_rate", lambda epoch, **kw: 1e30 if epoch >= 1 else real(epoch, **kw))
+    rc = cli.main(["train", "--method", "ce", *TINY, "--epochs", "3", "--seed", "5", *folders(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "in epoch 1 (0-indexed)" in err and "after epoch 0" in err
+    assert [r["config"]["seed"] for r in load_records(tmp_path / "results")] == [0]
+
+
+def test_reproduce_is_dispatched_to_its_module(monkeypatch, capsys):
+    seen = []
+    fake = types.ModuleType("kps_fake_reproduce")
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "kps_fake_reproduce", fake)
+    monkeypatch.setattr(cli, "EXTERNAL_COMMANDS", {"reproduce": ("kps_fake_reproduce", "test")})
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: object())
+    assert cli.main(["reproduce", "--table", "3", "--out", "x"]) == 0
+    assert seen == [["--table", "3", "--out", "x"]]
+    monkeypatch.setattr(cli, "EXTERNAL_COMMANDS", {"reproduce": ("kps_absent_module", "test")})
+    monkeypatch.setattr(cli.importlib.util, "find_spec", lambda name: None)
+    assert cli.main(["reproduce"]) == 2
+    assert "'reproduce' is not available" in capsys.readouterr().err
+
+
+def test_module_entry_point_runs():
+    done = subprocess.run([sys.executable, "-m", "kps", "train", "--method", "x", "--dataset", "cifar10"],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "unknown method 'x'" in done.stderr
