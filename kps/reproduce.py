@@ -1,0 +1,192 @@
+"""``python -m kps reproduce --table N``: fill the missing records of one of
+the paper's tables, then re-render the table.
+
+For every cell of Table N (``book/paper_numbers.csv``) whose method this
+package implements, and every seed 0..K-1, the driver looks for the record
+``kps.train`` would write (``kps.results.config_record_path``). A missing
+record is produced by running ``notebooks/train.ipynb`` with papermill (the
+executed copy is kept as the run's log); an existing one is left alone. Then
+``notebooks/tableN.ipynb`` is executed on the records and the table is printed.
+Tables 1 and 2 have nothing to train and are only re-rendered.
+
+    python -m kps reproduce --table 3 --seeds 3 --device cuda
+    python -m kps reproduce --table 5 --methods kps_ga --cifar10 cifar10-jpeg --dry-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+from kps.configs import FIXED_IMBALANCE, METHODS, RunConfig, authors_code_overrides, make_config
+from kps.data import DATASETS
+from kps.report import comparison_table, find_repo_root, read_paper_numbers
+from kps.results import config_record_path, load_record
+
+__all__ = ["PlannedRun", "plan_runs", "run_parameters", "main"]
+
+TABLES = range(1, 8)
+# Config keys that only pick a faster code path; a record that differs in them is the same run.
+_SPEED_KEYS = ("channels_last", "fused_sgd", "compile", "bf16")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One configuration of a table: ``status`` is 'run' (no record yet),
+    'exists' (its record is there), 'exists, differs' (a record of the same
+    name holds another run-only setting, e.g. fewer epochs; kept unless
+    --force) or 'no data' (the dataset folder is missing; ``note`` says how to
+    get it)."""
+
+    config: RunConfig
+    record: Path
+    status: str
+    note: str = ""
+
+
+def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return {k: v for k, v in a.items() if k not in _SPEED_KEYS} == {k: v for k, v in b.items() if k not in _SPEED_KEYS}
+
+
+def plan_runs(
+    paper: pd.DataFrame,
+    table: int,
+    *,
+    seeds: int,
+    out: Path,
+    data_root: Path,
+    cifar10: str = "cifar10",
+    epochs: int | None = None,
+    methods: Sequence[str] | None = None,
+    authors_code: bool = False,
+    force: bool = False,
+) -> list[PlannedRun]:
+    """The configurations behind Table ``table``'s cells of ours, one per
+    (paper cell with a number, seed), in the paper's row order, without
+    duplicates. CIFAR-10 cells run on ``cifar10`` ("cifar10" or the JPEG copy
+    "cifar10-jpeg")."""
+    if table not in TABLES:
+        raise ValueError(f"--table must be one of 1-7, got {table}")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    if cifar10 not in ("cifar10", "cifar10-jpeg"):
+        raise ValueError(f"--cifar10 must be cifar10 or cifar10-jpeg, got {cifar10!r}")
+    unknown = sorted(set(methods or ()) - set(METHODS))
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; valid: {', '.join(METHODS)}")
+    rows = paper[(paper["table"] == table) & paper["method"].isin(methods or list(METHODS))
+                 & paper["top1_error"].notna()]  # a '-' cell of the paper has nothing to compare with
+    planned: dict[Path, PlannedRun] = {}
+    for _, row in rows.iterrows():
+        dataset = cifar10 if row["dataset"] == "cifar10" else row["dataset"]
+        folder = Path(data_root) / DATASETS[dataset].folder
+        for seed in range(seeds):
+            overrides: dict[str, Any] = {"seed": seed, "arch": row["backbone"],
+                                         "imbalance": FIXED_IMBALANCE.get(dataset, row["imbalance"])}
+            if epochs is not None:
+                overrides["epochs"] = epochs
+            if authors_code:
+                overrides.update(authors_code_overrides(dataset))
+            config = make_config(dataset, row["method"], **overrides)
+            path = config_record_path(out, config)
+            if path in planned:
+                continue
+            if path.exists() and not force:
+                same = _same_run(load_record(path)["config"], config.to_dict())
+                status, note = ("exists", "") if same else ("exists, differs", "a record of another run-only "
+                                                            "setting (e.g. epochs) is there; --force replaces it")
+            elif not folder.is_dir():
+                status, note = "no data", DATASETS[dataset].fetch.format(root=data_root)
+            else:
+                status, note = "run", ""
+            planned[path] = PlannedRun(config, path, status, note)
+    return list(planned.values())
+
+
+def run_parameters(run: PlannedRun, *, data_root: Path, out: Path, device: str, force: bool) -> dict[str, Any]:
+    """The papermill parameters of ``notebooks/train.ipynb`` for ``run``."""
+    c = run.config
+    return {
+        "dataset": c.dataset, "imbalance": c.imbalance, "method": c.method, "seed": c.seed,
+        "epochs": c.epochs, "data_root": str(data_root), "out": str(out), "device": device,
+        "arch": c.arch, "authors_code": c.ga_variant == "official", "force": force,
+    }
+
+
+def _log_name(run: PlannedRun) -> str:
+    c = run.config
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"train-{c.dataset}-{c.method}-imb{c.imbalance:g}-{run.record.stem}.ipynb")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m kps reproduce",
+        description="Run the missing records of one of the paper's tables with papermill "
+                    "(notebooks/train.ipynb), skip the existing ones, then re-render notebooks/tableN.ipynb.")
+    p.add_argument("--table", type=int, required=True, help="the paper's table number, 1-7")
+    p.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 per cell (default 1)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
+    p.add_argument("--methods", nargs="+", help="only these methods (default: all the table's methods)")
+    p.add_argument("--cifar10", default="cifar10", choices=("cifar10", "cifar10-jpeg"),
+                   help="which CIFAR-10 to train on (default cifar10; cifar10-jpeg is the lossy JPEG copy)")
+    p.add_argument("--epochs", type=int, help="short runs of this many epochs (labelled as such on every page)")
+    p.add_argument("--authors-code", action="store_true", help="the authors' code's setting (see the book)")
+    p.add_argument("--force", action="store_true", help="rerun and replace existing records")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: the repository's data/)")
+    p.add_argument("--out", default=None, help="records folder (default: the repository's results/)")
+    p.add_argument("--log-dir", default=None,
+                   help="executed notebooks go here (default: _build/reproduce/ in the repository)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m kps reproduce``; returns the exit status
+    (0: every attempted run succeeded; 1: a run failed)."""
+    args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    root = find_repo_root()
+    data_root = Path(args.data_root).resolve() if args.data_root else root / "data"
+    out = Path(args.out).resolve() if args.out else root / "results"
+    log_dir = Path(args.log_dir).resolve() if args.log_dir else root / "_build" / "reproduce"
+    paper = read_paper_numbers(root / "book" / "paper_numbers.csv")
+    runs = plan_runs(paper, args.table, seeds=args.seeds, out=out, data_root=data_root, cifar10=args.cifar10,
+                     epochs=args.epochs, methods=args.methods, authors_code=args.authors_code, force=args.force)
+    if args.table in (3, 4, 5, 6, 7) and not runs:
+        print(f"Table {args.table}: no cell of ours to train (its methods are not in this artifact)")
+    for run in runs:
+        print(f"{run.status:>16}  {run.record}" + (f"  ({run.note})" if run.note else ""))
+    if args.dry_run:
+        return 0
+
+    import papermill  # imported on use: only this command needs it
+
+    log_dir.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for run in (r for r in runs if r.status == "run"):
+        print(f"training {run.record.relative_to(out)} ...", flush=True)
+        params = run_parameters(run, data_root=data_root, out=out, device=args.device, force=args.force)
+        try:
+            papermill.execute_notebook(str(root / "notebooks" / "train.ipynb"), str(log_dir / _log_name(run)),
+                                       parameters=params, cwd=str(root), progress_bar=False)
+        except papermill.PapermillExecutionError as err:
+            failed += 1
+            print(f"FAILED {run.record}: {err.ename}: {err.evalue} (log: {log_dir / _log_name(run)})", file=sys.stderr)
+    rendered = log_dir / f"table{args.table}.ipynb"
+    table_params = {1: {"data_root": str(data_root)}, 2: {}}.get(args.table, {"results": str(out)})
+    papermill.execute_notebook(str(root / "notebooks" / f"table{args.table}.ipynb"), str(rendered),
+                               parameters=table_params, cwd=str(root / "notebooks"), progress_bar=False)
+    print(f"re-rendered: {rendered}  (`make site` rebuilds the website)")
+    if args.table >= 3:
+        from kps.results import load_records
+
+        table = comparison_table(paper, load_records(out), args.table)
+        with pd.option_context("display.width", 200, "display.max_rows", 500, "display.max_colwidth", 60):
+            print(table[["method", "dataset", "imbalance", "backbone", "paper", "ours final", "ours best",
+                         "our data", "our setting"]].to_string(index=False))
+    return 1 if failed else 0
