@@ -1,0 +1,480 @@
+"""Throughput of a reference-style CIFAR-LT trainer against the kps fast path (issue 6).
+
+One process, one device, the same long-tailed training set (CIFAR-10 (JPEG copy)
+at imbalance 100 by default) and the same model and loss (ResNet-32 with the
+cosine head, the KPS loss of eq. 15 with the eqs. 26-30 parameters):
+
+* ``reference``: as the LDAM-DRW / KPS reference scripts train: a torch
+  DataLoader over the decoded uint8 images (HWC numpy -> PIL) with CPU
+  torchvision transforms (RandomCrop(32, padding=4), RandomHorizontalFlip,
+  ToTensor, Normalize), shuffle, ``--workers`` worker processes (the reference
+  uses 4), pinned memory, fp32, batch 64, SGD (momentum 0.9, weight decay
+  2e-4); per step ``loss.item()`` and the top-1 count read back, as the
+  reference's meters do; validation through a DataLoader of batch 100.
+* ``fast_<compile mode>``: :class:`kps.train.Trainer` itself (its
+  ``train_epoch`` and ``evaluate``, the code every run goes through): data
+  resident on the device as uint8, augmentation there
+  (:class:`kps.data.GPUAugment`), channels_last, fused SGD, bf16 autocast on
+  CUDA, ``torch.compile`` in the given mode ("none" = eager).
+
+Each trainer runs ``--warmup-epochs`` untimed epochs (train + evaluation; the
+compilation happens there and is reported as ``compile_overhead_s``), then
+``--epochs`` timed epochs, each a training pass and an evaluation pass as in
+Algorithm 1 with evaluation every epoch.  Reported: seconds per training pass,
+training images/s, seconds per evaluation pass, their sum per epoch, the
+projected wall time of a full run of the preset's epochs, the ratios against
+the reference, and FLOPs: counted with ``torch.utils.flop_counter.FlopCounterMode``
+(convolutions and matrix products) on one batch, forward + backward for
+training and forward for evaluation, times the images per epoch; divided by
+the time they took and by the card's dense bf16 peak (vendor datasheet; both
+assumed peak and device name are recorded, together with a measured bf16
+matrix-product rate).
+
+GPU runs write ``bench/results/<device-slug>-<date>.json``; CPU runs are checks
+and must name their own output (``--out``), never under ``bench/results``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from kps.configs import COMPILE_MODES, RunConfig, make_config
+from kps.data import DATASETS, LTData, TensorSplit, build_dataset
+from kps.io import atomic_write_text
+from kps.losses import make_loss
+from kps.models import make_model
+from kps.schedules import learning_rate
+from kps.train import Trainer, device_name, git_state, loss_options
+
+__all__ = [
+    "SCHEMA",
+    "ReferenceCIFAR",
+    "ReferenceTrainer",
+    "FastTrainer",
+    "flops_per_image",
+    "assumed_bf16_peak",
+    "device_slug",
+    "time_trainer",
+    "run_benchmark",
+    "output_path",
+    "write_result",
+    "main",
+]
+
+SCHEMA = "kps-bench/1"
+REPO = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO / "bench" / "results"
+METHOD = "kps"                # eq. 15 loss, cosine head: the same for both trainers
+REFERENCE_EVAL_BATCH = 100    # the reference scripts' validation batch
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendor datasheets, TFLOP/s,
+# matched against torch.cuda.get_device_name in order.
+BF16_DENSE_PEAKS: tuple[tuple[str, float, str], ...] = (
+    ("H100 PCIe", 756.0, "NVIDIA H100 PCIe datasheet, BF16 dense"),
+    ("H100", 989.4, "NVIDIA H100 SXM datasheet, BF16 dense (1979 with sparsity)"),
+    ("H200", 989.4, "NVIDIA H200 SXM datasheet, BF16 dense (same chip as H100 SXM)"),
+)
+
+
+# --------------------------------------------------------------------------- reference-style trainer
+
+
+class ReferenceCIFAR(Dataset):
+    """A CIFAR split as the reference code holds it: uint8 HWC arrays, each image
+    turned into a PIL image and passed through ``transform`` on access."""
+
+    def __init__(self, split: TensorSplit, transform: Callable) -> None:
+        self.images = np.ascontiguousarray(split.images.permute(0, 2, 3, 1).cpu().numpy())
+        self.targets = split.targets.cpu().numpy().astype(np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform(Image.fromarray(self.images[index])), int(self.targets[index])
+
+
+def reference_transforms(mean: Sequence[float], std: Sequence[float]) -> tuple[Callable, Callable]:
+    """(train, test) transforms of the reference CIFAR-LT scripts (Sec. 4.2.1)."""
+    train = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+                                transforms.ToTensor(), transforms.Normalize(mean, std)])
+    test = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
+    return train, test
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class ReferenceTrainer:
+    """One epoch at a time as the LDAM-DRW / KPS reference scripts train (fp32,
+    DataLoader with CPU transforms, per-step host read-back of loss and accuracy)."""
+
+    name = "reference"
+
+    def __init__(self, config: RunConfig, data: LTData, device: torch.device, workers: int) -> None:
+        self.config, self.device = config, device
+        spec = DATASETS[data.name]
+        train_tf, test_tf = reference_transforms(spec.mean, spec.std)
+        pin = device.type == "cuda"
+        self.train_loader = DataLoader(ReferenceCIFAR(data.train, train_tf), batch_size=config.batch_size,
+                                       shuffle=True, num_workers=workers, pin_memory=pin)
+        self.test_loader = DataLoader(ReferenceCIFAR(data.test, test_tf), batch_size=REFERENCE_EVAL_BATCH,
+                                      shuffle=False, num_workers=workers, pin_memory=pin)
+        torch.manual_seed(config.seed)
+        self.model = make_model(config.arch, data.num_classes, head=config.spec.head).to(device)
+        self.criterion = make_loss(config.spec.loss, data.counts, **loss_options(config)).to(device)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+
+    def train_epoch(self, epoch: int, limit_steps: int | None) -> int:
+        """One shuffled pass (at most ``limit_steps`` batches); returns the images seen."""
+        c = self.config
+        lr = learning_rate(epoch, base_lr=c.lr, warmup_epochs=c.warmup_epochs, decay_epochs=c.decay_epochs,
+                           decay_ratio=c.decay_ratio, style=c.lr_style)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        seen, loss_sum, correct = 0, 0.0, 0
+        for step, (x, y) in enumerate(self.train_loader):
+            if limit_steps is not None and step >= limit_steps:
+                break
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            output = self.model(x)
+            loss = self.criterion(output, y)
+            loss_sum += loss.item() * len(y)                       # the reference's AverageMeter
+            correct += int((output.argmax(1) == y).sum().item())   # its top-1 meter
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            seen += len(y)
+        _sync(self.device)
+        return seen
+
+    @torch.no_grad()
+    def evaluate(self) -> int:
+        """One pass over the test loader; returns the images evaluated."""
+        self.model.eval()
+        seen = correct = 0
+        for x, y in self.test_loader:
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            correct += int((self.model(x).argmax(1) == y).sum().item())
+            seen += len(y)
+        return seen
+
+
+class FastTrainer:
+    """kps.train.Trainer's own epoch and evaluation (the fast path of every run)."""
+
+    def __init__(self, config: RunConfig, data: LTData, device: torch.device) -> None:
+        self.name = f"fast_{config.compile}"
+        self.trainer = Trainer(config, data, device)
+        self.n_test = len(data.test)
+
+    def train_epoch(self, epoch: int, limit_steps: int | None) -> int:
+        indices = self.trainer.epoch_indices()
+        if limit_steps is not None:
+            indices = indices[: limit_steps * self.trainer.config.batch_size]
+        loss = self.trainer.train_epoch(epoch, indices)  # returns a float: the device is synchronised
+        if not math.isfinite(loss):
+            raise RuntimeError(f"{self.name}: training loss became {loss} in epoch {epoch}")
+        return len(indices)
+
+    def evaluate(self) -> int:
+        self.trainer.evaluate()
+        return self.n_test
+
+
+# --------------------------------------------------------------------------- measurements
+
+
+def flops_per_image(arch: str, num_classes: int, head: str, batch: int) -> tuple[float, float]:
+    """(training FLOPs, evaluation FLOPs) per image: FlopCounterMode over one batch
+    of ``batch`` 32x32 images, forward + backward and forward only, on the meta
+    device (shapes only, nothing computed)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = make_model(arch, num_classes, head=head).to("meta")
+    x = torch.empty(batch, 3, 32, 32, device="meta")
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    train = counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x)
+    return train / batch, counter.get_total_flops() / batch
+
+
+def assumed_bf16_peak(name: str) -> tuple[float | None, str]:
+    """(dense bf16 peak in TFLOP/s, its source) for a CUDA device name; (None, why) otherwise."""
+    for key, peak, source in BF16_DENSE_PEAKS:
+        if key.lower() in name.lower():
+            return peak, source
+    return None, f"no datasheet peak recorded for {name!r}"
+
+
+def measured_bf16_matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> float | None:
+    """The card's bf16 matrix-product rate as measured here (random n x n x n
+    operands, mean of ``repeats`` after 3 warm-ups, CUDA events); None off CUDA."""
+    if device.type != "cuda":
+        return None
+    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        a @ b
+    end.record()
+    torch.cuda.synchronize(device)
+    seconds = start.elapsed_time(end) / 1e3 / repeats
+    return 2 * n**3 / seconds / 1e12
+
+
+def device_slug(name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if not slug:
+        raise ValueError(f"device name {name!r} gives an empty file name")
+    return slug
+
+
+def _timed(fn: Callable[[], int], device: torch.device) -> tuple[float, int]:
+    _sync(device)
+    t0 = time.perf_counter()
+    n = fn()
+    _sync(device)
+    return time.perf_counter() - t0, n
+
+
+def time_trainer(trainer: Any, device: torch.device, *, epochs: int, warmup_epochs: int,
+                 limit_steps: int | None, flops_train: float, flops_eval: float,
+                 preset_epochs: int, peak_tflops: float | None,
+                 log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Warm-up epochs, then ``epochs`` timed epochs of (training pass, evaluation pass)."""
+    if epochs < 1 or warmup_epochs < 0:
+        raise ValueError(f"need epochs >= 1 and warmup_epochs >= 0, got {epochs}, {warmup_epochs}")
+    warm_train, warm_eval, train_s, eval_s = [], [], [], []
+    n_train = n_eval = 0
+    for epoch in range(warmup_epochs + epochs):
+        t_train, n_train = _timed(lambda: trainer.train_epoch(epoch, limit_steps), device)
+        t_eval, n_eval = _timed(trainer.evaluate, device)
+        warm = epoch < warmup_epochs
+        (warm_train if warm else train_s).append(t_train)
+        (warm_eval if warm else eval_s).append(t_eval)
+        log(f"{trainer.name}: epoch {epoch}{' (warm-up)' if warm else ''}: train {t_train:.3f} s "
+            f"({n_train} images), eval {t_eval:.3f} s ({n_eval} images)")
+    train_med, eval_med = statistics.median(train_s), statistics.median(eval_s)
+    epoch_s = train_med + eval_med
+    achieved = (flops_train * n_train + flops_eval * n_eval) / epoch_s / 1e12
+    overhead = sum(warm_train) + sum(warm_eval) - warmup_epochs * epoch_s
+    return {
+        "train_images_per_epoch": n_train,
+        "eval_images_per_epoch": n_eval,
+        "warmup_train_s": warm_train,
+        "warmup_eval_s": warm_eval,
+        "compile_overhead_s": overhead if warmup_epochs else None,
+        "train_s": train_s,
+        "eval_s": eval_s,
+        "train_s_per_epoch": train_med,
+        "eval_s_per_epoch": eval_med,
+        "epoch_s": epoch_s,
+        "train_images_per_s": n_train / train_med,
+        "eval_images_per_s": n_eval / eval_med,
+        "projected_run_s": None if limit_steps else preset_epochs * epoch_s + max(overhead, 0.0),
+        "achieved_tflops": achieved,
+        "train_achieved_tflops": flops_train * n_train / train_med / 1e12,
+        "fraction_of_bf16_peak": None if peak_tflops is None else achieved / peak_tflops,
+    }
+
+
+def _limit_test(data: LTData, limit_steps: int | None, batch: int) -> LTData:
+    """With ``limit_steps``, keep an evenly strided ``limit_steps * batch`` test images."""
+    n = len(data.test)
+    if limit_steps is None or limit_steps * batch >= n:
+        return data
+    keep = torch.linspace(0, n - 1, limit_steps * batch).round().long()
+    return replace(data, test=TensorSplit(data.test.images[keep], data.test.targets[keep]))
+
+
+def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float, epochs: int = 3,
+                  warmup_epochs: int = 1, limit_steps: int | None = None, workers: int = 4,
+                  fast_modes: Sequence[str] = ("none", "default"),
+                  log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """Time the reference-style trainer and the fast path in each compile mode of
+    ``fast_modes`` on ``data``; returns the result document (see module docstring)."""
+    device = torch.device(device)
+    if limit_steps is not None and limit_steps < 1:
+        raise ValueError(f"limit_steps must be >= 1, got {limit_steps}")
+    for mode in fast_modes:
+        if mode not in COMPILE_MODES:
+            raise ValueError(f"unknown compile mode {mode!r}; valid: {', '.join(COMPILE_MODES)}")
+    cuda = device.type == "cuda"
+    base = make_config(data.name, METHOD, imbalance=imbalance, seed=0)
+    data = _limit_test(data, limit_steps, base.batch_size)
+    train_f, eval_f = flops_per_image(base.arch, data.num_classes, base.spec.head, base.batch_size)
+    name = device_name(device)
+    peak, peak_source = assumed_bf16_peak(name) if cuda else (None, "not a CUDA device")
+    matmul = measured_bf16_matmul_tflops(device)
+    common = dict(device=device, epochs=epochs, warmup_epochs=warmup_epochs, limit_steps=limit_steps,
+                  flops_train=train_f, flops_eval=eval_f, preset_epochs=base.preset_epochs,
+                  peak_tflops=peak, log=log)
+
+    results: dict[str, Any] = {}
+    reference = ReferenceTrainer(base, data, device, workers)
+    results["reference"] = dict(time_trainer(reference, **common), precision="fp32", data="DataLoader + CPU "
+                                "torchvision transforms", workers=workers, compile="none")
+    del reference
+    fast_configs = {}
+    for mode in fast_modes:
+        config = replace(base, channels_last=True, fused_sgd=True, bf16=cuda, compile=mode)
+        fast_configs[mode] = config.to_dict()
+        trainer = FastTrainer(config, data, device)
+        results[trainer.name] = dict(time_trainer(trainer, **common), precision="bf16 autocast" if cuda else "fp32",
+                                     data="device-resident uint8 + kps.data.GPUAugment", compile=mode)
+        del trainer
+    ref = results["reference"]
+    ratios = {
+        f"{key}_vs_reference": {
+            "train_images_per_s": r["train_images_per_s"] / ref["train_images_per_s"],
+            "epoch_s": ref["epoch_s"] / r["epoch_s"],
+        }
+        for key, r in results.items() if key != "reference"
+    }
+    commit, dirty = git_state()
+    now = datetime.now(timezone.utc)
+    return {
+        "schema": SCHEMA,
+        "device": name,
+        "device_type": device.type,
+        "date": now.date().isoformat(),
+        "finished_at": now.isoformat(timespec="seconds"),
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "cudnn_version": torch.backends.cudnn.version() if cuda else None,
+        "python_version": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "git_commit": commit or os.environ.get("KPS_GIT_COMMIT"),
+        "git_dirty": dirty,
+        "config": {
+            "dataset": data.name, "dataset_label": data.label, "imbalance": imbalance, "method": METHOD,
+            "arch": base.arch, "head": base.spec.head, "batch_size": base.batch_size,
+            "train_images": len(data.train), "test_images": len(data.test),
+            "epochs_timed": epochs, "warmup_epochs": warmup_epochs, "limit_steps": limit_steps,
+            "reference_workers": workers, "preset_epochs": base.preset_epochs, "fast_configs": fast_configs,
+        },
+        "flops": {
+            "train_per_image": train_f, "eval_per_image": eval_f,
+            "train_per_epoch": train_f * len(data.train), "eval_per_epoch": eval_f * len(data.test),
+            "counter": "torch.utils.flop_counter.FlopCounterMode (convolutions, matrix products) on one batch "
+                       "of 32x32 images: forward+backward (train), forward (eval); x images per epoch",
+        },
+        "peak": {"assumed_bf16_dense_tflops": peak, "source": peak_source,
+                 "measured_bf16_matmul_tflops": matmul},
+        "trainers": results,
+        "ratios": ratios,
+    }
+
+
+# --------------------------------------------------------------------------- output
+
+
+def output_path(result: dict[str, Any], out: str | Path | None, out_dir: str | Path | None) -> Path:
+    """``out``, or ``<out_dir>/<device-slug>-<date>[-k].json`` (first free name).
+    CPU results must name ``out`` or ``out_dir`` and never lie under bench/results."""
+    if out is not None and out_dir is not None:
+        raise ValueError("give --out or --out-dir, not both")
+    if out is not None:
+        path = Path(out)
+    else:
+        if out_dir is None and result["device_type"] != "cuda":
+            raise ValueError("a CPU run is a check, not a result: give --out FILE (outside bench/results)")
+        folder = Path(out_dir) if out_dir is not None else RESULTS_DIR
+        stem = f"{device_slug(result['device'])}-{result['date']}"
+        path, k = folder / f"{stem}.json", 2
+        while path.exists():
+            path, k = folder / f"{stem}-{k}.json", k + 1
+    if result["device_type"] != "cuda" and path.resolve().is_relative_to(RESULTS_DIR.resolve()):
+        raise ValueError(f"{path}: only GPU-made results go under {RESULTS_DIR}; write CPU checks elsewhere")
+    return path
+
+
+def write_result(result: dict[str, Any], path: str | Path) -> Path:
+    """Write ``result`` as JSON atomically (kps.io)."""
+    return atomic_write_text(path, json.dumps(result, indent=1, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _summary(result: dict[str, Any]) -> str:
+    rows = [f"{'trainer':<16} {'train img/s':>12} {'s/epoch':>9} {'eval s':>8} {'run s':>8} {'TFLOP/s':>8} "
+            f"{'x ref':>7}"]
+    ref = result["trainers"]["reference"]
+    for key, r in result["trainers"].items():
+        rows.append(f"{key:<16} {r['train_images_per_s']:>12.0f} {r['epoch_s']:>9.3f} {r['eval_s_per_epoch']:>8.3f} "
+                    f"{r['projected_run_s'] or math.nan:>8.1f} {r['achieved_tflops']:>8.3f} "
+                    f"{r['train_images_per_s'] / ref['train_images_per_s']:>7.2f}")
+    return "\n".join(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench/bench.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda if present)")
+    p.add_argument("--dataset", default="cifar10-jpeg")
+    p.add_argument("--imbalance", type=float, default=100.0)
+    p.add_argument("--data-root", default=str(REPO / "data"))
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per trainer (default 3)")
+    p.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs first (default 1)")
+    p.add_argument("--limit-steps", type=int, help="at most N training batches per epoch (quick checks)")
+    p.add_argument("--workers", type=int, default=4, help="reference DataLoader workers (reference: 4)")
+    p.add_argument("--fast-modes", help="comma-separated torch.compile modes of the fast path "
+                                        "(default: none,default on CUDA, none on CPU)")
+    p.add_argument("--out", help="result file (required on CPU)")
+    p.add_argument("--out-dir", help="folder for <device-slug>-<date>.json (default bench/results on CUDA)")
+    args = p.parse_args(argv)
+
+    def log(message: str) -> None:
+        print(f"[bench {datetime.now(timezone.utc):%H:%M:%S}] {message}", flush=True)
+
+    try:
+        device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
+                              else ("cpu" if args.device == "auto" else args.device))
+        if device.type != "cuda" and args.out is None and args.out_dir is None:
+            raise ValueError("a CPU run is a check, not a result: give --out FILE (outside bench/results)")
+        modes_text = args.fast_modes or ("none,default" if device.type == "cuda" else "none")
+        modes = [m.strip() for m in modes_text.split(",") if m.strip()]
+        t0 = time.perf_counter()
+        data = build_dataset(args.dataset, args.data_root, args.imbalance, seed=0)
+        log(f"{data.label}: {len(data.train)} training, {len(data.test)} test images "
+            f"({time.perf_counter() - t0:.1f} s to load)")
+        result = run_benchmark(data, device, imbalance=args.imbalance, epochs=args.epochs,
+                               warmup_epochs=args.warmup_epochs, limit_steps=args.limit_steps,
+                               workers=args.workers, fast_modes=modes, log=log)
+        path = write_result(result, output_path(result, args.out, args.out_dir))
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    log(f"wrote {path}\n{_summary(result)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
