@@ -10,6 +10,17 @@ authors' code reports); both use the paper's test rule, argmax cos(theta_j)
 for cosine heads (argmax of the logits for linear heads).  For KPS methods the
 ``*_rcos`` fields give the same under argmax r_j cos(theta_j) (the class
 boundary of eq. 13), see DESIGN.md "Test rule".
+
+Other keys: ``epochs`` (trained) and ``preset_epochs`` (the preset's full
+count; fewer marks a short run), ``group_errors`` (head/mid/tail: the 3/4/3 of
+ten frequency groups, Figs. 6-7) and ``per_group_errors`` (the ten groups;
+None with fewer than 10 classes), ``shot_errors`` (many > 100, medium 20-100,
+few < 20 training images; None for an empty group), ``history`` (per epoch:
+loss, lr, time_s, and test_error / test_error_rcos when evaluated),
+provenance (``device``, ``world_size``, ``torch_version``, ``git_commit``,
+``git_dirty``, ``started_at`` ISO UTC) and ``wall_time_s``: seconds spent in
+the epochs (training and evaluation, summed over resumed sessions; data
+loading and set-up excluded).
 """
 
 from __future__ import annotations

@@ -28,3 +28,27 @@ def synthetic_data(counts=COUNTS, n_test: int = 5, seed: int = 0) -> LTData:
 def tiny_overrides(**more):
     """Config overrides for a seconds-long CPU run."""
     return dict(dict(epochs=2, batch_size=16, warmup_epochs=1, decay_epochs=(1,), decay_ratio=0.1), **more)
+
+
+class FolderLike(torch.utils.data.Dataset):
+    """A map-style dataset like kps.folders.ImageListDataset (CPU transform with
+    torch's global RNG, ``targets`` attribute) over a TensorSplit."""
+
+    def __init__(self, split: TensorSplit) -> None:
+        self.split, self.targets = split, split.targets.tolist()
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        image = self.split.images[i].float() / 255 - 0.5
+        if torch.rand(()) < 0.5:
+            image = image.flip(-1)
+        return image, self.targets[i]
+
+
+def folder_data() -> LTData:
+    """synthetic_data() with both splits as map-style datasets (the large-image path)."""
+    data = synthetic_data()
+    data.train, data.test = FolderLike(data.train), FolderLike(data.test)
+    return data

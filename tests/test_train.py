@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from synthetic import synthetic_data, tiny_overrides
+from synthetic import folder_data, synthetic_data, tiny_overrides
 
 import kps.train as kt
 from kps.configs import make_config
@@ -249,3 +249,18 @@ def test_fast_path_switches_on_cpu():
         assert torch.equal(fused.model.state_dict()[name], plain.model.state_dict()[name]), name
         cl_step = cl.model.state_dict()[name] - before
         assert (cl_step - step).norm() <= 0.05 * step.norm() + 1e-7, name
+
+
+def test_dataset_path_for_large_image_sets(tmp_path):
+    """Map-style datasets (ImageNet-LT, iNat) go through a DataLoader over the same
+    permutation; deterministic, and resumable to the same record."""
+    config = make_config("cifar10", "kps_ga", **tiny_overrides(ga_switch_epoch=1))
+    records = []
+    for name in ("a", "b"):
+        records.append(kt.train(config, out=tmp_path / name, checkpoint_dir=tmp_path / f"ck{name}",
+                                data=folder_data(), quiet=True, num_workers=0))
+    assert strip_timing(records[0]) == strip_timing(records[1])
+    trainer = kt.Trainer(config, folder_data(), num_workers=0)
+    assert isinstance(trainer.source, kt.LoaderBatches)
+    x, y = next(trainer.source.train_batches(trainer.epoch_indices(), 16, trainer.aug_gen))
+    assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.long
