@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# The one prepared GPU job of issue 6 (how to launch it: bench/README.md).
+#
+#   1. data:  verify and unpack the carried CIFAR-10 JPEG pack, decode it once (uint8 cache)
+#   2. bench: bench/bench.py, reference-style trainer vs the kps fast path -> $OUT/<device>-<date>.json
+#   3. grid:  bench/grid.py run, full 200-epoch runs of $RUNS under a deadline -> $OUT/results.tar,
+#             $OUT/runs.json, $OUT/logs.tar, $OUT/checkpoints.tar (unfinished runs only)
+#   and $OUT/job.log (everything printed).  Each stage and each run fails on its own; the job
+#   always ends by the budget (KPS_JOB_BUDGET_S, default 540 s) minus a reserve for packing.
+#
+# Environment (all optional): OUT (required; the device tool sets it), KPS_JOB_SMOKE=1 (CPU check:
+# tiny bench, 1-epoch runs on a shrunk data set), KPS_JOB_BUDGET_S, KPS_JOB_RESERVE_S,
+# KPS_JOB_CONCURRENCY, KPS_JOB_COMPILE (torch.compile mode of the runs), KPS_JOB_BENCH=0 (skip the
+# bench), KPS_JOB_BENCH_MAX_S, KPS_JOB_RUNS (another run list), KPS_JOB_DATA_ROOT, KPS_JOB_ARCHIVE,
+# KPS_JOB_CHECKPOINTS (a checkpoints.tar of an earlier job to resume), KPS_JOB_WORK, KPS_GIT_COMMIT.
+#
+# `bash bench/gpu_job.sh --list` prints the run list and exits.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+# Tables 3 and 5 on CIFAR-10 (JPEG copy), imbalance 100, seed 0, in priority order, as METHOD[:GA variant].
+# tests/test_bench.py checks this list against kps.configs.METHODS and the paper's tables (book/paper_numbers.csv).
+RUNS="kps_ga:paper kps_ga:official kps ldam_drw ce kps_drw la cb_focal focal eql cosface arcface"
+
+if [ "${1:-}" = "--list" ]; then
+    printf '%s\n' ${KPS_JOB_RUNS:-$RUNS}
+    exit 0
+fi
+
+: "${OUT:?set OUT to the folder whose files come back (the device tool sets it)}"
+SMOKE=${KPS_JOB_SMOKE:-0}
+BUDGET=${KPS_JOB_BUDGET_S:-540}
+RESERVE=${KPS_JOB_RESERVE_S:-20}
+RUNS=${KPS_JOB_RUNS:-$RUNS}
+COMPILE=${KPS_JOB_COMPILE:-default}
+DATA_ROOT=${KPS_JOB_DATA_ROOT:-data}
+ARCHIVE=${KPS_JOB_ARCHIVE:-data/cifar10-jpeg.tar.gz}
+CHECKPOINTS_TAR=${KPS_JOB_CHECKPOINTS:-data/job-checkpoints.tar}
+if [ "$SMOKE" = 1 ]; then
+    DEVICE=cpu
+    CONCURRENCY=${KPS_JOB_CONCURRENCY:-2}
+    BENCH_ARGS=(--device cpu --epochs 1 --warmup-epochs 1 --limit-steps 2 --workers 1)
+    GRID_ARGS=(--epochs 1 --shrink 50)
+    BENCH_MAX=${KPS_JOB_BENCH_MAX_S:-300}
+else
+    DEVICE=cuda
+    CONCURRENCY=${KPS_JOB_CONCURRENCY:-6}
+    BENCH_ARGS=(--device cuda --epochs 3 --warmup-epochs 1 --workers 4 --fast-modes "none,$COMPILE")
+    GRID_ARGS=()
+    BENCH_MAX=${KPS_JOB_BENCH_MAX_S:-240}
+fi
+if [ -x .venv/bin/python ]; then PY=$ROOT/.venv/bin/python; else PY=python3; fi
+export PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+START=$(date +%s)
+DEADLINE=$((START + BUDGET - RESERVE))
+mkdir -p "$OUT"
+WORK=${KPS_JOB_WORK:-$(mktemp -d /tmp/kps-job.XXXXXX)}
+
+log() { printf '[job %s +%ss] %s\n' "$(date -u +%H:%M:%S)" "$(($(date +%s) - START))" "$*"; }
+
+stage_env() {
+    log "smoke=$SMOKE device=$DEVICE budget=${BUDGET}s concurrency=$CONCURRENCY compile=$COMPILE work=$WORK"
+    log "git commit: $(git rev-parse HEAD 2>/dev/null || echo "${KPS_GIT_COMMIT:-unknown (no .git here; set KPS_GIT_COMMIT)}")"
+    "$PY" -c 'import sys, torch, torchvision; print(sys.version.split()[0], "torch", torch.__version__,
+"torchvision", torchvision.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
+    if [ "$DEVICE" = cuda ]; then
+        nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv || true
+        "$PY" -c 'import torch; assert torch.cuda.is_available(), "no CUDA device"' || return 1
+    fi
+    nproc
+}
+
+stage_data() {
+    if [ ! -d "$DATA_ROOT/cifar10-jpeg/train" ]; then
+        log "unpacking $ARCHIVE into $DATA_ROOT"
+        "$PY" -c 'import sys; from kps.data import verify_archive; verify_archive(sys.argv[1], "cifar10-jpeg")' \
+            "$ARCHIVE" || return 1
+        local scratch
+        scratch=$(mktemp -d "$DATA_ROOT/.cifar10-jpeg.XXXXXX") || return 1
+        tar -xzf "$ARCHIVE" -C "$scratch" && mv "$scratch/cifar10-jpeg" "$DATA_ROOT/cifar10-jpeg" || return 1
+        rmdir "$scratch"
+    fi
+    log "decoding (first time) or reading the uint8 cache"
+    "$PY" -c 'import sys, time; from kps.data import build_dataset; t = time.time()
+d = build_dataset("cifar10-jpeg", sys.argv[1], 100)
+print(f"{d.label}: {len(d.train)} train / {len(d.test)} test images, {time.time() - t:.1f} s")' "$DATA_ROOT"
+}
+
+stage_bench() {
+    timeout -k 10 "$BENCH_MAX" "$PY" bench/bench.py "${BENCH_ARGS[@]}" --data-root "$DATA_ROOT" --out-dir "$OUT"
+}
+
+stage_grid() {
+    if [ -f "$CHECKPOINTS_TAR" ]; then
+        log "resuming from the checkpoints in $CHECKPOINTS_TAR"
+        mkdir -p "$WORK/checkpoints" && tar -xf "$CHECKPOINTS_TAR" -C "$WORK/checkpoints" || return 1
+    fi
+    local bench_json
+    bench_json=$(ls -t "$OUT"/*.json 2>/dev/null | grep -v '/runs\.json$' | head -n 1)
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" bench/grid.py run --runs "$RUNS" --device "$DEVICE" \
+        --data-root "$DATA_ROOT" --work "$WORK" --out "$OUT" --existing results --deadline "$DEADLINE" \
+        --concurrency "$CONCURRENCY" --compile "$COMPILE" ${bench_json:+--bench "$bench_json"} "${GRID_ARGS[@]}"
+}
+
+main() {
+    local status=0
+    log "stage env"
+    stage_env || { log "FAILED: environment (no CUDA device?)"; return 4; }
+    log "stage data"
+    stage_data || { log "FAILED: data"; return 5; }
+    if [ "${KPS_JOB_BENCH:-1}" = 1 ]; then
+        log "stage bench (at most ${BENCH_MAX}s)"
+        stage_bench || { status=$?; log "FAILED: bench (exit $status); going on with the grid"; }
+    else
+        log "stage bench skipped (KPS_JOB_BENCH=0)"
+    fi
+    log "stage grid (deadline in $((DEADLINE - $(date +%s)))s)"
+    stage_grid || { status=$?; log "grid: not every run finished (exit $status), see runs.json"; }
+    if [ "$DEVICE" = cuda ]; then nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv || true; fi
+    log "files for the caller:"
+    ls -l "$OUT"
+    log "done (exit $status)"
+    return "$status"
+}
+
+main 2>&1 | tee "$OUT/job.log"

@@ -1,0 +1,582 @@
+"""The Tables 3 and 5 grid of one GPU job: full runs of every (method, GA
+variant) on CIFAR-10 (JPEG copy), imbalance 100, seed 0, side by side on one
+GPU, within a fixed wall-clock budget.
+
+``python bench/grid.py one ...`` trains one configuration through
+:func:`kps.train.train` (the trainer's own code path, fast-path switches on:
+channels_last, fused SGD, and on CUDA bf16 autocast and ``torch.compile``).
+
+``python bench/grid.py run ...`` schedules the runs as independent processes
+(a failure stops only its own run), in the given priority order, at most
+``--concurrency`` at a time.  It follows each run's progress through the
+trainer's per-epoch checkpoint (``next_epoch``), estimates the aggregate rate
+(epochs/s over the running runs) and the single-run rate (from the benchmark's
+result or the fastest run seen), and predicts the finish times by processor
+sharing (:func:`predict_finish`).  Time guard: a run starts only if it and the
+running ones are predicted to finish before the deadline; when a running run
+is predicted to miss it, the lowest-priority running run is stopped ("shed")
+so the others speed up; at the deadline whatever still runs is stopped.  After
+every finished run the records are packed into ``<out>/results.tar`` (layout of
+``results/``), so an interrupted job still returns them; at the end it writes
+``<out>/runs.json`` (status of every run), ``<out>/logs.tar`` and, for runs that
+did not finish, their checkpoints in ``<out>/checkpoints.tar`` (size-capped)
+for a later ``--resume``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: make the kps package importable
+    sys.path.insert(0, str(REPO))
+
+from kps.configs import STYLES, RunConfig, make_config  # noqa: E402
+from kps.data import LTData, TensorSplit, build_dataset  # noqa: E402
+from kps.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from kps.results import config_record_path, load_record  # noqa: E402
+from kps.train import TrainingDiverged, checkpoint_path, train  # noqa: E402
+
+__all__ = ["GridRun", "parse_runs", "make_run_config", "shrink", "predict_finish", "Scheduler", "main"]
+
+DATASET = "cifar10-jpeg"
+EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 1
+CHECKPOINT_TAR_LIMIT = 15 * 2**20   # the device tool returns files of at most 16 MiB
+DEFAULT_STARTUP_S = {"cuda": 90.0, "cpu": 20.0}  # import + data + compile + first epoch, until measured
+
+
+# --------------------------------------------------------------------------- what to run
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One entry of the grid: a method of kps.configs.METHODS and a GA variant."""
+
+    method: str
+    ga_variant: str = "paper"
+
+    @property
+    def name(self) -> str:
+        return self.method if self.ga_variant == "paper" else f"{self.method}:{self.ga_variant}"
+
+
+def parse_runs(text: str) -> list[GridRun]:
+    """``"kps_ga:paper kps_ga:official ce"`` -> GridRuns (variant defaults to paper);
+    ValueError on an unknown variant, an empty list or a repeated entry."""
+    runs = []
+    for word in text.split():
+        method, _, variant = word.partition(":")
+        variant = variant or "paper"
+        if variant not in STYLES:
+            raise ValueError(f"{word!r}: unknown GA variant {variant!r}; valid: {', '.join(STYLES)}")
+        runs.append(GridRun(method, variant))
+    if not runs:
+        raise ValueError("the run list is empty")
+    if len(set(runs)) != len(runs):
+        raise ValueError(f"the run list repeats an entry: {text!r}")
+    return runs
+
+
+def make_run_config(run: GridRun, *, device: str, imbalance: float = 100.0, seed: int = 0,
+                    epochs: int | None = None, compile_mode: str = "default") -> RunConfig:
+    """The RunConfig of ``run``: the preset's Table 2 values, the fast-path switches
+    (channels_last, fused SGD; bf16 and ``compile_mode`` on CUDA only) and, for the
+    authors' GA variant, ``ga_variant="official"`` (its records carry that tag)."""
+    cuda = torch.device(device).type == "cuda"
+    overrides: dict[str, Any] = dict(imbalance=imbalance, seed=seed, channels_last=True, fused_sgd=True,
+                                     bf16=cuda, compile=compile_mode if cuda else "none")
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if run.ga_variant != "paper":
+        overrides["ga_variant"] = run.ga_variant
+    return make_config(DATASET, run.method, **overrides)
+
+
+def shrink(data: LTData, every: int) -> LTData:
+    """A smoke-test copy of ``data``: every ``every``-th training image of each class
+    (at least one) and every ``every``-th test image; counts recomputed."""
+    if every < 1:
+        raise ValueError(f"shrink factor must be >= 1, got {every}")
+    targets = data.train.targets
+    keep = [torch.nonzero(targets == c).flatten()[::every] for c in range(data.num_classes)]
+    train_idx = torch.cat(keep)
+    test_idx = torch.arange(0, len(data.test), every)
+    return replace(
+        data, counts=[len(k) for k in keep],
+        train=TensorSplit(data.train.images[train_idx], targets[train_idx]),
+        test=TensorSplit(data.test.images[test_idx], data.test.targets[test_idx]),
+        indices=None if data.indices is None else data.indices[train_idx.numpy()],
+    )
+
+
+def cmd_one(args: argparse.Namespace) -> int:
+    """Train one grid entry and write its record; prints a one-line JSON summary."""
+    (run,) = parse_runs(args.run)
+    try:
+        config = make_run_config(run, device=args.device, imbalance=args.imbalance, seed=args.seed,
+                                 epochs=args.epochs, compile_mode=args.compile)
+        data = None
+        if args.shrink > 1:
+            data = shrink(build_dataset(DATASET, args.data_root, config.imbalance, seed=config.subset_seed),
+                          args.shrink)
+        record = train(config, data_root=args.data_root, out=args.out, device=args.device, resume=args.resume,
+                       quiet=True, checkpoint_dir=args.checkpoints, data=data)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except (ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(json.dumps({"run": run.name, "record": str(config_record_path(args.out, config)),
+                      "top1_error": record["top1_error"], "best_top1_error": record["best_top1_error"],
+                      "wall_time_s": record["wall_time_s"], "device": record["device"]}))
+    return 0
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def predict_finish(now: float, jobs: Sequence[tuple[float, float]], capacity: float, cap: float) -> list[float]:
+    """Finish times of ``jobs`` = (startup seconds left, epochs left) sharing the device.
+
+    Processor sharing: a job past its startup runs at ``min(cap, capacity / k)``
+    epochs/s while k jobs are past startup (``capacity``: aggregate epochs/s the
+    device sustains, ``math.inf`` if unsaturated; ``cap``: one job alone).  A job
+    in startup uses no share.  Returns one time per job, in order."""
+    if cap <= 0 or capacity <= 0:
+        raise ValueError(f"rates must be > 0, got capacity {capacity}, cap {cap}")
+    startup = [max(s, 0.0) for s, _ in jobs]
+    left = [max(e, 0.0) for _, e in jobs]
+    finish = [now if left[i] == 0 and startup[i] == 0 else math.nan for i in range(len(jobs))]
+    t = now
+    while any(math.isnan(f) for f in finish):
+        active = [i for i in range(len(jobs)) if math.isnan(finish[i]) and startup[i] == 0]
+        waiting = [i for i in range(len(jobs)) if math.isnan(finish[i]) and startup[i] > 0]
+        rate = min(cap, capacity / len(active)) if active else 0.0
+        steps = [left[i] / rate for i in active] + [startup[i] for i in waiting]
+        dt = min(steps)
+        t += dt
+        for i in active:
+            left[i] -= rate * dt
+            if left[i] <= 1e-9:
+                left[i], finish[i] = 0.0, t
+        for i in waiting:
+            startup[i] = max(startup[i] - dt, 0.0)
+            if startup[i] == 0 and left[i] == 0:
+                finish[i] = t
+    return finish
+
+
+# --------------------------------------------------------------------------- scheduling
+
+
+@dataclass
+class Slot:
+    """A grid entry's state in the scheduler."""
+
+    run: GridRun
+    priority: int
+    config: RunConfig
+    record: Path
+    checkpoint: Path
+    log: Path
+    status: str = "queued"  # queued, running, done, failed, shed, killed, skipped, not started
+    reason: str = ""
+    proc: subprocess.Popen | None = None
+    started: float | None = None
+    ended: float | None = None
+    first_epoch_at: float | None = None
+    epochs_done: int = 0
+    samples: list[tuple[float, int]] = field(default_factory=list)
+    ckpt_mtime: float = 0.0
+    result: dict[str, Any] | None = None
+
+
+class Scheduler:
+    """Runs the grid as separate processes under the time guard (module docstring)."""
+
+    def __init__(self, runs: Sequence[GridRun], args: argparse.Namespace, deadline: float,
+                 clock=time.time) -> None:
+        self.args, self.deadline, self.clock = args, deadline, clock
+        self.work = Path(args.work)
+        self.records, self.checkpoints, self.logs = self.work / "results", self.work / "checkpoints", self.work / "logs"
+        for folder in (self.records, self.checkpoints, self.logs):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device_type = torch.device(args.device).type
+        self.slots = []
+        for k, run in enumerate(runs):
+            config = make_run_config(run, device=args.device, imbalance=args.imbalance, seed=args.seed,
+                                     epochs=args.epochs, compile_mode=args.compile)
+            self.slots.append(Slot(run, k, config, config_record_path(self.records, config),
+                                   checkpoint_path(self.checkpoints, config),
+                                   self.logs / f"{run.name.replace(':', '-')}.log"))
+        self.single_rate = _bench_rate(args.bench, args.compile) if args.bench else None
+        self.t0 = clock()
+        self.last_change = -math.inf
+
+    # ---- small helpers
+
+    def log(self, message: str) -> None:
+        print(f"[grid {time.strftime('%H:%M:%S')} +{self.clock() - self.t0:5.0f}s] {message}", flush=True)
+
+    def running(self) -> list[Slot]:
+        return [s for s in self.slots if s.status == "running"]
+
+    def _epochs(self, slot: Slot) -> int:
+        return slot.config.epochs
+
+    def startup_estimate(self) -> float:
+        seen = [s.first_epoch_at - s.started for s in self.slots if s.first_epoch_at is not None]
+        return statistics.median(seen) if seen else DEFAULT_STARTUP_S.get(self.device_type, 60.0)
+
+    def rate(self, slot: Slot, window: float = 30.0) -> float | None:
+        """Epochs/s of ``slot`` over the last ``window`` seconds after its first epoch."""
+        now = self.clock()
+        recent = [(t, e) for t, e in slot.samples if t >= now - window and e >= 1]
+        if len(recent) < 2 or recent[-1][1] == recent[0][1] or recent[-1][0] - recent[0][0] < 3.0:
+            return None
+        (t0, e0), (t1, e1) = recent[0], recent[-1]
+        return (e1 - e0) / (t1 - t0)
+
+    # ---- progress
+
+    def poll_progress(self, slot: Slot) -> None:
+        """Read ``next_epoch`` from the run's checkpoint when it changed."""
+        try:
+            mtime = slot.checkpoint.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime == slot.ckpt_mtime:
+            return
+        try:
+            state = torch.load(slot.checkpoint, map_location="cpu", weights_only=False)
+        except Exception:  # noqa: BLE001 - a checkpoint from another torch or half-visible file: skip this poll
+            return
+        slot.ckpt_mtime = mtime
+        now = self.clock()
+        slot.epochs_done = int(state.get("next_epoch", 0))
+        slot.samples.append((now, slot.epochs_done))
+        if slot.epochs_done >= 1 and slot.first_epoch_at is None:
+            slot.first_epoch_at = now
+
+    def estimates(self) -> tuple[float, float] | None:
+        """(capacity, single-run cap) in epochs/s, or None before any rate is known."""
+        rates = [r for r in (self.rate(s) for s in self.running()) if r is not None]
+        if not rates:
+            return None
+        cap = max([*rates, self.single_rate or 0.0])
+        aggregate = sum(rates)
+        saturated = len(rates) >= 2 and aggregate < 0.85 * len(rates) * cap
+        return (aggregate if saturated else math.inf), cap
+
+    def jobs(self, slots: Sequence[Slot], extra: int = 0) -> list[tuple[float, float]]:
+        now, startup = self.clock(), self.startup_estimate()
+        out = []
+        for s in slots:
+            pending = 0.0 if s.first_epoch_at is not None else max(startup - (now - s.started), 1.0)
+            out.append((pending, self._epochs(s) - s.epochs_done))
+        return out + [(startup, float(self._epochs(self.slots[0])))] * extra
+
+    # ---- actions
+
+    def start(self, slot: Slot) -> None:
+        a = self.args
+        cmd = [sys.executable, str(Path(__file__).resolve()), "one", "--run", slot.run.name,
+               "--device", a.device, "--imbalance", str(a.imbalance), "--seed", str(a.seed),
+               "--data-root", a.data_root, "--out", str(self.records), "--checkpoints", str(self.checkpoints),
+               "--compile", a.compile, "--shrink", str(a.shrink), "--resume"]
+        if a.epochs is not None:
+            cmd += ["--epochs", str(a.epochs)]
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.setdefault("OMP_NUM_THREADS", "1")
+        handle = open(slot.log, "ab")
+        slot.proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                     start_new_session=True)
+        handle.close()
+        slot.status, slot.started = "running", self.clock()
+        self.last_change = slot.started
+        self.log(f"start {slot.run.name} (pid {slot.proc.pid})")
+
+    def stop(self, slot: Slot, status: str, reason: str) -> None:
+        """Stop ``slot``'s process group (SIGTERM, then SIGKILL after 10 s)."""
+        assert slot.proc is not None
+        with _suppress_lookup():
+            os.killpg(slot.proc.pid, signal.SIGTERM)
+        try:
+            slot.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with _suppress_lookup():
+                os.killpg(slot.proc.pid, signal.SIGKILL)
+            slot.proc.wait()
+        slot.status, slot.reason, slot.ended = status, reason, self.clock()
+        self.last_change = slot.ended
+        self.log(f"{status} {slot.run.name} after {slot.epochs_done}/{self._epochs(slot)} epochs: {reason}")
+
+    def reap(self, slot: Slot) -> bool:
+        """Collect a finished process; True if it ended."""
+        assert slot.proc is not None
+        code = slot.proc.poll()
+        if code is None:
+            return False
+        slot.ended = self.clock()
+        self.poll_progress(slot)
+        if code == 0:
+            try:
+                record = load_record(slot.record)
+                slot.status = "done"
+                slot.result = {k: record[k] for k in ("top1_error", "best_top1_error", "best_epoch",
+                                                       "top1_error_rcos", "wall_time_s", "device")}
+                self.log(f"done {slot.run.name}: final {record['top1_error']:.2f}, best "
+                         f"{record['best_top1_error']:.2f}, {record['wall_time_s']:.0f} s of training")
+            except (OSError, ValueError) as err:
+                slot.status, slot.reason = "failed", f"exit 0 but no valid record: {err}"
+        else:
+            slot.status, slot.reason = "failed", f"exit status {code}; last lines: {_tail(slot.log)}"
+        if slot.status == "failed":
+            self.log(f"failed {slot.run.name}: {slot.reason}")
+        self.pack_records()
+        return True
+
+    # ---- the loop
+
+    def step(self) -> bool:
+        """One scheduling round; False when nothing is left to do."""
+        now = self.clock()
+        for slot in self.running():
+            self.poll_progress(slot)
+            self.reap(slot)
+        if now >= self.deadline:
+            for slot in self.running():
+                self.stop(slot, "killed", "deadline reached")
+            return False
+        est = self.estimates()
+        running = self.running()
+        settled = now - self.last_change >= self.args.settle_s
+        # Shedding helps only when the device is saturated (finite capacity): then
+        # stopping the lowest-priority run speeds up the others.  Unsaturated, a run
+        # that will miss costs the others nothing and leaves a checkpoint to resume.
+        if est is not None and math.isfinite(est[0]) and settled and len(running) >= 2:
+            finish = predict_finish(now, self.jobs(running), *est)
+            if max(finish) > self.deadline:
+                victim = max(running, key=lambda s: s.priority)
+                self.stop(victim, "shed", f"a run was predicted to miss the deadline by "
+                                          f"{max(finish) - self.deadline:.0f} s (device saturated at "
+                                          f"{est[0]:.2f} epochs/s, one run alone {est[1]:.2f} epochs/s)")
+                return True
+        queued = [s for s in self.slots if s.status == "queued"]
+        while queued and len(self.running()) < self.args.concurrency:
+            if not self.fits(est):
+                break
+            self.start(queued.pop(0))
+        return bool(self.running() or (queued and self.clock() < self.deadline and self.may_start_later(est)))
+
+    def fits(self, est: tuple[float, float] | None) -> bool:
+        """Would one more run (and the running ones) finish before the deadline?"""
+        now = self.clock()
+        if est is None:
+            if self.running() and not self.settled_start():
+                return True   # the first wave: start it, measure, shed if needed
+            cap = self.single_rate
+            if cap is None:
+                return True
+            return now + self.startup_estimate() + self._epochs(self.slots[0]) / cap <= self.deadline
+        finish = predict_finish(now, self.jobs(self.running(), extra=1), *est)
+        return max(finish) <= self.deadline
+
+    def settled_start(self) -> bool:
+        return any(s.first_epoch_at is not None for s in self.slots)
+
+    def may_start_later(self, est: tuple[float, float] | None) -> bool:
+        """A queued run could still start: the time for one run alone is left."""
+        cap = (est[1] if est else None) or self.single_rate
+        if cap is None:
+            return True
+        return self.clock() + self.startup_estimate() + self._epochs(self.slots[0]) / cap <= self.deadline
+
+    def run(self) -> list[Slot]:
+        existing = Path(self.args.existing) if self.args.existing else None
+        for slot in self.slots:
+            if existing is not None and config_record_path(existing, slot.config).exists():
+                slot.status, slot.reason = "skipped", f"record exists under {existing}"
+                self.log(f"skip {slot.run.name}: {slot.reason}")
+        try:
+            while self.step():
+                if int(self.clock() - self.t0) % 30 < self.args.poll_s:
+                    self.log(self.progress_line())
+                time.sleep(self.args.poll_s)
+        finally:
+            for slot in self.running():
+                self.stop(slot, "killed", "scheduler stopped")
+            for slot in self.slots:
+                if slot.status == "queued":
+                    slot.status, slot.reason = "not started", "time guard: it could not finish before the deadline"
+            self.finish()
+        return self.slots
+
+    def progress_line(self) -> str:
+        parts = []
+        for s in self.running():
+            r = self.rate(s)
+            parts.append(f"{s.run.name} {s.epochs_done}/{self._epochs(s)}" + (f" @{r:.2f}/s" if r else ""))
+        done = sum(s.status == "done" for s in self.slots)
+        queued = sum(s.status == "queued" for s in self.slots)
+        return f"running: {', '.join(parts) or '-'}; done {done}, queued {queued}"
+
+    # ---- output
+
+    def pack_records(self) -> None:
+        _write_tar(self.out / "results.tar", self.records, sorted(self.records.rglob("*.json")))
+
+    def finish(self) -> None:
+        self.pack_records()
+        _write_tar(self.out / "logs.tar", self.logs, sorted(self.logs.glob("*.log")))
+        unfinished = [s.checkpoint for s in self.slots if s.status != "done" and s.checkpoint.is_file()]
+        kept, total = [], 0
+        for path in unfinished:
+            size = path.stat().st_size
+            if total + size <= CHECKPOINT_TAR_LIMIT:
+                kept.append(path)
+                total += size
+        if kept:
+            _write_tar(self.out / "checkpoints.tar", self.checkpoints, kept)
+        summary = {
+            "deadline_unix": self.deadline,
+            "started_unix": self.t0,
+            "finished_unix": self.clock(),
+            "concurrency": self.args.concurrency,
+            "compile": self.args.compile,
+            "epochs": self._epochs(self.slots[0]),
+            "checkpoints_packed": [str(p.relative_to(self.checkpoints)) for p in kept],
+            "runs": [
+                {"run": s.run.name, "method": s.run.method, "ga_variant": s.run.ga_variant, "priority": s.priority,
+                 "status": s.status, "reason": s.reason, "epochs_done": s.epochs_done,
+                 "record": str(s.record.relative_to(self.records)),
+                 "wall_s": None if s.started is None else round((s.ended or self.clock()) - s.started, 1),
+                 "startup_s": None if s.first_epoch_at is None else round(s.first_epoch_at - s.started, 1),
+                 **(s.result or {})}
+                for s in self.slots
+            ],
+        }
+        atomic_write_text(self.out / "runs.json", json.dumps(summary, indent=1) + "\n")
+        width = max(len(s.run.name) for s in self.slots)
+        self.log("summary:\n" + "\n".join(
+            f"  {s.run.name:<{width}} {s.status:<11} {s.epochs_done:>4}/{self._epochs(s)} epochs"
+            + (f"  final {s.result['top1_error']:.2f}  best {s.result['best_top1_error']:.2f}"
+               f"  {s.result['wall_time_s']:.0f} s" if s.result else f"  {s.reason}")
+            for s in self.slots))
+
+
+class _suppress_lookup:
+    """Ignore ProcessLookupError (the process group has already gone)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, value, tb) -> bool:
+        return kind is not None and issubclass(kind, ProcessLookupError)
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no log)"
+    return " | ".join(text[-lines:]) or "(empty log)"
+
+
+def _write_tar(target: Path, root: Path, files: Sequence[Path]) -> None:
+    """An uncompressed tar of ``files`` (paths relative to ``root``), written atomically."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in files:
+            tar.add(path, arcname=str(path.relative_to(root)))
+    atomic_write_bytes(target, buffer.getvalue())
+
+
+def _bench_rate(path: str, compile_mode: str) -> float | None:
+    """Epochs/s of one run alone from a bench result (fast path in ``compile_mode``)."""
+    try:
+        doc = json.loads(Path(path).read_text())
+        trainer = doc["trainers"][f"fast_{compile_mode}"]
+        if doc["config"]["limit_steps"] is not None:
+            return None
+        return 1.0 / float(trainer["epoch_s"])
+    except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    runs = parse_runs(args.runs)
+    if args.concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {args.concurrency}")
+    deadline = args.deadline if args.deadline is not None else time.time() + args.budget_s
+    slots = Scheduler(runs, args, deadline).run()
+    return 0 if all(s.status in ("done", "skipped") for s in slots) else 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bench/grid.py", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--device", default="cuda")
+        q.add_argument("--imbalance", type=float, default=100.0)
+        q.add_argument("--seed", type=int, default=0)
+        q.add_argument("--epochs", type=int, help="fewer epochs than the preset's 200 (smoke checks)")
+        q.add_argument("--data-root", default=str(REPO / "data"))
+        q.add_argument("--compile", default="default", help="torch.compile mode on CUDA (default: default)")
+        q.add_argument("--shrink", type=int, default=1, help="keep every k-th image (smoke checks only)")
+
+    one = sub.add_parser("one", help="train one grid entry")
+    one.add_argument("--run", required=True, help="METHOD or METHOD:VARIANT")
+    one.add_argument("--out", required=True, help="records folder")
+    one.add_argument("--checkpoints", required=True)
+    one.add_argument("--resume", action="store_true")
+    common(one)
+    one.set_defaults(func=cmd_one)
+
+    run = sub.add_parser("run", help="schedule the grid under a deadline")
+    run.add_argument("--runs", required=True, help="space-separated METHOD[:VARIANT] in priority order")
+    run.add_argument("--work", required=True, help="folder for records, checkpoints and logs")
+    run.add_argument("--out", required=True, help="folder for results.tar, runs.json, logs.tar, checkpoints.tar")
+    run.add_argument("--existing", help="skip runs whose record exists under this results folder")
+    run.add_argument("--bench", help="bench result JSON (one run's speed alone)")
+    run.add_argument("--concurrency", type=int, default=6)
+    group = run.add_mutually_exclusive_group(required=True)
+    group.add_argument("--deadline", type=float, help="unix time by which everything must have finished")
+    group.add_argument("--budget-s", type=float, help="seconds from now")
+    run.add_argument("--poll-s", type=float, default=2.0)
+    run.add_argument("--settle-s", type=float, default=20.0, help="seconds after a start/stop before shedding")
+    common(run)
+    run.set_defaults(func=cmd_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
