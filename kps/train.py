@@ -279,6 +279,7 @@ class Scores(nn.Module):
 
 
 def _seed_of(*words: int) -> int:
+    """A 63-bit seed derived from ``words`` (e.g. run seed, stream, rank) by numpy's SeedSequence."""
     return int(np.random.SeedSequence(list(words)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
@@ -318,8 +319,7 @@ class Trainer:
             self.source = TensorBatches(data, self.device, _augment_for(data))
         else:
             self.source = LoaderBatches(data, self.device, num_workers)
-        self.n_train = len(_targets(data.train))
-        self.test_targets = _targets(data.test)
+        self.n_train, self.n_test = len(_targets(data.train)), len(_targets(data.test))
 
         torch.manual_seed(config.seed)
         model = make_model(config.arch, self.num_classes, head=self.spec.head)
@@ -351,6 +351,7 @@ class Trainer:
         self.best: tuple[float, int] | None = None
         self.elapsed_s = 0.0
         self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.git = git_state()  # the code this session runs (others may commit while it trains)
 
     # ---- one epoch
 
@@ -376,24 +377,27 @@ class Trainer:
 
     def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
         """Mean loss of one batch, or None when the model's scores are not finite
-        (the weights diverged; the losses refuse such scores)."""
-        lam = 1.0
-        if self.config.mixup_alpha > 0:  # mixup (Zhang et al.): lam * L(y_a) + (1 - lam) * L(y_b)
+        (the weights diverged; the losses refuse such scores).  With mixup (Zhang
+        et al.): x' = lam x + (1 - lam) x[perm], loss lam L(y) + (1 - lam) L(y[perm]),
+        lam ~ Beta(alpha, alpha)."""
+        targets = [(1.0, y)]
+        if self.config.mixup_alpha > 0:
             lam = float(self.mix_rng.beta(self.config.mixup_alpha, self.config.mixup_alpha))
             perm = torch.randperm(len(y), generator=self.aug_gen, device=self.aug_gen.device).to(y.device)
             x = lam * x + (1 - lam) * x[perm]
+            targets = [(lam, y), (1 - lam, y[perm])]
         scores = self.train_net(x)
         try:
-            if lam == 1.0:
-                return self.loss_fn(scores, y)
-            return lam * self.loss_fn(scores, y) + (1 - lam) * self.loss_fn(scores, y[perm])
+            return sum(w * self.loss_fn(scores, t) for w, t in targets)
         except ValueError:
             if bool(torch.isfinite(scores).all()):
                 raise
             return None
 
     def train_epoch(self, epoch: int, indices: torch.Tensor, progress: tqdm | None = None) -> float:
-        """One pass over ``indices`` (this rank's shard); returns the mean loss over all ranks."""
+        """One pass over ``indices`` (this rank's shard); returns the mean loss over all
+        ranks (NaN if the scores stopped being finite).  The device is synchronised once,
+        at the end (and every 20 steps for the ``progress`` bar's loss, if given)."""
         lr = self.set_epoch(epoch)
         self.train_net.train()
         per_rank = self.config.batch_size // self.ctx.world_size
@@ -428,8 +432,7 @@ class Trainer:
         if self.ctx.world_size > 1:  # BN statistics: every rank evaluates rank 0's (the checkpointed) model
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, 0)
-        n_test = len(self.test_targets)
-        indices = torch.arange(self.ctx.rank, n_test, self.ctx.world_size, device=self.source.generator_device)
+        indices = torch.arange(self.ctx.rank, self.n_test, self.ctx.world_size, device=self.source.generator_device)
         c = self.num_classes
         counts = torch.zeros(3, c, dtype=torch.long, device=self.device)
         for x, y in self.source.test_batches(indices, EVAL_BATCH):
@@ -522,7 +525,7 @@ class Trainer:
         with bar:
             for epoch in range(self.next_epoch, c.epochs):
                 t0 = time.perf_counter()
-                loss = self.train_epoch(epoch, self.epoch_indices(), bar)
+                loss = self.train_epoch(epoch, self.epoch_indices(), bar if show else None)
                 if not math.isfinite(loss):
                     good = f"{checkpoint} (after epoch {epoch - 1})" if checkpoint and epoch > 0 else "none"
                     raise TrainingDiverged(
@@ -556,7 +559,7 @@ class Trainer:
         rcos = None
         if "correct_rcos" in result:
             rcos = summarize(result["correct_rcos"], result["total"], self.counts)
-        commit, dirty = git_state()
+        commit, dirty = self.git
         best_error, best_epoch = self.best if self.best is not None else (final["top1_error"], c.epochs - 1)
         record = {
             "schema_version": SCHEMA_VERSION,
