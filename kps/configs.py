@@ -148,7 +148,11 @@ class RunConfig:
     ``ga_switch_epoch`` is set only for GA methods, ``drw_epoch`` only for DRW
     methods, ``mixup_alpha`` > 0 only for mixup methods, so a record's config
     says exactly what ran.  ``lr_style`` and ``ga_variant`` pick the paper's
-    reading ("paper") or the authors' code ("official"); ``subset_seed`` is the
+    reading ("paper") or the authors' code ("official"): ``ga_variant`` is the
+    ``variant`` of kps.params / kps.losses.KPSLoss, i.e. eq. 25's per-class
+    column scale s_j with eqs. 26-30 ("paper") or the per-sample row scale s_y
+    clamped to [s_base, 50] with margins from the reversed radius list
+    ("official"; the margins apply to every KPS method).  ``subset_seed`` is the
     seed of the long-tailed subsampling, ``seed`` the training seed.
     The last four keys select the fast path (kps.train): channels_last memory
     format, bf16 autocast of the backbone (CUDA only), fused SGD, and a
