@@ -11,6 +11,7 @@ from kps.configs import (
     authors_code_overrides,
     format_imbalance,
     make_config,
+    setting_tag,
 )
 
 
@@ -114,3 +115,13 @@ def test_unknown_keys_rejected_listing_valid_ones():
         RunConfig.from_dict({"dataset": "cifar10"})
     with pytest.raises(ValueError, match="not valid JSON"):
         RunConfig.from_json("{dataset")
+
+
+def test_setting_tag_names_every_difference_from_the_paper():
+    assert setting_tag(make_config("cifar10-jpeg", "kps_ga", imbalance=50)) == ""
+    fast = dict(seed=4, epochs=3, eval_every=5, channels_last=True, bf16=True, fused_sgd=True, compile="default")
+    assert setting_tag(make_config("cifar10-jpeg", "kps_ga", **fast)) == ""
+    assert setting_tag(make_config("cifar10-jpeg", "kps_ga", ga_variant="official")) == "ga_variant-official"
+    authors = make_config("cifar10-jpeg", "kps_ga", **authors_code_overrides("cifar10-jpeg"))
+    assert setting_tag(authors) == "ga_variant-official.lr_style-official.m_max-0.2.subset_seed-666"
+    assert setting_tag(make_config("cifar10", "ce", decay_epochs=(1, 2))) == "decay_epochs-1-2"

@@ -118,3 +118,13 @@ def test_io_helpers(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ValueError, match="cannot write to the output folder .*file/sub.*is not a folder"):
         check_writable_dir(blocker / "sub")
+
+
+def test_other_settings_get_their_own_file(tmp_path):
+    paper = make_record()
+    official = make_record()
+    official["config"] = make_config("cifar10-jpeg", "kps_ga", epochs=2, ga_variant="official").to_dict()
+    a, b = write_record(paper, tmp_path), write_record(official, tmp_path)
+    assert (a.name, b.name) == ("seed0.json", "seed0.ga_variant-official.json")
+    assert record_path(tmp_path, "cifar10", "ce", 100, 1, "m_max-0.2").name == "seed1.m_max-0.2.json"
+    assert len(load_records(tmp_path)) == 2
