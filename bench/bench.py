@@ -319,10 +319,11 @@ def _limit_test(data: LTData, limit_steps: int | None, batch: int) -> LTData:
 
 def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float, epochs: int = 3,
                   warmup_epochs: int = 1, limit_steps: int | None = None, workers: int = 4,
-                  fast_modes: Sequence[str] = ("none", "default"),
+                  fast_modes: Sequence[str] = ("none", "default"), batch_size: int | None = None,
                   log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """Time the reference-style trainer and the fast path in each compile mode of
-    ``fast_modes`` on ``data``; returns the result document (see module docstring)."""
+    ``fast_modes`` on ``data`` (mini-batch ``batch_size``, default the preset's 64);
+    returns the result document (see module docstring)."""
     device = torch.device(device)
     if limit_steps is not None and limit_steps < 1:
         raise ValueError(f"limit_steps must be >= 1, got {limit_steps}")
@@ -330,7 +331,8 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
         if mode not in COMPILE_MODES:
             raise ValueError(f"unknown compile mode {mode!r}; valid: {', '.join(COMPILE_MODES)}")
     cuda = device.type == "cuda"
-    base = make_config(data.name, METHOD, imbalance=imbalance, seed=0)
+    base = make_config(data.name, METHOD, imbalance=imbalance, seed=0,
+                       **({} if batch_size is None else {"batch_size": batch_size}))
     data = _limit_test(data, limit_steps, base.batch_size)
     train_f, eval_f = flops_per_image(base.arch, data.num_classes, base.spec.head, base.batch_size)
     name = device_name(device)
@@ -445,6 +447,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs first (default 1)")
     p.add_argument("--limit-steps", type=int, help="at most N training batches per epoch (quick checks)")
     p.add_argument("--workers", type=int, default=4, help="reference DataLoader workers (reference: 4)")
+    p.add_argument("--batch-size", type=int, help="mini-batch of both trainers (default: the preset's, 64)")
     p.add_argument("--fast-modes", help="comma-separated torch.compile modes of the fast path "
                                         "(default: none,default on CUDA, none on CPU)")
     p.add_argument("--out", help="result file (required on CPU)")
@@ -467,7 +470,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"({time.perf_counter() - t0:.1f} s to load)")
         result = run_benchmark(data, device, imbalance=args.imbalance, epochs=args.epochs,
                                warmup_epochs=args.warmup_epochs, limit_steps=args.limit_steps,
-                               workers=args.workers, fast_modes=modes, log=log)
+                               workers=args.workers, fast_modes=modes, batch_size=args.batch_size, log=log)
         path = write_result(result, output_path(result, args.out, args.out_dir))
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -247,13 +247,17 @@ class Scheduler:
         return statistics.median(seen) if seen else DEFAULT_STARTUP_S.get(self.device_type, 60.0)
 
     def rate(self, slot: Slot, window: float = 30.0) -> float | None:
-        """Epochs/s of ``slot`` over the last ``window`` seconds after its first epoch."""
+        """Epochs/s of ``slot`` since its first sample in the last ``window`` seconds
+        (or its last two samples), counted up to now, so a stalled run slows down;
+        only epochs after the first (compilation) count; None before two samples."""
         now = self.clock()
-        recent = [(t, e) for t, e in slot.samples if t >= now - window and e >= 1]
-        if len(recent) < 2 or recent[-1][1] == recent[0][1] or recent[-1][0] - recent[0][0] < 3.0:
+        steady = [(t, e) for t, e in slot.samples if e >= 1]
+        recent = [(t, e) for t, e in steady if t >= now - window]
+        if len(recent) < 2:
+            recent = steady[-2:]
+        if len(recent) < 2 or now - recent[0][0] < 1.0:
             return None
-        (t0, e0), (t1, e1) = recent[0], recent[-1]
-        return (e1 - e0) / (t1 - t0)
+        return (recent[-1][1] - recent[0][1]) / (now - recent[0][0])
 
     # ---- progress
 
@@ -283,6 +287,8 @@ class Scheduler:
             return None
         cap = max([*rates, self.single_rate or 0.0])
         aggregate = sum(rates)
+        if aggregate <= 0:
+            return None
         saturated = len(rates) >= 2 and aggregate < 0.85 * len(rates) * cap
         return (aggregate if saturated else math.inf), cap
 
@@ -374,7 +380,7 @@ class Scheduler:
         # that will miss costs the others nothing and leaves a checkpoint to resume.
         if est is not None and math.isfinite(est[0]) and settled and len(running) >= 2:
             finish = predict_finish(now, self.jobs(running), *est)
-            if max(finish) > self.deadline:
+            if max(finish) > self.deadline and self.shedding_helps(running, est):
                 victim = max(running, key=lambda s: s.priority)
                 self.stop(victim, "shed", f"a run was predicted to miss the deadline by "
                                           f"{max(finish) - self.deadline:.0f} s (device saturated at "
@@ -386,6 +392,16 @@ class Scheduler:
                 break
             self.start(queued.pop(0))
         return bool(self.running() or (queued and self.clock() < self.deadline and self.may_start_later(est)))
+
+    def shedding_helps(self, running: Sequence[Slot], est: tuple[float, float]) -> bool:
+        """True if stopping the lowest-priority runs one by one reaches a set that all
+        finish in time (else every run is late anyway: keep them for their checkpoints)."""
+        keep = sorted(running, key=lambda s: s.priority)
+        while len(keep) > 1:
+            keep = keep[:-1]
+            if max(predict_finish(self.clock(), self.jobs(keep), *est)) <= self.deadline:
+                return True
+        return False
 
     def fits(self, est: tuple[float, float] | None) -> bool:
         """Would one more run (and the running ones) finish before the deadline?"""

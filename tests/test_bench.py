@@ -1,0 +1,163 @@
+"""bench/: the benchmark script on CPU with tiny limits, the GPU job's run list
+against the paper's Tables 3 and 5, and the grid scheduler's pure parts."""
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from kps.configs import METHODS, STYLES
+from kps.results import config_record_path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from synthetic import synthetic_data  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+bench = _load("bench")
+grid = _load("grid")
+
+
+# --------------------------------------------------------------------------- the GPU job's run list
+
+
+def test_job_runs_are_the_implemented_methods_of_tables_3_and_5():
+    with open(REPO / "book" / "paper_numbers.csv", newline="") as handle:
+        in_tables = {row["method"] for row in csv.DictReader(handle) if row["table"] in ("3", "5")}
+    implemented = in_tables & set(METHODS)
+    assert implemented == {"ce", "focal", "cb_focal", "cosface", "arcface", "ldam_drw", "la", "eql",
+                           "kps", "kps_drw", "kps_ga"}
+    expected = {(m, "paper") for m in implemented} | {("kps_ga", v) for v in STYLES}
+    env = {k: v for k, v in os.environ.items() if k != "KPS_JOB_RUNS"}
+    listed = subprocess.run(["bash", str(REPO / "bench" / "gpu_job.sh"), "--list"], capture_output=True,
+                            text=True, check=True, env=env).stdout.split()
+    runs = grid.parse_runs(" ".join(listed))
+    assert len(runs) == 12 and {(r.method, r.ga_variant) for r in runs} == expected
+
+
+def test_run_configs_and_record_names():
+    official = grid.make_run_config(grid.GridRun("kps_ga", "official"), device="cuda")
+    assert (official.ga_variant, official.ga_switch_epoch, official.epochs, official.imbalance) == \
+        ("official", 120, 200, 100.0)
+    assert (official.bf16, official.compile, official.channels_last, official.fused_sgd) == \
+        (True, "default", True, True)
+    assert config_record_path("r", official).name == "seed0.ga_variant-official.json"
+    paper = grid.make_run_config(grid.GridRun("kps_ga"), device="cpu", epochs=1)
+    assert (paper.bf16, paper.compile, paper.epochs) == (False, "none", 1)
+    assert config_record_path("r", paper) == Path("r/cifar10-jpeg/kps_ga/imb100/seed0.json")
+    with pytest.raises(ValueError, match="unknown method"):
+        grid.make_run_config(grid.GridRun("kps_ga_typo"), device="cpu")
+
+
+def test_parse_runs_refuses_bad_lists():
+    assert grid.parse_runs("ce kps_ga:official") == [grid.GridRun("ce"), grid.GridRun("kps_ga", "official")]
+    for text, message in (("", "empty"), ("ce ce", "repeats"), ("kps_ga:authors", "unknown GA variant")):
+        with pytest.raises(ValueError, match=message):
+            grid.parse_runs(text)
+
+
+def test_shrink_keeps_every_kth_image_per_class():
+    data = synthetic_data()  # counts 20, 16, 12, 10, 8, 6, 5, 4, 3, 2; 5 test images per class
+    small = grid.shrink(data, 4)
+    assert small.counts == [5, 4, 3, 3, 2, 2, 2, 1, 1, 1]
+    assert torch.bincount(small.train.targets, minlength=10).tolist() == small.counts
+    assert len(small.test) == 13 and torch.equal(small.test.images[1], data.test.images[4])
+    with pytest.raises(ValueError, match="shrink"):
+        grid.shrink(data, 0)
+
+
+# --------------------------------------------------------------------------- finish-time prediction
+
+
+def test_predict_finish_by_hand():
+    # unsaturated: each job at its own cap
+    assert grid.predict_finish(0.0, [(0, 10), (0, 20)], math.inf, 1.0) == [10.0, 20.0]
+    # saturated at 1 epoch/s: 0.5 each until t=20 (first done), then the second alone at 1
+    assert grid.predict_finish(0.0, [(0, 10), (0, 20)], 1.0, 1.0) == pytest.approx([20.0, 30.0])
+    # a job in start-up takes no share; the first runs alone at its cap 1.5 until t=2
+    assert grid.predict_finish(100.0, [(0, 3), (2, 3)], 2.0, 1.5) == pytest.approx([102.0, 104.0])
+    # three sharing 3 epochs/s, capped at 2: 1 each; 10 epochs -> t=10
+    assert grid.predict_finish(0.0, [(0, 10)] * 3, 3.0, 2.0) == pytest.approx([10.0] * 3)
+    assert grid.predict_finish(5.0, [(0, 0)], 1.0, 1.0) == [5.0]
+    with pytest.raises(ValueError, match="rates"):
+        grid.predict_finish(0.0, [(0, 1)], 1.0, 0.0)
+
+
+# --------------------------------------------------------------------------- the benchmark
+
+
+def test_bench_tiny_cpu_run(tmp_path):
+    result = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=1, warmup_epochs=1,
+                                 limit_steps=1, workers=0, fast_modes=("none",), batch_size=8)
+    path = bench.write_result(result, bench.output_path(result, tmp_path / "b.json", None))
+    doc = json.loads(path.read_text())
+    assert doc["schema"] == bench.SCHEMA and doc["device_type"] == "cpu" and doc["device"].startswith("cpu")
+    assert set(doc["trainers"]) == {"reference", "fast_none"}
+    for name, r in doc["trainers"].items():
+        assert r["train_images_per_epoch"] == 8 and r["eval_images_per_epoch"] == 8, name
+        for key in ("train_images_per_s", "eval_images_per_s", "train_s_per_epoch", "epoch_s", "achieved_tflops"):
+            assert r[key] > 0, (name, key)
+        assert len(r["train_s"]) == 1 and len(r["warmup_train_s"]) == 1
+        assert r["fraction_of_bf16_peak"] is None and r["projected_run_s"] is None  # CPU, limited steps
+    ratio = doc["ratios"]["fast_none_vs_reference"]["train_images_per_s"]
+    assert ratio == pytest.approx(doc["trainers"]["fast_none"]["train_images_per_s"]
+                                  / doc["trainers"]["reference"]["train_images_per_s"])
+    # ResNet-32 (cosine head, 10 classes): FLOPs per 32x32 image, forward+backward and forward
+    assert doc["flops"]["train_per_image"] == 412290816 and doc["flops"]["eval_per_image"] == 137725184
+    assert doc["config"]["batch_size"] == 8 and doc["config"]["fast_configs"]["none"]["channels_last"] is True
+    assert doc["peak"] == {"assumed_bf16_dense_tflops": None, "source": "not a CUDA device",
+                           "measured_bf16_matmul_tflops": None}
+
+
+def test_bench_outputs_gpu_names_and_refuses_cpu_results_dir(tmp_path):
+    gpu = {"device": "NVIDIA H100 80GB HBM3", "device_type": "cuda", "date": "2026-11-26"}
+    first = bench.output_path(gpu, None, tmp_path)
+    assert first == tmp_path / "nvidia-h100-80gb-hbm3-2026-11-26.json"
+    first.write_text("{}")
+    assert bench.output_path(gpu, None, tmp_path).name == "nvidia-h100-80gb-hbm3-2026-11-26-2.json"
+    assert bench.output_path(gpu, None, None).parent == REPO / "bench" / "results"
+    cpu = dict(gpu, device="cpu (x)", device_type="cpu")
+    with pytest.raises(ValueError, match="give --out"):
+        bench.output_path(cpu, None, None)
+    with pytest.raises(ValueError, match="only GPU-made"):
+        bench.output_path(cpu, REPO / "bench" / "results" / "x.json", None)
+    assert bench.assumed_bf16_peak("NVIDIA H100 80GB HBM3")[0] == 989.4
+    assert bench.assumed_bf16_peak("NVIDIA H200")[0] == 989.4
+    assert bench.assumed_bf16_peak("NVIDIA H100 PCIe")[0] == 756.0
+    assert bench.assumed_bf16_peak("Tesla T4")[0] is None
+
+
+@pytest.mark.skipif(not (DATA / "cifar10-jpeg" / "train").is_dir(), reason="data/cifar10-jpeg not extracted")
+def test_bench_script_on_the_jpeg_copy(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench.py"), "--device", "cpu", "--epochs", "1",
+                           "--warmup-epochs", "0", "--limit-steps", "1", "--workers", "1", "--batch-size", "8",
+                           "--out", str(out)],
+                          capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert doc["config"]["dataset_label"] == "CIFAR-10 (JPEG copy)" and doc["config"]["train_images"] == 12406
+    assert doc["config"]["test_images"] == 8 and doc["trainers"]["reference"]["compile_overhead_s"] is None
+    assert doc["trainers"]["reference"]["train_images_per_s"] > 0 and doc["trainers"]["fast_none"]["epoch_s"] > 0
+
+
+def test_bench_cpu_run_without_out_is_refused(capsys):
+    assert bench.main(["--device", "cpu", "--data-root", "/nonexistent"]) == 2
+    assert "give --out" in capsys.readouterr().err
