@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 EVAL_BATCH = 1000
+# Config keys a resumed run may change: how long it runs and how fast.
+RESUMABLE_CHANGES = ("epochs", "channels_last", "bf16", "fused_sgd", "compile")
 SHOT_BOUNDS = (100, 20)  # many > 100 >= medium >= 20 > few (training images per class)
 
 
@@ -495,7 +497,8 @@ class Trainer:
     def load_state(self, state: dict[str, Any], source: str) -> None:
         """Continue from a :meth:`state`; ValueError if it belongs to another run."""
         mine = self.config.to_dict()
-        theirs = dict(state["config"], epochs=mine["epochs"])  # a run may be extended
+        # a run may be extended, and continued with other fast-path switches
+        theirs = dict(state["config"], **{k: mine[k] for k in RESUMABLE_CHANGES})
         if theirs != mine:
             diff = sorted(k for k in mine if theirs.get(k) != mine[k])
             raise ValueError(f"checkpoint {source} is from another configuration (differs in: {', '.join(diff)})")
@@ -538,8 +541,9 @@ class Trainer:
                     row.update(_eval_errors(last_eval))
                     if self.best is None or row["test_error"] < self.best[0]:
                         self.best = (row["test_error"], epoch)
-                self.elapsed_s += time.perf_counter() - t0
-                row["time_s"] = round(time.perf_counter() - t0, 3)
+                seconds = time.perf_counter() - t0
+                self.elapsed_s += seconds
+                row["time_s"] = round(seconds, 3)
                 self.history.append(row)
                 self.next_epoch = epoch + 1
                 state = self.state() if checkpoint is not None else None
