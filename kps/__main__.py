@@ -76,16 +76,21 @@ def _device(name: str) -> str:
     return name
 
 
-def _configs(args: argparse.Namespace, methods: Sequence[str], seeds: Sequence[int]) -> list:
+def _configs(args: argparse.Namespace, methods: Sequence[str] | None, seeds: Sequence[int] | None) -> list:
+    """RunConfigs for every (method, seed); dataset, method and seed may also come
+    from --config (the command-line options win)."""
     from kps.configs import make_config
 
     values = _overrides(args)
-    dataset = args.dataset or values.pop("dataset", None)
-    values.pop("dataset", None)
-    values.pop("method", None)
-    values.pop("seed", None)
+    dataset = args.dataset or values.get("dataset")
+    methods = methods or ([values["method"]] if "method" in values else None)
+    seeds = seeds if seeds is not None else [values.get("seed", 0)]
+    for key in ("dataset", "method", "seed"):
+        values.pop(key, None)
     if dataset is None:
         raise ValueError("give --dataset (or a config file with a dataset)")
+    if not methods:
+        raise ValueError("give --method (or a config file with a method)")
     return [make_config(dataset, m, seed=s, **values) for m in methods for s in seeds]
 
 
@@ -119,7 +124,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from kps.results import config_record_path
     from kps.train import train
 
-    (config,) = _configs(args, [args.method], [args.seed])
+    (config,) = _configs(args, [args.method] if args.method else None, None if args.seed is None else [args.seed])
     record = train(config, data_root=args.data_root, out=args.out, device=_device(args.device),
                    resume=args.resume, quiet=args.quiet, force=args.force, checkpoint_dir=args.checkpoints,
                    num_workers=args.workers)
@@ -225,9 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one configuration and write its record",
                        description="Train one configuration (Algorithm 1 with the Table 2 preset of the dataset).")
-    p.add_argument("--method", required=True, help="ce, focal, cb_focal, cosface, arcface, ldam_drw, la, eql, "
+    p.add_argument("--method", help="ce, focal, cb_focal, cosface, arcface, ldam_drw, la, eql, "
                                                    "kps, kps_drw, kps_ga, kps_ga_mixup")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--seed", type=int, help="training seed (default 0)")
     _add_run_options(p)
     p.set_defaults(func=cmd_train)
 

@@ -60,14 +60,13 @@ def test_train_writes_record(tmp_path, fake_data, capsys):
 
 def test_config_file_authors_code_and_fast_flags(tmp_path, fake_data):
     config_file = tmp_path / "run.json"
-    config_file.write_text(json.dumps({"dataset": "cifar10", "ga_switch_epoch": 0, "eval_every": 1}))
-    rc = cli.main(["train", "--method", "kps_ga", "--config", str(config_file), "--authors-code", "--fast", *TINY,
-                   *folders(tmp_path)])
+    config_file.write_text(json.dumps({"dataset": "cifar10", "method": "kps_ga", "seed": 2, "ga_switch_epoch": 0}))
+    rc = cli.main(["train", "--config", str(config_file), "--authors-code", "--fast", *TINY, *folders(tmp_path)])
     assert rc == 0
     (record,) = load_records(tmp_path / "results")
     c = record["config"]
-    assert (c["ga_switch_epoch"], c["lr_style"], c["ga_variant"], c["m_max"], c["subset_seed"]) == (
-        0, "official", "official", 0.2, 666)
+    assert (c["method"], c["seed"], c["ga_switch_epoch"], c["lr_style"], c["ga_variant"], c["m_max"],
+            c["subset_seed"]) == ("kps_ga", 2, 0, "official", "official", 0.2, 666)
     assert (c["channels_last"], c["fused_sgd"], c["bf16"], c["compile"]) == (True, True, False, "none")
     assert ".ga_variant-official." in next((tmp_path / "results").rglob("*.json")).name
 
@@ -98,6 +97,7 @@ def test_train_grid_and_shards(tmp_path, fake_data, capsys):
         (["train", "--method", "kps_ga", "--dataset", "cifar10", "--set", "preset=huge"], "unknown preset 'huge'"),
         (["train", "--method", "kps_ga", "--dataset", "cifar10", "--set", "nokey"], "--set expects KEY=VALUE"),
         (["train", "--method", "kps_ga"], "give --dataset"),
+        (["train", "--dataset", "cifar10"], "give --method"),
         (["train-grid", "--methods", "kps", "nope", "--dataset", "cifar10"], "unknown method 'nope'"),
         (["download", "imagenet_lt", "--data-root", "x"], "imagenet_lt cannot be downloaded automatically"),
     ],
