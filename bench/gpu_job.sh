@@ -98,9 +98,10 @@ stage_grid() {
     fi
     local bench_json
     bench_json=$(ls -t "$OUT"/*.json 2>/dev/null | grep -v '/runs\.json$' | head -n 1)
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$PY" bench/grid.py run --runs "$RUNS" --device "$DEVICE" \
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-4} \
+        "$PY" bench/grid.py run --runs "$RUNS" --device "$DEVICE" \
         --data-root "$DATA_ROOT" --work "$WORK" --out "$OUT" --existing results --deadline "$DEADLINE" \
-        --concurrency "$CONCURRENCY" --compile "$COMPILE" ${bench_json:+--bench "$bench_json"} "${GRID_ARGS[@]}"
+        --concurrency "$CONCURRENCY" --compile "$COMPILE" ${bench_json:+--bench "$bench_json"} ${GRID_ARGS[@]+"${GRID_ARGS[@]}"}
 }
 
 main() {
