@@ -46,6 +46,7 @@ __all__ = [
     "comparison_table",
     "wide_table",
     "table_records",
+    "setting_effects",
     "provenance_table",
     "table1",
     "table2",
@@ -310,6 +311,29 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
                          columns=pd.MultiIndex.from_tuples(cols))
     frame.index.name = "method: paper's label (our name)"
     return frame
+
+
+def setting_effects(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Runs of one dataset, method, imbalance and backbone made in more than
+    one setting (e.g. the paper's and the authors' code's), side by side: one
+    row per setting with final and best-epoch error (mean ± std over seeds)."""
+    by_cell: dict[tuple, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        c = rec["config"]
+        by_cell.setdefault((c["dataset"], c["method"], float(c["imbalance"]), c["arch"]), []).append(rec)
+    rows = []
+    for (dataset, method, imbalance, arch), recs in sorted(by_cell.items()):
+        groups = _groups(recs)
+        if len(groups) < 2:
+            continue
+        for group in groups:
+            rows.append({
+                "data": group[0].get("dataset_label", dataset), "method": method, "imbalance": f"{imbalance:g}",
+                "backbone": BACKBONE_TITLES.get(arch, arch), "setting": setting_label(group[0]["config"]),
+                "final": format_summary(summarize(r["top1_error"] for r in group)),
+                "best": format_summary(summarize(r["best_top1_error"] for r in group)),
+            })
+    return pd.DataFrame(rows, columns=["data", "method", "imbalance", "backbone", "setting", "final", "best"])
 
 
 def provenance_table(records: Iterable[Mapping[str, Any]], root: str | Path | None = None) -> pd.DataFrame:

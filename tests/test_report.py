@@ -131,6 +131,22 @@ def test_table_records(paper):
     assert report.table_records(paper, recs, 7) == []
 
 
+def test_setting_effects():
+    recs = [record(seed=0, final=20.0), record(seed=1, final=22.0),
+            record(seed=0, final=18.0, **report_authors()), record(method="ce", seed=0)]
+    t = report.setting_effects(recs)
+    assert sorted(t["setting"]) == ["GA: authors' per-sample row scale; lr: authors' schedule; m_max 0.2; "
+                                    "subset_seed 666", "paper setting"]
+    assert sorted(t["final"]) == ["18.00 (n=1)", f"21.00 ± {math.sqrt(2):.2f} (n=2)"]
+    assert set(t["method"]) == {"kps_ga"}  # CE ran in one setting only
+    assert report.setting_effects([record()]).empty
+
+
+def report_authors():
+    from kps.configs import authors_code_overrides
+    return authors_code_overrides("cifar10-jpeg")
+
+
 def test_provenance_table():
     p = report.provenance_table([record(seed=2)])
     row = p.iloc[0]
