@@ -109,13 +109,15 @@ def plan_runs(
     return list(planned.values())
 
 
-def run_parameters(run: PlannedRun, *, data_root: Path, out: Path, device: str, force: bool) -> dict[str, Any]:
+def run_parameters(run: PlannedRun, *, data_root: Path, out: Path, checkpoints: Path, device: str,
+                   force: bool) -> dict[str, Any]:
     """The papermill parameters of ``notebooks/train.ipynb`` for ``run``."""
     c = run.config
     return {
         "dataset": c.dataset, "imbalance": c.imbalance, "method": c.method, "seed": c.seed,
         "epochs": c.epochs, "data_root": str(data_root), "out": str(out), "device": device,
         "arch": c.arch, "authors_code": c.ga_variant == "official", "force": force,
+        "checkpoints": str(checkpoints),
     }
 
 
@@ -140,6 +142,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="rerun and replace existing records")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the repository's data/)")
     p.add_argument("--out", default=None, help="records folder (default: the repository's results/)")
+    p.add_argument("--checkpoints", default=None,
+                   help="checkpoint folder, for resuming killed runs (default: the repository's checkpoints/)")
     p.add_argument("--log-dir", default=None,
                    help="executed notebooks go here (default: _build/reproduce/ in the repository)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
@@ -153,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = find_repo_root()
     data_root = Path(args.data_root).resolve() if args.data_root else root / "data"
     out = Path(args.out).resolve() if args.out else root / "results"
+    checkpoints = Path(args.checkpoints).resolve() if args.checkpoints else root / "checkpoints"
     log_dir = Path(args.log_dir).resolve() if args.log_dir else root / "_build" / "reproduce"
     paper = read_paper_numbers(root / "book" / "paper_numbers.csv")
     runs = plan_runs(paper, args.table, seeds=args.seeds, out=out, data_root=data_root, cifar10=args.cifar10,
@@ -170,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = 0
     for run in (r for r in runs if r.status == "run"):
         print(f"training {run.record.relative_to(out)} ...", flush=True)
-        params = run_parameters(run, data_root=data_root, out=out, device=args.device, force=args.force)
+        params = run_parameters(run, data_root=data_root, out=out, checkpoints=checkpoints, device=args.device,
+                                force=args.force)
         try:
             papermill.execute_notebook(str(root / "notebooks" / "train.ipynb"), str(log_dir / _log_name(run)),
                                        parameters=params, cwd=str(root), progress_bar=False)

@@ -17,7 +17,7 @@ import nbformat
 import pytest
 import yaml
 
-from kps.reproduce import plan_runs
+from kps.reproduce import plan_runs, run_parameters
 from kps.report import read_paper_numbers
 from kps.results import load_records
 
@@ -75,6 +75,9 @@ def test_every_notebook_is_committed_clean_and_in_the_book():
 def test_train_notebook_parameters():
     params = parameters_cell(ROOT / "notebooks" / "train.ipynb")
     assert set(TRAIN_PARAMETERS) <= set(params)
+    assert set(params) == set(run_parameters(plan_runs(read_paper_numbers(ROOT / "book" / "paper_numbers.csv"), 5,
+                                                       seeds=1, out=ROOT, data_root=ROOT)[0],
+                                             data_root=ROOT, out=ROOT, checkpoints=ROOT, device="cpu", force=False))
     assert params["method"] == "kps_ga" and params["device"] == "auto"
     for n in range(3, 8):
         assert parameters_cell(ROOT / "notebooks" / f"table{n}.ipynb") == {"results": None, "table": n}
@@ -98,7 +101,8 @@ def trained(tmp_path_factory, synthetic_kernel):
     out = work / "results"
     cmd = PAPERMILL + ["notebooks/train.ipynb", str(work / "out.ipynb"), "-p", "method", "kps_ga",
                        "-p", "imbalance", "50", "-p", "epochs", "1", "-p", "device", "cpu",
-                       "-p", "data_root", str(work / "data"), "-p", "out", str(out)]
+                       "-p", "data_root", str(work / "data"), "-p", "out", str(out),
+                       "-p", "checkpoints", str(work / "checkpoints")]
     done = subprocess.run(cmd, cwd=ROOT, env=synthetic_kernel, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return work, out
@@ -148,7 +152,8 @@ def test_reproduce_runs_missing_records_then_skips(tmp_path, synthetic_kernel):
     (tmp_path / "data" / "cifar10-jpeg").mkdir(parents=True)
     cmd = [sys.executable, "-m", "kps", "reproduce", "--table", "6", "--methods", "kps_ga_mixup",
            "--cifar10", "cifar10-jpeg", "--epochs", "1", "--device", "cpu", "--data-root", str(tmp_path / "data"),
-           "--out", str(tmp_path / "results"), "--log-dir", str(tmp_path / "logs")]
+           "--out", str(tmp_path / "results"), "--log-dir", str(tmp_path / "logs"),
+           "--checkpoints", str(tmp_path / "checkpoints")]
     first = subprocess.run(cmd, cwd=ROOT, env=synthetic_kernel, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     records = load_records(tmp_path / "results")
