@@ -55,7 +55,13 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 START=$(date +%s)
 DEADLINE=$((START + BUDGET - RESERVE))
 mkdir -p "$OUT"
-WORK=${KPS_JOB_WORK:-$(mktemp -d /tmp/kps-job.XXXXXX)}
+# records, checkpoints (rewritten every epoch) and logs: tmpfs if there is one (no disk flushes);
+# a folder made here is removed at the end (everything of use is packed into $OUT by then)
+if [ -n "${KPS_JOB_WORK:-}" ]; then
+    WORK=$KPS_JOB_WORK OWN_WORK=0
+else
+    WORK=$(mktemp -d /dev/shm/kps-job.XXXXXX 2>/dev/null || mktemp -d /tmp/kps-job.XXXXXX) OWN_WORK=1
+fi
 
 log() { printf '[job %s +%ss] %s\n' "$(date -u +%H:%M:%S)" "$(($(date +%s) - START))" "$*"; }
 
@@ -119,6 +125,7 @@ main() {
     log "stage grid (deadline in $((DEADLINE - $(date +%s)))s)"
     stage_grid || { status=$?; log "grid: not every run finished (exit $status), see runs.json"; }
     if [ "$DEVICE" = cuda ]; then nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv || true; fi
+    if [ "$OWN_WORK" = 1 ]; then rm -rf "$WORK"; fi
     log "files for the caller:"
     ls -l "$OUT"
     log "done (exit $status)"

@@ -427,11 +427,9 @@ class Scheduler:
         return self.clock() + self.startup_estimate() + self._epochs(self.slots[0]) / cap <= self.deadline
 
     def run(self) -> list[Slot]:
-        existing = Path(self.args.existing) if self.args.existing else None
-        for slot in self.slots:
-            if existing is not None and config_record_path(existing, slot.config).exists():
-                slot.status, slot.reason = "skipped", f"record exists under {existing}"
-                self.log(f"skip {slot.run.name}: {slot.reason}")
+        if self.args.existing:
+            for slot in self.slots:
+                self.skip_if_recorded(slot, Path(self.args.existing))
         try:
             while self.step():
                 if int(self.clock() - self.t0) % 30 < self.args.poll_s:
@@ -446,6 +444,24 @@ class Scheduler:
             self.finish()
         return self.slots
 
+    def skip_if_recorded(self, slot: Slot, existing: Path) -> None:
+        """Skip ``slot`` if ``existing`` holds its record of a full run (as many epochs);
+        a shorter run's record at that path does not count (the job runs it; committing
+        then meets the clash, see bench/README.md)."""
+        path = config_record_path(existing, slot.config)
+        if not path.exists():
+            return
+        try:
+            epochs = load_record(path)["epochs"]
+        except (OSError, ValueError) as err:
+            self.log(f"{slot.run.name}: unreadable record {path} ({err}); running it")
+            return
+        if epochs >= slot.config.epochs:
+            slot.status, slot.reason = "skipped", f"{path} holds a {epochs}-epoch record"
+            self.log(f"skip {slot.run.name}: {slot.reason}")
+        else:
+            self.log(f"{slot.run.name}: {path} holds a short ({epochs}-epoch) record; running the full run")
+
     def progress_line(self) -> str:
         parts = []
         for s in self.running():
@@ -453,7 +469,12 @@ class Scheduler:
             parts.append(f"{s.run.name} {s.epochs_done}/{self._epochs(s)}" + (f" @{r:.2f}/s" if r else ""))
         done = sum(s.status == "done" for s in self.slots)
         queued = sum(s.status == "queued" for s in self.slots)
-        return f"running: {', '.join(parts) or '-'}; done {done}, queued {queued}"
+        est = self.estimates()
+        model = "no rate yet" if est is None else (
+            f"device {'unsaturated' if math.isinf(est[0]) else f'saturated at {est[0]:.2f} epochs/s'}, "
+            f"one run {est[1]:.2f} epochs/s")
+        gpu = f"; {_gpu_load()}" if self.device_type == "cuda" else ""
+        return f"running: {', '.join(parts) or '-'}; done {done}, queued {queued}; {model}{gpu}"
 
     # ---- output
 
@@ -507,6 +528,16 @@ class _suppress_lookup:
 
     def __exit__(self, kind, value, tb) -> bool:
         return kind is not None and issubclass(kind, ProcessLookupError)
+
+
+def _gpu_load() -> str:
+    """GPU utilisation and memory in use as nvidia-smi reports them (informative only)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "nvidia-smi unavailable"
+    return f"gpu {out}"
 
 
 def _tail(path: Path, lines: int = 3) -> str:

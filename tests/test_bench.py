@@ -147,11 +147,8 @@ def test_bench_outputs_gpu_names_and_refuses_cpu_results_dir(tmp_path):
 @pytest.mark.skipif(not (DATA / "cifar10-jpeg" / "train").is_dir(), reason="data/cifar10-jpeg not extracted")
 def test_bench_script_on_the_jpeg_copy(tmp_path):
     out = tmp_path / "bench.json"
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "bench.py"), "--device", "cpu", "--epochs", "1",
-                           "--warmup-epochs", "0", "--limit-steps", "1", "--workers", "1", "--batch-size", "8",
-                           "--out", str(out)],
-                          capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
+    assert bench.main(["--device", "cpu", "--epochs", "1", "--warmup-epochs", "0", "--limit-steps", "1",
+                       "--workers", "1", "--batch-size", "8", "--data-root", str(DATA), "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["config"]["dataset_label"] == "CIFAR-10 (JPEG copy)" and doc["config"]["train_images"] == 12406
     assert doc["config"]["test_images"] == 8 and doc["trainers"]["reference"]["compile_overhead_s"] is None
@@ -161,3 +158,47 @@ def test_bench_script_on_the_jpeg_copy(tmp_path):
 def test_bench_cpu_run_without_out_is_refused(capsys):
     assert bench.main(["--device", "cpu", "--data-root", "/nonexistent"]) == 2
     assert "give --out" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the scheduler's decisions
+
+
+def _scheduler(tmp_path, *extra, clock=None):
+    args = grid.build_parser().parse_args(["run", "--runs", "ce focal", "--device", "cpu", "--work",
+                                           str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+                                           "--budget-s", "1", *extra])
+    return grid.Scheduler(grid.parse_runs(args.runs), args, deadline=0.0, **({} if clock is None else {"clock": clock}))
+
+
+def test_scheduler_skips_only_full_records(tmp_path):
+    from kps.train import train
+
+    config = grid.make_run_config(grid.GridRun("ce"), device="cpu", epochs=1)
+    tiny = synthetic_data(counts=(3, 2, 2, 2, 2, 2, 2, 2, 2, 1), n_test=1)  # one step, ten test images
+    train(config, out=tmp_path / "existing", checkpoint_dir=tmp_path / "ckpt", quiet=True, data=tiny)
+    one_epoch = _scheduler(tmp_path, "--epochs", "1")
+    for slot in one_epoch.slots:
+        one_epoch.skip_if_recorded(slot, tmp_path / "existing")
+    assert [s.status for s in one_epoch.slots] == ["skipped", "queued"]
+    full = _scheduler(tmp_path, "--epochs", "2")  # the 1-epoch record is a short run here: run it
+    full.skip_if_recorded(full.slots[0], tmp_path / "existing")
+    assert full.slots[0].status == "queued"
+
+
+def test_scheduler_rates_saturation_and_shedding(tmp_path):
+    now = [1000.0]
+    sched = _scheduler(tmp_path, "--epochs", "200", clock=lambda: now[0])
+    sched.single_rate = 2.0  # one run alone: 2 epochs/s
+    for slot in sched.slots:  # both running, 1 epoch/s each over the last 20 s, 50 epochs done
+        slot.status, slot.started, slot.first_epoch_at = "running", 900.0, 950.0
+        slot.samples = [(980.0, 30), (1000.0, 50)]
+        slot.epochs_done = 50
+    assert sched.rate(sched.slots[0]) == pytest.approx(1.0)
+    assert sched.estimates() == (pytest.approx(2.0), 2.0)  # 2 < 0.85 * 2 runs * 2: saturated
+    # sharing, both finish at +300 s; alone, the first needs 150 / 2 = 75 s
+    sched.deadline = 1200.0
+    assert sched.shedding_helps(sched.running(), sched.estimates())
+    sched.deadline = 1050.0
+    assert not sched.shedding_helps(sched.running(), sched.estimates())
+    now[0] = 1030.0  # no new epoch for 30 s: the rate falls
+    assert sched.rate(sched.slots[0]) == pytest.approx(20 / 50)
