@@ -247,12 +247,13 @@ class Scheduler:
         return statistics.median(seen) if seen else DEFAULT_STARTUP_S.get(self.device_type, 60.0)
 
     def rate(self, slot: Slot, window: float = 30.0) -> float | None:
-        """Epochs/s of ``slot`` since its first sample in the last ``window`` seconds
-        (or its last two samples), counted up to now, so a stalled run slows down;
-        only epochs after the first (compilation) count; None before two samples."""
+        """Epochs/s of ``slot`` since its first sample in the last ``window`` seconds and
+        after the last start/stop of any run (else its last two samples), counted up to
+        now, so a stalled run slows down; only epochs after the first (compilation)
+        count; None before two samples."""
         now = self.clock()
         steady = [(t, e) for t, e in slot.samples if e >= 1]
-        recent = [(t, e) for t, e in steady if t >= now - window]
+        recent = [(t, e) for t, e in steady if t >= max(now - window, self.last_change)]
         if len(recent) < 2:
             recent = steady[-2:]
         if len(recent) < 2 or now - recent[0][0] < 1.0:
@@ -610,7 +611,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--deadline", type=float, help="unix time by which everything must have finished")
     group.add_argument("--budget-s", type=float, help="seconds from now")
     run.add_argument("--poll-s", type=float, default=2.0)
-    run.add_argument("--settle-s", type=float, default=20.0, help="seconds after a start/stop before shedding")
+    run.add_argument("--settle-s", type=float, default=30.0, help="seconds after a start/stop before shedding")
     common(run)
     run.set_defaults(func=cmd_run)
     return p
