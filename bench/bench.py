@@ -317,19 +317,34 @@ def _limit_test(data: LTData, limit_steps: int | None, batch: int) -> LTData:
     return replace(data, test=TensorSplit(data.test.images[keep], data.test.targets[keep]))
 
 
+def _ratios(trainers: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each fast trainer against the reference: images/s ratio and epoch-time ratio."""
+    ref = trainers["reference"]
+    return {
+        f"{key}_vs_reference": {"train_images_per_s": r["train_images_per_s"] / ref["train_images_per_s"],
+                                "epoch_s": ref["epoch_s"] / r["epoch_s"]}
+        for key, r in trainers.items() if key != "reference"
+    }
+
+
 def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float, epochs: int = 3,
                   warmup_epochs: int = 1, limit_steps: int | None = None, workers: int = 4,
                   fast_modes: Sequence[str] = ("none", "default"), batch_size: int | None = None,
-                  log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+                  log: Callable[[str], None] = lambda s: None,
+                  emit: Callable[[dict[str, Any]], None] = lambda doc: None) -> dict[str, Any]:
     """Time the reference-style trainer and the fast path in each compile mode of
     ``fast_modes`` on ``data`` (mini-batch ``batch_size``, default the preset's 64);
-    returns the result document (see module docstring)."""
+    returns the result document (see module docstring).  ``emit`` receives the
+    document after each trainer (``complete`` false until the last), so a job
+    stopped during a long compilation keeps what was measured before it."""
     device = torch.device(device)
     if limit_steps is not None and limit_steps < 1:
         raise ValueError(f"limit_steps must be >= 1, got {limit_steps}")
     for mode in fast_modes:
         if mode not in COMPILE_MODES:
             raise ValueError(f"unknown compile mode {mode!r}; valid: {', '.join(COMPILE_MODES)}")
+    if len(set(fast_modes)) != len(fast_modes):
+        raise ValueError(f"compile modes repeat: {list(fast_modes)}")
     cuda = device.type == "cuda"
     base = make_config(data.name, METHOD, imbalance=imbalance, seed=0,
                        **({} if batch_size is None else {"batch_size": batch_size}))
@@ -337,40 +352,17 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
     train_f, eval_f = flops_per_image(base.arch, data.num_classes, base.spec.head, base.batch_size)
     name = device_name(device)
     peak, peak_source = assumed_bf16_peak(name) if cuda else (None, "not a CUDA device")
-    matmul = measured_bf16_matmul_tflops(device)
-    common = dict(device=device, epochs=epochs, warmup_epochs=warmup_epochs, limit_steps=limit_steps,
-                  flops_train=train_f, flops_eval=eval_f, preset_epochs=base.preset_epochs,
-                  peak_tflops=peak, log=log)
-
-    results: dict[str, Any] = {}
-    reference = ReferenceTrainer(base, data, device, workers)
-    results["reference"] = dict(time_trainer(reference, **common), precision="fp32", data="DataLoader + CPU "
-                                "torchvision transforms", workers=workers, compile="none")
-    del reference
-    fast_configs = {}
-    for mode in fast_modes:
-        config = replace(base, channels_last=True, fused_sgd=True, bf16=cuda, compile=mode)
-        fast_configs[mode] = config.to_dict()
-        trainer = FastTrainer(config, data, device)
-        results[trainer.name] = dict(time_trainer(trainer, **common), precision="bf16 autocast" if cuda else "fp32",
-                                     data="device-resident uint8 + kps.data.GPUAugment", compile=mode)
-        del trainer
-    ref = results["reference"]
-    ratios = {
-        f"{key}_vs_reference": {
-            "train_images_per_s": r["train_images_per_s"] / ref["train_images_per_s"],
-            "epoch_s": ref["epoch_s"] / r["epoch_s"],
-        }
-        for key, r in results.items() if key != "reference"
-    }
+    fast_configs = {mode: replace(base, channels_last=True, fused_sgd=True, bf16=cuda, compile=mode)
+                    for mode in fast_modes}
     commit, dirty = git_state()
     now = datetime.now(timezone.utc)
-    return {
+    doc: dict[str, Any] = {
         "schema": SCHEMA,
+        "complete": False,
         "device": name,
         "device_type": device.type,
         "date": now.date().isoformat(),
-        "finished_at": now.isoformat(timespec="seconds"),
+        "started_at": now.isoformat(timespec="seconds"),
         "torch_version": torch.__version__,
         "cuda_version": torch.version.cuda,
         "cudnn_version": torch.backends.cudnn.version() if cuda else None,
@@ -383,7 +375,8 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
             "arch": base.arch, "head": base.spec.head, "batch_size": base.batch_size,
             "train_images": len(data.train), "test_images": len(data.test),
             "epochs_timed": epochs, "warmup_epochs": warmup_epochs, "limit_steps": limit_steps,
-            "reference_workers": workers, "preset_epochs": base.preset_epochs, "fast_configs": fast_configs,
+            "reference_workers": workers, "preset_epochs": base.preset_epochs,
+            "fast_configs": {mode: c.to_dict() for mode, c in fast_configs.items()},
         },
         "flops": {
             "train_per_image": train_f, "eval_per_image": eval_f,
@@ -392,10 +385,32 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
                        "of 32x32 images: forward+backward (train), forward (eval); x images per epoch",
         },
         "peak": {"assumed_bf16_dense_tflops": peak, "source": peak_source,
-                 "measured_bf16_matmul_tflops": matmul},
-        "trainers": results,
-        "ratios": ratios,
+                 "measured_bf16_matmul_tflops": measured_bf16_matmul_tflops(device)},
+        "trainers": {},
+        "ratios": {},
     }
+    common = dict(device=device, epochs=epochs, warmup_epochs=warmup_epochs, limit_steps=limit_steps,
+                  flops_train=train_f, flops_eval=eval_f, preset_epochs=base.preset_epochs,
+                  peak_tflops=peak, log=log)
+
+    def record(key: str, timing: dict[str, Any], **about: Any) -> None:
+        doc["trainers"][key] = dict(timing, **about)
+        doc["ratios"] = _ratios(doc["trainers"])
+        doc["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        emit(doc)
+
+    reference = ReferenceTrainer(base, data, device, workers)
+    record("reference", time_trainer(reference, **common), precision="fp32",
+           data="DataLoader + CPU torchvision transforms", workers=workers, compile="none")
+    del reference
+    for mode, config in fast_configs.items():
+        trainer = FastTrainer(config, data, device)
+        record(trainer.name, time_trainer(trainer, **common), precision="bf16 autocast" if cuda else "fp32",
+               data="device-resident uint8 + kps.data.GPUAugment", compile=mode)
+        del trainer
+    doc["complete"] = True
+    emit(doc)
+    return doc
 
 
 # --------------------------------------------------------------------------- output
@@ -468,10 +483,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = build_dataset(args.dataset, args.data_root, args.imbalance, seed=0)
         log(f"{data.label}: {len(data.train)} training, {len(data.test)} test images "
             f"({time.perf_counter() - t0:.1f} s to load)")
+        target: list[Path] = []
+
+        def emit(doc: dict[str, Any]) -> None:  # after each trainer, to one file chosen at the first
+            if not target:
+                target.append(output_path(doc, args.out, args.out_dir))
+            write_result(doc, target[0])
+
         result = run_benchmark(data, device, imbalance=args.imbalance, epochs=args.epochs,
                                warmup_epochs=args.warmup_epochs, limit_steps=args.limit_steps,
-                               workers=args.workers, fast_modes=modes, batch_size=args.batch_size, log=log)
-        path = write_result(result, output_path(result, args.out, args.out_dir))
+                               workers=args.workers, fast_modes=modes, batch_size=args.batch_size, log=log,
+                               emit=emit)
+        path = target[0]
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

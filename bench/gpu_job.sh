@@ -46,7 +46,8 @@ if [ "$SMOKE" = 1 ]; then
 else
     DEVICE=cuda
     CONCURRENCY=${KPS_JOB_CONCURRENCY:-6}
-    BENCH_ARGS=(--device cuda --epochs 3 --warmup-epochs 1 --workers 4 --fast-modes "none,$COMPILE")
+    FAST_MODES=none; if [ "$COMPILE" != none ]; then FAST_MODES="none,$COMPILE"; fi
+    BENCH_ARGS=(--device cuda --epochs 3 --warmup-epochs 1 --workers 4 --fast-modes "$FAST_MODES")
     GRID_ARGS=()
     BENCH_MAX=${KPS_JOB_BENCH_MAX_S:-240}
 fi

@@ -104,11 +104,16 @@ def test_predict_finish_by_hand():
 
 
 def test_bench_tiny_cpu_run(tmp_path):
+    emitted = []
     result = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=1, warmup_epochs=1,
-                                 limit_steps=1, workers=0, fast_modes=("none",), batch_size=8)
+                                 limit_steps=1, workers=0, fast_modes=("none",), batch_size=8,
+                                 emit=lambda d: emitted.append((sorted(d["trainers"]), d["complete"])))
+    assert emitted == [(["reference"], False), (["fast_none", "reference"], False),
+                       (["fast_none", "reference"], True)]
     path = bench.write_result(result, bench.output_path(result, tmp_path / "b.json", None))
     doc = json.loads(path.read_text())
-    assert doc["schema"] == bench.SCHEMA and doc["device_type"] == "cpu" and doc["device"].startswith("cpu")
+    assert doc["schema"] == bench.SCHEMA and doc["complete"] is True
+    assert doc["device_type"] == "cpu" and doc["device"].startswith("cpu")
     assert set(doc["trainers"]) == {"reference", "fast_none"}
     for name, r in doc["trainers"].items():
         assert r["train_images_per_epoch"] == 8 and r["eval_images_per_epoch"] == 8, name
@@ -124,6 +129,15 @@ def test_bench_tiny_cpu_run(tmp_path):
     assert doc["config"]["batch_size"] == 8 and doc["config"]["fast_configs"]["none"]["channels_last"] is True
     assert doc["peak"] == {"assumed_bf16_dense_tflops": None, "source": "not a CUDA device",
                            "measured_bf16_matmul_tflops": None}
+
+
+def test_bench_refuses_bad_modes_and_limits():
+    with pytest.raises(ValueError, match="unknown compile mode"):
+        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, fast_modes=("fastest",))
+    with pytest.raises(ValueError, match="repeat"):
+        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, fast_modes=("none", "none"))
+    with pytest.raises(ValueError, match="limit_steps"):
+        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, limit_steps=0)
 
 
 def test_bench_outputs_gpu_names_and_refuses_cpu_results_dir(tmp_path):
