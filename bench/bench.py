@@ -56,13 +56,17 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from kps.configs import COMPILE_MODES, RunConfig, make_config
-from kps.data import DATASETS, LTData, TensorSplit, build_dataset
-from kps.io import atomic_write_text
-from kps.losses import make_loss
-from kps.models import make_model
-from kps.schedules import learning_rate
-from kps.train import Trainer, device_name, git_state, loss_options
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: make the kps package importable
+    sys.path.insert(0, str(REPO))
+
+from kps.configs import COMPILE_MODES, RunConfig, make_config  # noqa: E402
+from kps.data import DATASETS, LTData, TensorSplit, build_dataset  # noqa: E402
+from kps.io import atomic_write_text  # noqa: E402
+from kps.losses import make_loss  # noqa: E402
+from kps.models import make_model  # noqa: E402
+from kps.schedules import learning_rate  # noqa: E402
+from kps.train import Trainer, device_name, git_state, loss_options  # noqa: E402
 
 __all__ = [
     "SCHEMA",
@@ -80,7 +84,6 @@ __all__ = [
 ]
 
 SCHEMA = "kps-bench/1"
-REPO = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO / "bench" / "results"
 METHOD = "kps"                # eq. 15 loss, cosine head: the same for both trainers
 REFERENCE_EVAL_BATCH = 100    # the reference scripts' validation batch
