@@ -1,0 +1,173 @@
+"""The website as a reader sees it: build the book once (warnings are errors),
+serve the HTML on 127.0.0.1, load every page in headless Chromium and check
+that equations are typeset by MathJax, that figures load, and that Table 3's
+page shows the paper's and our columns. Screenshots of a few pages are kept
+under ``_build/screenshots/`` for a person to look at.
+
+Chromium is Debian's ``chromium`` package (``make test`` installs it). A small
+page served beside the site loads each page in an iframe, waits for MathJax,
+and writes what it finds (``mjx-container`` count, every image's
+``naturalWidth``, the page text) into its own DOM, which ``--dump-dom`` prints:
+no browser-driver dependency is needed.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SCREENSHOTS = ROOT / "_build" / "screenshots"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+
+CHECK_PAGE = """<!doctype html><html><body><pre id="out">pending</pre>
+<iframe id="f" src="{page}" style="width:1280px;height:1000px"></iframe>
+<script>
+const f = document.getElementById('f');
+f.addEventListener('load', async () => {{
+  const w = f.contentWindow, d = f.contentDocument;
+  if (w.MathJax && w.MathJax.startup) {{ await w.MathJax.startup.promise; }}
+  const images = [...d.images].map(i => ({{src: i.getAttribute('src'), width: i.naturalWidth}}));
+  document.getElementById('out').textContent = JSON.stringify({{
+    title: d.title, mathjax: !!(w.MathJax && w.MathJax.startup), mjx: d.querySelectorAll('mjx-container').length,
+    mathErrors: [...d.querySelectorAll('mjx-merror')].map(e => e.textContent),
+    images: images, tables: d.querySelectorAll('table').length, text: d.body.innerText}});
+}});
+</script></body></html>"""
+
+
+def toc_pages() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    pages = [toc["root"]]
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "file" in node:
+                pages.append(node["file"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(toc["parts"])
+    return pages
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory) -> Path:
+    """The built HTML: one `jupyter-book build` per test session, with warnings as
+    errors; or the build named by $KPS_SITE_HTML (e.g. _build/site/_build/html
+    after `make site`), to check an existing build without rebuilding."""
+    if os.environ.get("KPS_SITE_HTML"):
+        return Path(os.environ["KPS_SITE_HTML"])
+    out = tmp_path_factory.mktemp("site")
+    cmd = [str(Path(sys.executable).parent / "jupyter-book"), "build", "--warningiserror", "--nitpick",
+           str(ROOT), "--path-output", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
+    return out / "_build" / "html"
+
+
+@pytest.fixture(scope="session")
+def server(site):
+    """Serve the site on 127.0.0.1, plus /__check__?page=PATH (the probe page)."""
+
+    class Handler(SimpleHTTPRequestHandler):
+        def do_GET(self):
+            url = urlparse(self.path)
+            if url.path != "/__check__":
+                return super().do_GET()
+            page = html.escape(parse_qs(url.query)["page"][0], quote=True)
+            body = CHECK_PAGE.format(page=page).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(site)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def chromium(args: list[str], tmp_path: Path) -> str:
+    if CHROMIUM is None:
+        pytest.fail("chromium is not installed: `make test` installs it (apt-get install -y chromium)")
+    profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
+    done = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def probe(server: str, page: str, tmp_path: Path) -> dict:
+    """What a reader's browser shows on ``page`` (a path under the site)."""
+    dom = chromium(["--virtual-time-budget=30000", "--dump-dom", f"{server}/__check__?page=/{page}"], tmp_path)
+    found = re.search(r'<pre id="out">(.*?)</pre>', dom, re.S)
+    assert found and found.group(1) != "pending", f"{page}: the probe did not finish"
+    return json.loads(html.unescape(found.group(1)))
+
+
+@pytest.fixture(scope="module")
+def pages(server, tmp_path_factory) -> dict[str, dict]:
+    tmp = tmp_path_factory.mktemp("chromium")
+    return {page: probe(server, f"{page}.html", tmp) for page in toc_pages()}
+
+
+def test_every_page_loads_with_its_figures(pages):
+    for page, seen in pages.items():
+        assert seen["title"] and "404" not in seen["title"], page
+        assert seen["mathErrors"] == [], f"{page}: MathJax could not typeset {seen['mathErrors']}"
+        for image in seen["images"]:
+            assert image["width"] > 0, f"{page}: image {image['src']} did not load"
+    for page, at_least in (("notebooks/fig1_4_boundaries", 5), ("book/differences", 1)):
+        assert len(pages[page]["images"]) >= at_least, page
+
+
+def test_equations_are_typeset(pages):
+    assert pages["book/derivation"]["mathjax"]
+    assert pages["book/derivation"]["mjx"] >= 40      # eqs. 1-25 and the inline maths around them
+    assert pages["book/hyperparameters"]["mjx"] >= 5   # eqs. 26-30
+    assert pages["notebooks/fig1_4_boundaries"]["mjx"] >= 3
+
+
+def test_table3_shows_paper_and_ours(pages):
+    seen = pages["notebooks/table3"]
+    text = seen["text"]
+    assert seen["tables"] >= 2
+    assert "paper" in text and "ours (final epoch)" in text and "ours best" in text
+    for number in ("18.77", "15.41", "54.97", "50.82", "29.64"):   # the paper's KPS and CE cells
+        assert number in text
+    assert re.search(r"not run|\(n=\d+\)", text)                  # our cells: a record's summary or "not run"
+    assert "not in this artifact" in text                        # BBN, meta-learning
+
+
+def test_screenshots(server, tmp_path):
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for page in ("book/derivation", "notebooks/table3", "notebooks/fig1_4_boundaries", "notebooks/fig5_toy"):
+        target = SCREENSHOTS / f"{page.replace('/', '_')}.png"
+        target.unlink(missing_ok=True)
+        chromium(["--virtual-time-budget=20000", "--window-size=1280,2200", f"--screenshot={target}",
+                  f"{server}/{page}.html"], tmp_path)
+        assert target.stat().st_size > 20_000, f"{target} looks empty"
