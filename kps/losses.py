@@ -8,7 +8,13 @@ Every loss is an ``nn.Module`` with
     array-like of C positive numbers;
   * ``forward(scores (B, C) float, target)`` -> mean loss.  ``target`` is either
     class indices (B,) (integer dtype) or soft labels (B, C) (float dtype, rows
-    are probability vectors; mixup).
+    are probability vectors; mixup);
+  * ``check_values`` (settable, default True): check the *values* of every
+    call's input (finite scores, target in range, soft rows valid), which reads
+    one flag vector back from the device per call (a host synchronisation).
+    False skips them, for a training loop that watches its mean loss instead:
+    NaN scores then give a NaN loss (no ValueError); the structural checks
+    (types, shapes, dtypes) stay, and the maths is the same.
 
 Soft targets are read as a *mixture of hard targets*: loss(x, t) = sum_k t_k
 loss(x, k).  For mixup, t = lam e_a + (1 - lam) e_b, this is exactly
@@ -74,28 +80,34 @@ def _check_scores_shape(scores: object, num_classes: int | None = None) -> None:
         raise ValueError(f"scores have {scores.shape[1]} columns but the loss was built for {num_classes} classes")
 
 
-def _candidates(scores: Tensor, target: object) -> Candidates:
+def _candidates(scores: Tensor, target: object, validate: bool = True) -> Candidates:
     """Validate scores and target; return the target as hard-target candidates
     [(class index (B,), probability mass (B,) or None for hard targets)].
 
-    All value checks (finite scores, target range / soft-label validity) are
-    fused into a single host synchronisation; the diagnosis runs only on error.
+    With ``validate``, all value checks (finite scores, target range / soft-label
+    validity) are fused into a single host synchronisation; the diagnosis runs
+    only on error.  Without, only the structural checks run: no synchronisation
+    for hard targets (soft targets still read their row width back).
     """
     _check_scores_shape(scores)
     b, c = scores.shape
     if not isinstance(target, Tensor):
         raise ValueError(f"target must be a tensor of class indices (B,) or soft labels (B, C), got {_describe(target)}")
-    finite = torch.isfinite(scores).all()
     if target.is_floating_point():
         if target.shape != scores.shape:
             raise ValueError(f"soft target must have the shape of scores {tuple(scores.shape)}, got {tuple(target.shape)}")
+        nonzero = (target > 0).sum(dim=1).max()
+        if not validate:
+            width = int(nonzero)
+            mass, index = target.topk(width, dim=1)
+            return [(index[:, k], mass[:, k]) for k in range(width)]
+        finite = torch.isfinite(scores).all()
         flags = torch.stack([
             finite,
             torch.isfinite(target).all(),
             (target >= 0).all(),
             ((target.sum(dim=1) - 1).abs() <= _SOFT_ROW_SUM_ATOL).all(),
         ])
-        nonzero = (target > 0).sum(dim=1).max()
         *ok, width = torch.cat([flags.to(torch.int64), nonzero.reshape(1)]).tolist()
         problems = ["scores contain NaN or inf", "soft target contains NaN or inf",
                     "soft target has negative entries", "soft target rows must sum to 1"]
@@ -108,6 +120,9 @@ def _candidates(scores: Tensor, target: object) -> Candidates:
         raise ValueError(f"hard target must have an integer dtype, got {target.dtype}")
     if target.shape != (b,):
         raise ValueError(f"hard target must have shape ({b},) to match scores {tuple(scores.shape)}, got {tuple(target.shape)}")
+    if not validate:
+        return [(target.long(), None)]
+    finite = torch.isfinite(scores).all()
     ok_finite, ok_low, ok_high = torch.stack([finite, (target >= 0).all(), (target < c).all()]).tolist()
     if not ok_finite:
         raise ValueError("scores contain NaN or inf")
@@ -148,6 +163,7 @@ def margin_softmax_loss(
     weight: Tensor | None = None,
     gamma: float = 0.0,
     exclude: Tensor | None = None,
+    validate: bool = True,
 ) -> Tensor:
     """The one softmax core: mean cross-entropy of, for a sample with target y,
 
@@ -166,11 +182,13 @@ def margin_softmax_loss(
       exclude: bool (B, C); True removes a *non-target* column from the
       softmax denominator (eq. 23 with w_j = 0; equalization loss).
       weight: per-class weights of the average (see module docstring).
+      validate: run the value checks of the input (one host synchronisation;
+      see ``check_values`` in the module docstring); False skips them.
 
     The gradient w.r.t. the final score zhat_j = radius_j score_j - margin_j [j=y]
     is column_scale_j row_scale_y (p_j - [j = y]) (eq. 22 for a single scale s).
     """
-    candidates = _candidates(scores, target)
+    candidates = _candidates(scores, target, validate)
     b, c = scores.shape
     z = scores.to(torch.promote_types(scores.dtype, torch.float32))
     radius = _per_class("radius", radius, c, z)
@@ -215,6 +233,7 @@ class _LongTailLoss(nn.Module):
     """Common part: validated class counts, the settable ``weight``, buffers."""
 
     input_kind = "logits"
+    check_values: bool = True  # value checks of every call's input (see the module docstring)
 
     def __init__(self, counts) -> None:
         super().__init__()
@@ -266,7 +285,8 @@ class CrossEntropyLoss(_LongTailLoss):
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         _check_scores_shape(scores, self.num_classes)
-        return margin_softmax_loss(scores, target, weight=self.weight)
+        return margin_softmax_loss(scores, target, weight=self.weight,
+                                   validate=self.check_values)
 
 
 class FocalLoss(_LongTailLoss):
@@ -283,7 +303,8 @@ class FocalLoss(_LongTailLoss):
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         _check_scores_shape(scores, self.num_classes)
-        return margin_softmax_loss(scores, target, weight=self.weight, gamma=self.gamma)
+        return margin_softmax_loss(scores, target, weight=self.weight, gamma=self.gamma,
+                                   validate=self.check_values)
 
 
 class ClassBalancedFocalLoss(_LongTailLoss):
@@ -309,7 +330,7 @@ class ClassBalancedFocalLoss(_LongTailLoss):
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         _check_scores_shape(scores, self.num_classes)
-        candidates = _candidates(scores, target)
+        candidates = _candidates(scores, target, self.check_values)
         z = scores.to(torch.promote_types(scores.dtype, torch.float32))
         w = self.class_balance.to(device=z.device, dtype=z.dtype)
         if self.weight is not None:
@@ -340,7 +361,8 @@ class LDAMLoss(_LongTailLoss):
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         _check_scores_shape(scores, self.num_classes)
-        return margin_softmax_loss(scores, target, margin=self.margin, column_scale=self.scale, weight=self.weight)
+        return margin_softmax_loss(scores, target, margin=self.margin, column_scale=self.scale, weight=self.weight,
+                                   validate=self.check_values)
 
 
 class LogitAdjustedLoss(_LongTailLoss):
@@ -360,7 +382,8 @@ class LogitAdjustedLoss(_LongTailLoss):
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         _check_scores_shape(scores, self.num_classes)
         adjusted = scores + self.tau * self.log_prior.to(device=scores.device, dtype=scores.dtype)
-        return margin_softmax_loss(adjusted, target, weight=self.weight)
+        return margin_softmax_loss(adjusted, target, weight=self.weight,
+                                   validate=self.check_values)
 
 
 class CosFaceLoss(_LongTailLoss):
@@ -379,7 +402,8 @@ class CosFaceLoss(_LongTailLoss):
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         _check_scores_shape(scores, self.num_classes)
-        return margin_softmax_loss(scores, target, margin=self.margin, column_scale=self.scale, weight=self.weight)
+        return margin_softmax_loss(scores, target, margin=self.margin, column_scale=self.scale, weight=self.weight,
+                                   validate=self.check_values)
 
 
 class ArcFaceLoss(_LongTailLoss):
@@ -410,7 +434,8 @@ class ArcFaceLoss(_LongTailLoss):
         sin = torch.sqrt((1.0 - cos * cos).clamp_min(torch.finfo(cos.dtype).eps))
         phi = cos * math.cos(m) - sin * math.sin(m)
         phi = torch.where(cos > math.cos(math.pi - m), phi, cos - m * math.sin(m))
-        return margin_softmax_loss(scores, target, margin=scores - phi, column_scale=self.scale, weight=self.weight)
+        return margin_softmax_loss(scores, target, margin=scores - phi, column_scale=self.scale, weight=self.weight,
+                                   validate=self.check_values)
 
 
 class EqualizationLoss(_LongTailLoss):
@@ -446,7 +471,8 @@ class EqualizationLoss(_LongTailLoss):
         if self._suppresses:
             beta = torch.rand(scores.shape, device=scores.device) < self.gamma
             exclude = beta & self.rare.to(scores.device)
-        return margin_softmax_loss(scores, target, exclude=exclude, weight=self.weight)
+        return margin_softmax_loss(scores, target, exclude=exclude, weight=self.weight,
+                                   validate=self.check_values)
 
 
 class KPSLoss(_LongTailLoss):
@@ -488,7 +514,7 @@ class KPSLoss(_LongTailLoss):
 
     def forward(self, scores: Tensor, target: Tensor) -> Tensor:
         _check_scores_shape(scores, self.num_classes)
-        common = dict(radius=self.radius, margin=self.margin, weight=self.weight)
+        common = dict(radius=self.radius, margin=self.margin, weight=self.weight, validate=self.check_values)
         if not self.ga:
             return margin_softmax_loss(scores, target, column_scale=self.s_base, **common)
         if self.variant == "paper":

@@ -339,6 +339,9 @@ class Trainer:
             self.eval_net = torch.compile(self.net, mode=config.compile)
         self.optimizer = _make_optimizer(self.model.parameters(), config, self.device)
         self.loss_fn = make_loss(self.spec.loss, self.counts, **loss_options(config)).to(self.device)
+        # no per-step value checks (each is a host synchronisation): a diverged run shows
+        # as a non-finite epoch loss, which fit() turns into TrainingDiverged
+        self.loss_fn.check_values = False
         self.radius = None
         if self.spec.loss == "kps":
             r = kps_parameters(self.counts, config.n_base, config.m_max, config.s_base, config.ga_variant).r
@@ -377,10 +380,9 @@ class Trainer:
             self.loss_fn.weight = None if w is None else torch.as_tensor(w, dtype=torch.float32, device=self.device)
         return lr
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-        """Mean loss of one batch, or None when the model's scores are not finite
-        (the weights diverged; the losses refuse such scores).  With mixup (Zhang
-        et al.): x' = lam x + (1 - lam) x[perm], loss lam L(y) + (1 - lam) L(y[perm]),
+    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean loss of one batch (NaN once the weights have diverged).  With mixup
+        (Zhang et al.): x' = lam x + (1 - lam) x[perm], loss lam L(y) + (1 - lam) L(y[perm]),
         lam ~ Beta(alpha, alpha)."""
         targets = [(1.0, y)]
         if self.config.mixup_alpha > 0:
@@ -389,17 +391,12 @@ class Trainer:
             x = lam * x + (1 - lam) * x[perm]
             targets = [(lam, y), (1 - lam, y[perm])]
         scores = self.train_net(x)
-        try:
-            return sum(w * self.loss_fn(scores, t) for w, t in targets)
-        except ValueError:
-            if bool(torch.isfinite(scores).all()):
-                raise
-            return None
+        return sum(w * self.loss_fn(scores, t) for w, t in targets)
 
     def train_epoch(self, epoch: int, indices: torch.Tensor, progress: tqdm | None = None) -> float:
         """One pass over ``indices`` (this rank's shard); returns the mean loss over all
-        ranks (NaN if the scores stopped being finite).  The device is synchronised once,
-        at the end (and every 20 steps for the ``progress`` bar's loss, if given)."""
+        ranks (NaN or inf once the weights have diverged).  The device is synchronised
+        once, at the end (and every 20 steps for the ``progress`` bar's loss, if given)."""
         lr = self.set_epoch(epoch)
         self.train_net.train()
         per_rank = self.config.batch_size // self.ctx.world_size
@@ -409,8 +406,6 @@ class Trainer:
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             loss = self._loss(x, y)
-            if loss is None:
-                return math.nan
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

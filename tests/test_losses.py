@@ -352,6 +352,42 @@ def test_target_out_of_range_raises(name, options, bad_class):
         make_loss(name, CIFAR10_LT_100, **options)(x, y)
 
 
+@pytest.mark.parametrize("name, options", ALL_CONFIGS)
+def test_unchecked_values_same_loss_and_nan_passes_through(name, options):
+    """check_values=False (the trainer's fast path): the same values and gradients as
+    the checked path, hard and soft targets; NaN scores give a NaN loss, no ValueError."""
+    checked, unchecked = (make_loss(name, CIFAR10_LT_100, **options) for _ in range(2))
+    unchecked.check_values = False
+    assert checked.check_values is True
+    x, y = _random_batch(seed=3, cosine=True)
+    soft = 0.3 * F.one_hot(y, 10).double() + 0.7 * F.one_hot(torch.roll(y, 1), 10).double()
+    for target in (y, soft):
+        xs = [x.clone().requires_grad_() for _ in range(2)]
+        values = [loss(xi, target) for loss, xi in zip((checked, unchecked), xs)]
+        for v in values:
+            v.backward()
+        assert torch.equal(values[0], values[1]) and torch.equal(xs[0].grad, xs[1].grad)
+    x[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="scores contain NaN"):
+        checked(x, y)
+    assert torch.isnan(unchecked(x, y)) and torch.isnan(unchecked(x, soft))
+
+
+def test_unchecked_values_keep_structural_checks():
+    loss = make_loss("kps", CIFAR10_LT_100)
+    loss.check_values = False
+    x, y = _random_batch(cosine=True)
+    with pytest.raises(ValueError, match=r"hard target must have shape \(8,\)"):
+        loss(x, y[:5])
+    with pytest.raises(ValueError, match="7 columns"):
+        loss(x[:, :7], y)
+    with pytest.raises(ValueError, match="integer dtype"):
+        loss(x, y.bool())
+    with pytest.raises(ValueError, match="scores contain NaN"):
+        margin_softmax_loss(x.fill_(float("nan")), y)  # the function's own default stays checked
+    assert torch.isnan(margin_softmax_loss(x, y, validate=False))
+
+
 @pytest.mark.parametrize(
     "target, message",
     [

@@ -189,6 +189,30 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     assert not (tmp_path / "results").exists()
 
 
+def test_nan_weights_stop_without_per_step_value_checks(tmp_path, monkeypatch):
+    """The trainer runs its losses unchecked (no host read-back per step): NaN weights
+    injected before epoch 1 give a NaN epoch loss, TrainingDiverged, and the epoch-0
+    checkpoint stays the last one written."""
+    config = make_config("cifar10", "kps_ga", **tiny_overrides(epochs=3))
+    trainer = kt.Trainer(config, synthetic_data())
+    assert trainer.loss_fn.check_values is False
+    real = trainer.set_epoch
+
+    def poisoned(epoch):
+        if epoch == 1:
+            with torch.no_grad():
+                trainer.model.head.weight[3, 0] = float("nan")
+        return real(epoch)
+
+    monkeypatch.setattr(trainer, "set_epoch", poisoned)
+    ckpt = tmp_path / "run.pt"
+    with pytest.raises(kt.TrainingDiverged, match=r"became nan in epoch 1 \(0-indexed\).*after epoch 0"):
+        trainer.fit(ckpt, quiet=True)
+    state = torch.load(ckpt, weights_only=False)
+    assert state["next_epoch"] == 1 and len(state["history"]) == 1
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
 def test_refusals_before_any_work(tmp_path, monkeypatch):
     config, _ = run(tmp_path, "ce", epochs=1)
     monkeypatch.setattr(kt, "load_data", lambda *a: pytest.fail("data loaded before the checks"))
