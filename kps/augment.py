@@ -62,6 +62,17 @@ class GPUAugment:
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
         self.pad, self.crop, self.flip = pad, crop, flip
+        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def stats(self, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) as float32 (1, C, 1, 1) tensors on ``device``, made once per device
+        (no host-to-device copy per batch)."""
+        device = torch.device(device)
+        if device not in self._stats:
+            shape = (1, len(self.mean), 1, 1)
+            self._stats[device] = (torch.tensor(self.mean, device=device).view(shape),
+                                   torch.tensor(self.std, device=device).view(shape))
+        return self._stats[device]
 
     def sample(self, batch: int, height: int, width: int, generator: torch.Generator | None = None,
                device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -93,10 +104,8 @@ class GPUAugment:
         _check_uint8(images_uint8)
         if images_uint8.shape[1] != len(self.mean):
             raise ValueError(f"images have {images_uint8.shape[1]} channels, mean/std have {len(self.mean)}")
-        x = images_uint8.float().div(255)
-        mean = torch.tensor(self.mean, device=x.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x.device).view(1, -1, 1, 1)
-        return x.sub(mean).div(std)
+        mean, std = self.stats(images_uint8.device)
+        return images_uint8.float().div(255).sub(mean).div(std)
 
 
 def _check_uint8(images: torch.Tensor) -> None:

@@ -106,6 +106,22 @@ def test_normalize_matches_to_tensor_normalize_and_rejects_float():
         GPUAugment((0.5,), (0.0,))
 
 
+def test_normalize_reuses_its_mean_std_per_device(monkeypatch):
+    """mean/std tensors are made once per device, not copied to the device per batch."""
+    images, aug = _batch(2), GPUAugment(CIFAR_MEAN, CIFAR_STD)
+    first = aug.normalize(images)
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    for _ in range(3):
+        assert torch.equal(aug.normalize(images), first)
+        aug(images, torch.Generator().manual_seed(0))
+    assert made == []
+    mean, std = aug.stats("cpu")
+    assert mean is aug.stats(torch.device("cpu"))[0] and mean.shape == (1, 3, 1, 1)
+    assert torch.equal(std.flatten(), real(CIFAR_STD))
+
+
 def test_large_image_transforms_resize_256_crop_224():
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8))
