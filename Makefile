@@ -5,6 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Site tools: MathJax 3 served from the venv (the site typesets equations
+# offline) and Debian's chromium for the browser test (tests/test_site.py).
+SITE_STAMP := $(VENV)/.site-tools
+MATHJAX    := django-static-mathjax==3.2.2.1
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: site test clean
 
@@ -16,11 +21,18 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $@
 
-site: $(STAMP)
-	$(VENV)/bin/jupyter-book build --warningiserror --nitpick . --path-output _build/site
+$(SITE_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet $(MATHJAX)
+	command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+	touch $@
+
+# --all: every page is rebuilt and re-executed, so the site always shows the current records.
+site: $(SITE_STAMP)
+	$(VENV)/bin/jupyter-book build --all --warningiserror --nitpick . --path-output _build/site
 	@echo "site built: _build/site/_build/html/index.html"
 
-test: $(STAMP)
+test: $(STAMP) $(SITE_STAMP)
 	$(PY) -m pytest -q
 
 clean:
