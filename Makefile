@@ -1,15 +1,16 @@
 # Two entry points, both self-contained on a fresh machine:
-#   make site   -> create .venv, install pinned dependencies, build the book into _build/html
+#   make site   -> create .venv, install pinned dependencies, build the book into _build/site/_build/html
 #   make test   -> same set-up, then run the test suite
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-# Site tools: MathJax 3 served from the venv (the site typesets equations
-# offline) and Debian's chromium for the browser test (tests/test_site.py).
-SITE_STAMP := $(VENV)/.site-tools
-MATHJAX    := django-static-mathjax==3.2.2.1
-SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# MathJax 3 served from the venv, so the site typesets equations offline;
+# Debian's chromium for the browser test (tests/test_site.py).
+SITE_STAMP    := $(VENV)/.site-tools
+BROWSER_STAMP := $(VENV)/.browser
+MATHJAX       := django-static-mathjax==3.2.2.1
+SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: site test clean
 
@@ -23,6 +24,9 @@ $(STAMP): requirements.txt pyproject.toml
 
 $(SITE_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet $(MATHJAX)
+	touch $@
+
+$(BROWSER_STAMP): $(STAMP)
 	command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
 	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
 	touch $@
@@ -32,7 +36,7 @@ site: $(SITE_STAMP)
 	$(VENV)/bin/jupyter-book build --all --warningiserror --nitpick . --path-output _build/site
 	@echo "site built: _build/site/_build/html/index.html"
 
-test: $(STAMP) $(SITE_STAMP)
+test: $(STAMP) $(SITE_STAMP) $(BROWSER_STAMP)
 	$(PY) -m pytest -q
 
 clean:
