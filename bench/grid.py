@@ -9,7 +9,8 @@ channels_last, fused SGD, and on CUDA bf16 autocast and ``torch.compile``).
 ``python bench/grid.py run ...`` schedules the runs as independent processes
 (a failure stops only its own run), in the given priority order, at most
 ``--concurrency`` at a time.  It follows each run's progress through the
-trainer's per-epoch checkpoint (``next_epoch``), estimates the aggregate rate
+trainer's per-epoch progress file (``kps.train.read_progress``: ``next_epoch``,
+and ``checkpoint_next_epoch`` of the checkpoint it would resume from), estimates the aggregate rate
 (epochs/s over the running runs) and the single-run rate (from the benchmark's
 result or the fastest run seen), and predicts the finish times by processor
 sharing (:func:`predict_finish`).  Time guard: a run starts only if it and the
@@ -50,7 +51,7 @@ from kps.configs import STYLES, RunConfig, make_config  # noqa: E402
 from kps.data import LTData, TensorSplit, build_dataset  # noqa: E402
 from kps.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from kps.results import config_record_path, load_record  # noqa: E402
-from kps.train import TrainingDiverged, checkpoint_path, train  # noqa: E402
+from kps.train import TrainingDiverged, checkpoint_path, progress_path, read_progress, train  # noqa: E402
 
 __all__ = ["GridRun", "parse_runs", "make_run_config", "shrink", "predict_finish", "Scheduler", "main"]
 
@@ -202,8 +203,9 @@ class Slot:
     ended: float | None = None
     first_epoch_at: float | None = None
     epochs_done: int = 0
+    checkpoint_epochs: int = 0
     samples: list[tuple[float, int]] = field(default_factory=list)
-    ckpt_mtime: float = 0.0
+    progress_mtime: float = 0.0
     result: dict[str, Any] | None = None
 
 
@@ -263,20 +265,21 @@ class Scheduler:
     # ---- progress
 
     def poll_progress(self, slot: Slot) -> None:
-        """Read ``next_epoch`` from the run's checkpoint when it changed."""
+        """Read ``next_epoch`` from the run's progress file when it changed (a small
+        JSON written atomically after every epoch; the checkpoint is not loaded)."""
         try:
-            mtime = slot.checkpoint.stat().st_mtime
+            mtime = progress_path(slot.checkpoint).stat().st_mtime
         except FileNotFoundError:
             return
-        if mtime == slot.ckpt_mtime:
+        if mtime == slot.progress_mtime:
             return
-        try:
-            state = torch.load(slot.checkpoint, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - a checkpoint from another torch or half-visible file: skip this poll
+        progress = read_progress(slot.checkpoint)
+        if progress is None:
             return
-        slot.ckpt_mtime = mtime
+        slot.progress_mtime = mtime
         now = self.clock()
-        slot.epochs_done = int(state.get("next_epoch", 0))
+        slot.epochs_done = progress["next_epoch"]
+        slot.checkpoint_epochs = progress.get("checkpoint_next_epoch") or 0
         slot.samples.append((now, slot.epochs_done))
         if slot.epochs_done >= 1 and slot.first_epoch_at is None:
             slot.first_epoch_at = now
@@ -505,6 +508,7 @@ class Scheduler:
             "runs": [
                 {"run": s.run.name, "method": s.run.method, "ga_variant": s.run.ga_variant, "priority": s.priority,
                  "status": s.status, "reason": s.reason, "epochs_done": s.epochs_done,
+                 "checkpoint_epochs": s.checkpoint_epochs,
                  "record": str(s.record.relative_to(self.records)),
                  "wall_s": None if s.started is None else round((s.ended or self.clock()) - s.started, 1),
                  "startup_s": None if s.first_epoch_at is None else round(s.first_epoch_at - s.started, 1),

@@ -17,14 +17,23 @@ torch DataLoader over the same permutation.  The fast-path switches of the
 config (``channels_last``, ``bf16`` autocast with the head and loss in
 float32, ``fused_sgd``, ``compile``) change how, not what, is computed.
 
-Checkpoints (every epoch, atomic) hold the model, the optimizer, every random
-state (CPU, data order, augmentation, mixup; per rank) and the history, so
-``resume=True`` continues a killed run to the bit-identical result on CPU.
+Checkpoints (atomic; every ``checkpoint_every`` epochs, default 1, and after
+the last) hold the model, the optimizer, every random state (CPU, data order,
+augmentation, mixup; per rank) and the history, so ``resume=True`` continues a
+killed run to the bit-identical result on CPU.  Beside each checkpoint a small
+progress file (:func:`progress_path`, JSON, atomic, rewritten every epoch)
+tells a watcher how far the run is without loading the checkpoint.
+
+Host synchronisation: none per training step (the losses run without their
+per-call value checks, the batch losses are summed on the device; the
+progress bar, when shown, reads the loss every 20 steps); one per epoch for
+the mean loss, which also detects divergence (NaN/inf -> TrainingDiverged).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
@@ -43,7 +52,7 @@ from tqdm.auto import tqdm
 
 from kps.configs import RunConfig, format_imbalance, setting_tag
 from kps.data import DATASETS, GPUAugment, LTData, TensorSplit, build_dataset
-from kps.io import atomic_torch_save, check_writable_dir
+from kps.io import atomic_torch_save, atomic_write_text, check_writable_dir
 from kps.losses import make_loss
 from kps.models import make_model
 from kps.params import kps_parameters
@@ -56,6 +65,8 @@ __all__ = [
     "train",
     "train_grid",
     "checkpoint_path",
+    "progress_path",
+    "read_progress",
     "class_groups",
     "shot_masks",
     "device_name",
@@ -143,7 +154,9 @@ def device_name(device: torch.device) -> str:
 
 def git_state() -> tuple[str | None, bool | None]:
     """(commit, dirty) of the repository holding this package; dirty ignores
-    results/ and bench/results/ (records written by runs); (None, None) outside git."""
+    results/ and bench/results/ (records written by runs).  Outside git (a copy of
+    the tree without .git, as on the GPU machine): (the environment's
+    KPS_GIT_COMMIT, None: dirty unknown), or (None, None) without it."""
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
@@ -153,7 +166,7 @@ def git_state() -> tuple[str | None, bool | None]:
         commit = git("rev-parse", "HEAD").strip()
         status = git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)bench/results")
     except (OSError, subprocess.CalledProcessError):
-        return None, None
+        return os.environ.get("KPS_GIT_COMMIT", "").strip() or None, None
     return commit, bool(status.strip())
 
 
@@ -163,6 +176,23 @@ def checkpoint_path(checkpoint_dir: str | Path, config: RunConfig) -> Path:
     tag = setting_tag(config)
     name = f"seed{config.seed}.{tag}.pt" if tag else f"seed{config.seed}.pt"
     return Path(checkpoint_dir) / config.dataset / config.method / format_imbalance(config.imbalance) / name
+
+
+def progress_path(checkpoint: str | Path) -> Path:
+    """The progress file beside ``checkpoint``: ``seed0.pt`` -> ``seed0.progress.json``."""
+    checkpoint = Path(checkpoint)
+    return checkpoint.with_name(checkpoint.name.removesuffix(".pt") + ".progress.json")
+
+
+def read_progress(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The progress of the run whose checkpoint is ``checkpoint``: {"next_epoch",
+    "epochs", "elapsed_s", "checkpoint_next_epoch" (the next_epoch of the checkpoint
+    on disk, None before the first)}; None if there is no readable progress file."""
+    try:
+        progress = json.loads(progress_path(checkpoint).read_text())
+    except (OSError, ValueError):
+        return None
+    return progress if isinstance(progress, dict) and isinstance(progress.get("next_epoch"), int) else None
 
 
 @dataclass(frozen=True)
@@ -511,11 +541,15 @@ class Trainer:
 
     # ---- the loop
 
-    def fit(self, checkpoint: Path | None = None, quiet: bool = False) -> dict[str, Any]:
-        """Train epochs ``next_epoch .. epochs-1`` (saving ``checkpoint`` after each on
-        rank 0) and return the record.  TrainingDiverged on a NaN/inf loss, with the
-        last good checkpoint left in place."""
+    def fit(self, checkpoint: Path | None = None, quiet: bool = False, checkpoint_every: int = 1) -> dict[str, Any]:
+        """Train epochs ``next_epoch .. epochs-1`` and return the record.  On rank 0,
+        ``checkpoint`` is saved after every ``checkpoint_every``-th epoch (counted from
+        epoch 0) and after the last, and its progress file after every epoch.
+        TrainingDiverged on a NaN/inf epoch loss, with the last good checkpoint left
+        in place."""
+        _check_every(checkpoint_every)
         c = self.config
+        saved = self.next_epoch if self.next_epoch > 0 else None  # next_epoch of the checkpoint on disk
         show = self.ctx.main and not quiet
         bar = tqdm(total=c.epochs, initial=self.next_epoch, desc=f"{c.method} seed {c.seed}", unit="epoch",
                    disable=not show, dynamic_ncols=True)
@@ -525,7 +559,7 @@ class Trainer:
                 t0 = time.perf_counter()
                 loss = self.train_epoch(epoch, self.epoch_indices(), bar if show else None)
                 if not math.isfinite(loss):
-                    good = f"{checkpoint} (after epoch {epoch - 1})" if checkpoint and epoch > 0 else "none"
+                    good = f"{checkpoint} (after epoch {saved - 1})" if checkpoint and saved else "none"
                     raise TrainingDiverged(
                         f"{c.method} seed {c.seed}: the training loss became {loss} in epoch {epoch} "
                         f"(0-indexed); stopped. Last good checkpoint: {good}"
@@ -541,15 +575,25 @@ class Trainer:
                 row["time_s"] = round(seconds, 3)
                 self.history.append(row)
                 self.next_epoch = epoch + 1
-                state = self.state() if checkpoint is not None else None
-                if state is not None and self.ctx.main:
-                    atomic_torch_save(state, checkpoint)
+                if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch == c.epochs - 1):
+                    state = self.state()  # collective under DDP: every rank takes this branch
+                    if self.ctx.main:
+                        atomic_torch_save(state, checkpoint)
+                    saved = self.next_epoch
+                if checkpoint is not None and self.ctx.main:
+                    self.write_progress(checkpoint, saved)
                 err = f" err {row['test_error']:.2f}" if "test_error" in row else ""
                 bar.set_postfix_str(f"loss {loss:.4f} lr {row['lr']:.4g}{err}", refresh=False)
                 bar.update(1)
         if last_eval is None:  # resumed after the last epoch: evaluate the restored weights
             last_eval = self.evaluate()
         return self.record(last_eval)
+
+    def write_progress(self, checkpoint: Path, saved: int | None) -> None:
+        """The progress file of :func:`read_progress` (atomic)."""
+        progress = {"next_epoch": self.next_epoch, "epochs": self.config.epochs,
+                    "elapsed_s": round(self.elapsed_s, 3), "checkpoint_next_epoch": saved}
+        atomic_write_text(progress_path(checkpoint), json.dumps(progress) + "\n")
 
     def record(self, result: dict[str, np.ndarray]) -> dict[str, Any]:
         """The run record (kps.results schema) from the final evaluation."""
@@ -585,6 +629,11 @@ class Trainer:
             "started_at": self.started_at,
         }
         return validate_record(record)
+
+
+def _check_every(checkpoint_every: int) -> None:
+    if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
 
 
 def _eval_errors(result: dict[str, np.ndarray]) -> dict[str, float]:
@@ -624,15 +673,17 @@ def _check_outputs(rec_path: Path, ckpt: Path, force: bool) -> None:
 def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path = "results",
           device: str = "cpu", resume: bool = False, quiet: bool = False, force: bool = False,
           checkpoint_dir: str | Path = "checkpoints", data: LTData | None = None,
-          num_workers: int = 8) -> dict[str, Any]:
+          num_workers: int = 8, checkpoint_every: int = 1) -> dict[str, Any]:
     """Train ``config`` and write its record under ``out``; returns the record.
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; only rank 0
     writes the record and the checkpoints.  ``data`` skips loading (train-grid
     reuses one copy); ``resume`` continues from the run's checkpoint under
-    ``checkpoint_dir`` if there is one.  An existing record is an error unless
+    ``checkpoint_dir`` if there is one, which is saved every ``checkpoint_every``
+    epochs and after the last.  An existing record is an error unless
     ``force``; nothing is written before these checks pass.
     """
+    _check_every(checkpoint_every)
     ctx, dev = init_distributed(device)
     rec_path = config_record_path(out, config)
     ckpt = checkpoint_path(checkpoint_dir, config)
@@ -655,7 +706,7 @@ def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path 
         trainer.load_state(torch.load(ckpt, map_location="cpu", weights_only=False), str(ckpt))
         if not quiet and ctx.main:
             tqdm.write(f"resuming {ckpt} after epoch {trainer.next_epoch - 1}")
-    record = trainer.fit(ckpt, quiet=quiet)
+    record = trainer.fit(ckpt, quiet=quiet, checkpoint_every=checkpoint_every)
     if ctx.main:
         write_record(record, out, force=force)
     return record

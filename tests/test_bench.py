@@ -216,3 +216,26 @@ def test_scheduler_rates_saturation_and_shedding(tmp_path):
     assert not sched.shedding_helps(sched.running(), sched.estimates())
     now[0] = 1030.0  # no new epoch for 30 s: the rate falls
     assert sched.rate(sched.slots[0]) == pytest.approx(20 / 50)
+
+
+def test_scheduler_reads_progress_files_not_checkpoints(tmp_path):
+    """Progress comes from the trainer's progress file beside the checkpoint (written by
+    a real 2-epoch run with checkpoint_every=2), not from loading the checkpoint."""
+    from kps.train import progress_path, train
+
+    now = [100.0]
+    sched = _scheduler(tmp_path, "--epochs", "2", clock=lambda: now[0])
+    slot = sched.slots[0]
+    sched.poll_progress(slot)
+    assert slot.epochs_done == 0 and slot.samples == []
+    tiny = synthetic_data(counts=(3, 2, 2, 2, 2, 2, 2, 2, 2, 1), n_test=1)
+    train(slot.config, out=tmp_path / "r", checkpoint_dir=sched.checkpoints, quiet=True, data=tiny,
+          checkpoint_every=2)
+    slot.checkpoint.write_bytes(b"not a checkpoint")  # never read by the scheduler
+    sched.poll_progress(slot)
+    assert (slot.epochs_done, slot.checkpoint_epochs, slot.samples) == (2, 2, [(100.0, 2)])
+    assert slot.first_epoch_at == 100.0
+    progress_path(slot.checkpoint).write_text("{half")  # unreadable: this poll is skipped
+    now[0] = 110.0
+    sched.poll_progress(slot)
+    assert slot.samples == [(100.0, 2)]

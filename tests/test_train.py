@@ -2,6 +2,7 @@
 refusals before any work, train-grid, fast-path switches on CPU."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ from kps.results import config_record_path, load_record, load_records
 
 torch.set_num_threads(1)
 
-TIMING = ("wall_time_s", "started_at")
+# when it ran, and which commit (others may commit while the suite runs)
+TIMING = ("wall_time_s", "started_at", "git_commit", "git_dirty")
 
 
 def strip_timing(record: dict) -> dict:
@@ -211,6 +213,65 @@ def test_nan_weights_stop_without_per_step_value_checks(tmp_path, monkeypatch):
     state = torch.load(ckpt, weights_only=False)
     assert state["next_epoch"] == 1 and len(state["history"]) == 1
     assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_checkpoint_every_and_progress_file(tmp_path, monkeypatch):
+    """checkpoint_every=2: checkpoints after epochs 1 and 3 (the last), the progress file
+    after every epoch; a divergence in epoch 3 names the epoch-1 checkpoint."""
+    saves = []
+    save = kt.atomic_torch_save
+    monkeypatch.setattr(kt, "atomic_torch_save", lambda state, path: saves.append(state["next_epoch"]) or save(state, path))
+    config = make_config("cifar10", "ce", **tiny_overrides(epochs=3))
+    kt.train(config, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", data=synthetic_data(), quiet=True,
+             checkpoint_every=2)
+    assert saves == [2, 3]
+    ckpt = kt.checkpoint_path(tmp_path / "ckpt", config)
+    assert kt.progress_path(ckpt) == ckpt.with_suffix(".progress.json")
+    assert kt.progress_path("a/seed0.pt") == kt.Path("a/seed0.progress.json")
+    progress = kt.read_progress(ckpt)
+    assert progress["next_epoch"] == 3 and progress["epochs"] == 3 and progress["checkpoint_next_epoch"] == 3
+    assert progress["elapsed_s"] > 0
+    assert kt.read_progress(tmp_path / "none.pt") is None
+
+    real = kt.learning_rate
+    monkeypatch.setattr(kt, "learning_rate", lambda epoch, **kw: 1e30 if epoch >= 3 else real(epoch, **kw))
+    saves.clear()
+    long = make_config("cifar10", "ce", **tiny_overrides(epochs=5, seed=1))
+    with pytest.raises(kt.TrainingDiverged, match=r"in epoch 3 \(0-indexed\).*after epoch 1\)"):
+        kt.train(long, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", data=synthetic_data(),
+                 quiet=True, checkpoint_every=2)
+    assert saves == [2]
+    assert kt.read_progress(kt.checkpoint_path(tmp_path / "ckpt", long))["checkpoint_next_epoch"] == 2
+    with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1, got 0"):
+        kt.train(long, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", checkpoint_every=0)
+
+
+def test_no_host_read_back_per_step(monkeypatch):
+    """A training epoch reads values back from the device a fixed number of times,
+    however many steps it has (none per step; progress bar off)."""
+    trainer = kt.Trainer(make_config("cifar10", "kps_ga_mixup", **tiny_overrides()), synthetic_data())
+    reads = []
+    for name in ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda self, *a, _n=name, _r=real, **k: reads.append(_n) or _r(self, *a, **k))
+    counts = []
+    for steps in (1, 4):
+        reads.clear()
+        loss = trainer.train_epoch(0, trainer.epoch_indices()[: 16 * steps])
+        assert math.isfinite(loss)
+        counts.append(list(reads))
+    assert counts[0] == counts[1] and len(counts[0]) <= 2, counts
+
+
+def test_git_state_without_git(monkeypatch):
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(kt.subprocess, "run", no_git)
+    monkeypatch.delenv("KPS_GIT_COMMIT", raising=False)
+    assert kt.git_state() == (None, None)
+    monkeypatch.setenv("KPS_GIT_COMMIT", "0123abcd" * 5)
+    assert kt.git_state() == ("0123abcd" * 5, None)
 
 
 def test_refusals_before_any_work(tmp_path, monkeypatch):
