@@ -16,6 +16,12 @@ epoch permutation is drawn on the device.  Large-image datasets go through a
 torch DataLoader over the same permutation.  The fast-path switches of the
 config (``channels_last``, ``bf16`` autocast with the head and loss in
 float32, ``fused_sgd``, ``compile``) change how, not what, is computed.
+``compile`` compiles the whole forward + loss of a training step
+(:meth:`Trainer.batch_loss`) and the evaluation forward, with static shapes
+(``dynamic=False``); a batch of another size (the last, partial batch of an
+epoch, which is kept as in the reference code) runs eagerly instead of
+compiling a second graph.  "reduce-overhead" (GPU only) also captures those
+graphs as CUDA graphs.
 
 Checkpoints (atomic; every ``checkpoint_every`` epochs, default 1, and after
 the last) hold the model, the optimizer, every random state (CPU, data order,
@@ -363,10 +369,10 @@ class Trainer:
         if self.ctx.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
-        self.eval_net: nn.Module = self.net
+        self.compiled_loss = self.compiled_eval = None
         if config.compile != "none":
-            self.train_net = torch.compile(self.train_net, mode=config.compile)
-            self.eval_net = torch.compile(self.net, mode=config.compile)
+            self.compiled_loss = torch.compile(self.batch_loss, mode=config.compile, dynamic=False)
+            self.compiled_eval = torch.compile(self.net, mode=config.compile, dynamic=False)
         self.optimizer = _make_optimizer(self.model.parameters(), config, self.device)
         self.loss_fn = make_loss(self.spec.loss, self.counts, **loss_options(config)).to(self.device)
         # no per-step value checks (each is a host synchronisation): a diverged run shows
@@ -410,18 +416,37 @@ class Trainer:
             self.loss_fn.weight = None if w is None else torch.as_tensor(w, dtype=torch.float32, device=self.device)
         return lr
 
-    def _loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean loss of one batch (NaN once the weights have diverged).  With mixup
-        (Zhang et al.): x' = lam x + (1 - lam) x[perm], loss lam L(y) + (1 - lam) L(y[perm]),
-        lam ~ Beta(alpha, alpha)."""
-        targets = [(1.0, y)]
+    def batch_loss(self, x: torch.Tensor, y: torch.Tensor, mix: tuple[torch.Tensor, ...] | None = None
+                   ) -> torch.Tensor:
+        """Forward + mean loss of one batch (NaN once the weights have diverged): the
+        unit ``compile`` compiles.  ``mix`` = (lam, 1 - lam, perm) for mixup (Zhang et
+        al.): x' = lam x + (1 - lam) x[perm], loss lam L(y) + (1 - lam) L(y[perm])."""
+        if mix is None:
+            return self.loss_fn(self.train_net(x), y)
+        lam, rest, perm = mix
+        scores = self.train_net(lam * x + rest * x[perm])
+        return lam * self.loss_fn(scores, y) + rest * self.loss_fn(scores, y[perm])
+
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, full: int) -> torch.Tensor:
+        """:meth:`batch_loss` of one batch, compiled for batches of the ``full`` size;
+        mixup's lam ~ Beta(alpha, alpha) drawn here (a float32 tensor on the device,
+        so the compiled graph does not specialise on its value)."""
+        mix = None
         if self.config.mixup_alpha > 0:
             lam = float(self.mix_rng.beta(self.config.mixup_alpha, self.config.mixup_alpha))
             perm = torch.randperm(len(y), generator=self.aug_gen, device=self.aug_gen.device).to(y.device)
-            x = lam * x + (1 - lam) * x[perm]
-            targets = [(lam, y), (1 - lam, y[perm])]
-        scores = self.train_net(x)
-        return sum(w * self.loss_fn(scores, t) for w, t in targets)
+            coefficients = torch.tensor([lam, 1 - lam], dtype=torch.float32).to(y.device, non_blocking=True)
+            mix = (coefficients[0], coefficients[1], perm)
+        if self.compiled_loss is not None and len(y) == full:
+            self._new_graph_step()
+            return self.compiled_loss(x, y, mix)
+        return self.batch_loss(x, y, mix)
+
+    def _new_graph_step(self) -> None:
+        """Under CUDA graphs ("reduce-overhead"), start a new step: the previous
+        replay's outputs have been consumed and may be overwritten."""
+        if self.config.compile == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
 
     def train_epoch(self, epoch: int, indices: torch.Tensor, progress: tqdm | None = None) -> float:
         """One pass over ``indices`` (this rank's shard); returns the mean loss over all
@@ -435,7 +460,7 @@ class Trainer:
         for step, (x, y) in enumerate(self.source.train_batches(indices, per_rank, self.aug_gen)):
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            loss = self._loss(x, y)
+            loss = self._loss(x, y, per_rank)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -455,7 +480,7 @@ class Trainer:
     def evaluate(self) -> dict[str, np.ndarray]:
         """Per-class correct counts under argmax score (cos, or logits) and, for
         KPS, argmax r_j cos(theta_j); the test set is sharded over ranks and summed."""
-        self.eval_net.eval()
+        self.net.eval()
         if self.ctx.world_size > 1:  # BN statistics: every rank evaluates rank 0's (the checkpointed) model
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, 0)
@@ -465,7 +490,11 @@ class Trainer:
         for x, y in self.source.test_batches(indices, EVAL_BATCH):
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            scores = self.eval_net(x).float()
+            if self.compiled_eval is not None and len(y) == EVAL_BATCH:
+                self._new_graph_step()
+                scores = self.compiled_eval(x).float()
+            else:
+                scores = self.net(x).float()
             counts[0].scatter_add_(0, y, torch.ones_like(y))
             counts[1].scatter_add_(0, y, (scores.argmax(1) == y).long())
             if self.radius is not None:
