@@ -52,6 +52,10 @@ __all__ = [
     "table2",
     "group_names",
     "per_group_error_table",
+    "toy_angles",
+    "toy_table",
+    "GRADIENT_FORMS",
+    "gradient_table",
 ]
 
 NOT_RUN = "not run"
@@ -467,3 +471,69 @@ def per_group_error_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
                          "error": errs[:, i].mean(), "std": std[i], "n": len(group),
                          "data": group[0].get("dataset_label", c["dataset"])})
     return pd.DataFrame(rows)
+
+
+def toy_angles(toy: Mapping[str, Any]) -> pd.DataFrame:
+    """The Fig. 5 file (``python -m kps.toy``) as one row per (method, split,
+    sample): its class name and its angles in degrees to the anchors of
+    Class 1, 2 and 3 (columns theta1, theta2, theta3)."""
+    names = toy["classes"]
+    frames = []
+    for method, run in toy["runs"].items():
+        for split in ("train", "test"):
+            angles = np.asarray(run[f"{split}_angles"], dtype=np.float64) / 10.0
+            labels = np.asarray(toy[f"{split}_labels"])
+            if angles.shape != (len(names), labels.size):
+                raise ValueError(f"{method} {split}: angles of shape {angles.shape} for {labels.size} samples")
+            frame = pd.DataFrame({f"theta{j + 1}": angles[j] for j in range(len(names))})
+            frame.insert(0, "class", [names[k] for k in labels])
+            frame.insert(0, "split", split)
+            frame.insert(0, "method", method)
+            frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def toy_table(toy: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per loss of the toy experiment: test error, per-class test
+    accuracy, the share of Class 1-2 test samples that are key points (within
+    90 degrees of both anchors, Fig. 1), the share of Class 3 test samples
+    that are non-key points for Classes 1-2 (beyond 90 degrees of both), and
+    the run's provenance."""
+    angles = toy_angles(toy)
+    names = toy["classes"]
+    rows = []
+    for method, run in toy["runs"].items():
+        test = angles[(angles["method"] == method) & (angles["split"] == "test")]
+        pair = test[test["class"].isin(names[:2])]
+        third = test[test["class"] == names[2]]
+        row = {"loss": method, "test error (%)": round(run["top1_error"], 2)}
+        row.update({f"accuracy {n} (%)": round(a, 1) for n, a in zip(names, run["per_class_accuracy"])})
+        row["key points, Classes 1-2 (%)"] = round(100 * ((pair.theta1 < 90) & (pair.theta2 < 90)).mean(), 1)
+        row["Class 3 non-key for 1-2 (%)"] = round(100 * ((third.theta1 >= 90) & (third.theta2 >= 90)).mean(), 1)
+        row.update({"epochs": run["config"]["epochs"], "device": run["device"],
+                    "commit": str(run["git_commit"])[:10] + (" (dirty)" if run["git_dirty"] else ""),
+                    "started": run["started_at"][:19], "wall time (min)": round(run["wall_time_s"] / 60, 1)})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("loss")
+
+
+GRADIENT_FORMS = {"eq22": "KPS, eq. 22 (one scale s)", "eq25_column": "KPS-GA, eq. 25 (column s_j)",
+                  "authors_row": "KPS-GA, authors' code (row s_y)"}
+
+
+def gradient_table(grad: Mapping[str, Any]) -> pd.DataFrame:
+    """The gradient file (``python -m kps.gradients``) per class: its training
+    count, and for each form the summed positive and negative gradient
+    magnitude on cos(theta_i) per training image of the class, and their ratio."""
+    counts = np.asarray(grad["train_counts"], dtype=np.float64)
+    total = counts.sum()
+    rows: dict[tuple[str, str], Any] = {}
+    for key, title in GRADIENT_FORMS.items():
+        pos = np.asarray(grad["signals"][key]["positive"])
+        neg = np.asarray(grad["signals"][key]["negative"])
+        rows[(title, "positive / image")] = pos / counts
+        rows[(title, "negative / image")] = neg / (total - counts)
+        rows[(title, "negative / positive")] = neg / pos
+    frame = pd.DataFrame(rows, index=[f"{n} (n={int(c)})" for n, c in zip(grad["class_names"], counts)])
+    frame.columns = pd.MultiIndex.from_tuples(frame.columns)
+    return frame

@@ -216,3 +216,39 @@ def test_find_repo_root(tmp_path):
     assert report.find_repo_root(ROOT / "notebooks") == ROOT
     with pytest.raises(FileNotFoundError, match="repository root"):
         report.find_repo_root(tmp_path)
+
+
+def fake_toy():
+    """A Fig. 5 file of kps.toy's layout with made-up angles (tests only)."""
+    run = {"config": {"epochs": 30}, "top1_error": 12.5, "per_class_accuracy": [90.0, 50.0, 95.0],
+           "device": "cpu", "git_commit": "abcdef0123456", "git_dirty": True, "started_at": "2026-11-26T18:00:00",
+           "wall_time_s": 600.0,
+           "train_angles": [[300, 800, 1000], [800, 300, 1000], [1200, 1300, 200]],
+           "test_angles": [[300, 950, 1000, 850], [800, 300, 1000, 950], [1200, 1300, 200, 300]]}
+    return {"classes": ["cat", "dog", "automobile"], "train_labels": [0, 1, 2], "test_labels": [0, 1, 2, 2],
+            "runs": {"kps": run}}
+
+
+def test_toy_angles_and_table():
+    toy = fake_toy()
+    a = report.toy_angles(toy)
+    assert len(a) == 7 and set(a["split"]) == {"train", "test"}
+    row = a[(a.split == "test")].iloc[1]
+    assert (row["class"], row["theta1"], row["theta2"]) == ("dog", 95.0, 30.0)
+    t = report.toy_table(toy).loc["kps"]
+    assert t["key points, Classes 1-2 (%)"] == 50.0          # the cat at (30, 80); the dog at (95, 30) is not
+    assert t["Class 3 non-key for 1-2 (%)"] == 50.0          # one of the two automobiles is beyond 90 of both
+    assert t["accuracy dog (%)"] == 50.0 and t["commit"] == "abcdef0123 (dirty)" and t["wall time (min)"] == 10.0
+    toy["runs"]["kps"]["test_angles"] = [[1, 2]] * 3
+    with pytest.raises(ValueError, match="angles of shape"):
+        report.toy_angles(toy)
+
+
+def test_gradient_table():
+    grad = {"class_names": ["a", "b"], "train_counts": [30, 10],
+            "signals": {k: {"positive": [3.0, 2.0], "negative": [1.0, 4.0]} for k in report.GRADIENT_FORMS}}
+    t = report.gradient_table(grad)
+    col = report.GRADIENT_FORMS["eq22"]
+    assert t.loc["a (n=30)", (col, "positive / image")] == pytest.approx(0.1)
+    assert t.loc["b (n=10)", (col, "negative / image")] == pytest.approx(4.0 / 30)
+    assert t.loc["b (n=10)", (col, "negative / positive")] == pytest.approx(2.0)
