@@ -50,3 +50,17 @@ def test_gradient_signals_match_eq22_and_eq25():
         np.testing.assert_allclose(sig[name]["positive"], (grad * onehot).sum(0), rtol=1e-6)
         np.testing.assert_allclose(sig[name]["negative"], (grad * (1 - onehot)).sum(0), rtol=1e-6)
     assert not np.allclose(sig["authors_row"]["negative"], sig["eq25_column"]["negative"])
+
+
+def test_toy_run_on_tiny_data():
+    from synthetic import synthetic_data
+
+    from kps.toy import run
+
+    data = synthetic_data(counts=(6, 4, 2), n_test=3)
+    out = run(data, "kps", torch.device("cpu"), epochs=1, seed=0)
+    assert len(out["train_angles"]) == 3 and len(out["train_angles"][0]) == 12
+    assert len(out["test_angles"][0]) == 9
+    assert all(0 <= a <= 1800 for row in out["test_angles"] for a in row)
+    assert out["config"]["method"] == "kps" and out["config"]["epochs"] == 1 and len(out["train_loss"]) == 1
+    assert 0.0 <= out["top1_error"] <= 100.0 and len(out["per_class_accuracy"]) == 3
