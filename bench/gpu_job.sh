@@ -10,7 +10,10 @@
 #
 # Environment (all optional): OUT (required; the device tool sets it), KPS_JOB_SMOKE=1 (CPU check:
 # tiny bench, 1-epoch runs on a shrunk data set), KPS_JOB_BUDGET_S, KPS_JOB_RESERVE_S,
-# KPS_JOB_CONCURRENCY, KPS_JOB_COMPILE (torch.compile mode of the runs), KPS_JOB_BENCH=0 (skip the
+# KPS_JOB_CONCURRENCY, KPS_JOB_COMPILE (torch.compile mode of the runs' training step; default
+# "auto": the bench times eager, "default" and "reduce-overhead" (CUDA graphs, GPU only) and the grid
+# takes the faster of the two compiled modes that finished, "default" if neither did),
+# KPS_JOB_CHECKPOINT_EVERY (epochs between checkpoints, default 10), KPS_JOB_BENCH=0 (skip the
 # bench), KPS_JOB_BENCH_MAX_S, KPS_JOB_RUNS (another run list), KPS_JOB_DATA_ROOT, KPS_JOB_ARCHIVE,
 # KPS_JOB_CHECKPOINTS (a checkpoints.tar of an earlier job to resume), KPS_JOB_WORK, KPS_GIT_COMMIT.
 #
@@ -33,7 +36,8 @@ SMOKE=${KPS_JOB_SMOKE:-0}
 BUDGET=${KPS_JOB_BUDGET_S:-540}
 RESERVE=${KPS_JOB_RESERVE_S:-20}
 RUNS=${KPS_JOB_RUNS:-$RUNS}
-COMPILE=${KPS_JOB_COMPILE:-default}
+COMPILE=${KPS_JOB_COMPILE:-auto}
+CHECKPOINT_EVERY=${KPS_JOB_CHECKPOINT_EVERY:-10}
 DATA_ROOT=${KPS_JOB_DATA_ROOT:-data}
 ARCHIVE=${KPS_JOB_ARCHIVE:-data/cifar10-jpeg.tar.gz}
 CHECKPOINTS_TAR=${KPS_JOB_CHECKPOINTS:-data/job-checkpoints.tar}
@@ -46,7 +50,11 @@ if [ "$SMOKE" = 1 ]; then
 else
     DEVICE=cuda
     CONCURRENCY=${KPS_JOB_CONCURRENCY:-6}
-    FAST_MODES=none; if [ "$COMPILE" != none ]; then FAST_MODES="none,$COMPILE"; fi
+    case "$COMPILE" in
+        auto) FAST_MODES="none,default,reduce-overhead" ;;
+        none) FAST_MODES=none ;;
+        *) FAST_MODES="none,$COMPILE" ;;
+    esac
     BENCH_ARGS=(--device cuda --epochs 3 --warmup-epochs 1 --workers 4 --fast-modes "$FAST_MODES")
     GRID_ARGS=()
     BENCH_MAX=${KPS_JOB_BENCH_MAX_S:-240}
@@ -98,6 +106,19 @@ stage_bench() {
     timeout -k 10 "$BENCH_MAX" "$PY" bench/bench.py "${BENCH_ARGS[@]}" --data-root "$DATA_ROOT" --out-dir "$OUT"
 }
 
+# The grid's compile mode: $COMPILE, or for "auto" the faster compiled mode of the bench result $1
+# (a mode whose bench trainer failed or was cut off is not in it; "default" without a result).
+grid_compile() {
+    if [ "$COMPILE" != auto ]; then echo "$COMPILE"; return; fi
+    "$PY" -c 'import json, sys
+try:
+    trainers = json.load(open(sys.argv[1]))["trainers"]
+except (OSError, ValueError, KeyError):
+    trainers = {}
+timed = {m: trainers[f"fast_{m}"]["epoch_s"] for m in ("default", "reduce-overhead") if f"fast_{m}" in trainers}
+print(min(timed, key=timed.get) if timed else "default")' "${1:-/nonexistent}"
+}
+
 stage_grid() {
     if [ -f "$CHECKPOINTS_TAR" ]; then
         log "resuming from the checkpoints in $CHECKPOINTS_TAR"
@@ -105,10 +126,13 @@ stage_grid() {
     fi
     local bench_json
     bench_json=$(ls -t "$OUT"/*.json 2>/dev/null | grep -v '/runs\.json$' | head -n 1)
+    local mode
+    mode=$(grid_compile "$bench_json")
+    log "grid compile mode: $mode (asked: $COMPILE), checkpoint every $CHECKPOINT_EVERY epochs"
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-4} \
         "$PY" bench/grid.py run --runs "$RUNS" --device "$DEVICE" \
         --data-root "$DATA_ROOT" --work "$WORK" --out "$OUT" --existing results --deadline "$DEADLINE" \
-        --concurrency "$CONCURRENCY" --compile "$COMPILE" ${bench_json:+--bench "$bench_json"} ${GRID_ARGS[@]+"${GRID_ARGS[@]}"}
+        --concurrency "$CONCURRENCY" --compile "$mode" --checkpoint-every "$CHECKPOINT_EVERY" ${bench_json:+--bench "$bench_json"} ${GRID_ARGS[@]+"${GRID_ARGS[@]}"}
 }
 
 main() {

@@ -4,7 +4,10 @@ GPU, within a fixed wall-clock budget.
 
 ``python bench/grid.py one ...`` trains one configuration through
 :func:`kps.train.train` (the trainer's own code path, fast-path switches on:
-channels_last, fused SGD, and on CUDA bf16 autocast and ``torch.compile``).
+channels_last, fused SGD, and on CUDA bf16 autocast and ``torch.compile`` of
+the training step in ``--compile`` mode, "reduce-overhead" adding CUDA graphs),
+quietly (no progress bar, so no read-back of the loss during an epoch), with a
+checkpoint every ``--checkpoint-every`` epochs (and after the last).
 
 ``python bench/grid.py run ...`` schedules the runs as independent processes
 (a failure stops only its own run), in the given priority order, at most
@@ -136,7 +139,8 @@ def cmd_one(args: argparse.Namespace) -> int:
             data = shrink(build_dataset(DATASET, args.data_root, config.imbalance, seed=config.subset_seed),
                           args.shrink)
         record = train(config, data_root=args.data_root, out=args.out, device=args.device, resume=args.resume,
-                       quiet=True, checkpoint_dir=args.checkpoints, data=data)
+                       quiet=True, checkpoint_dir=args.checkpoints, data=data,
+                       checkpoint_every=args.checkpoint_every)
     except TrainingDiverged as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_DIVERGED
@@ -311,7 +315,8 @@ class Scheduler:
         cmd = [sys.executable, str(Path(__file__).resolve()), "one", "--run", slot.run.name,
                "--device", a.device, "--imbalance", str(a.imbalance), "--seed", str(a.seed),
                "--data-root", a.data_root, "--out", str(self.records), "--checkpoints", str(self.checkpoints),
-               "--compile", a.compile, "--shrink", str(a.shrink), "--resume"]
+               "--compile", a.compile, "--shrink", str(a.shrink), "--checkpoint-every", str(a.checkpoint_every),
+               "--resume"]
         if a.epochs is not None:
             cmd += ["--epochs", str(a.epochs)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -593,7 +598,11 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--seed", type=int, default=0)
         q.add_argument("--epochs", type=int, help="fewer epochs than the preset's 200 (smoke checks)")
         q.add_argument("--data-root", default=str(REPO / "data"))
-        q.add_argument("--compile", default="default", help="torch.compile mode on CUDA (default: default)")
+        q.add_argument("--compile", default="default",
+                       help="torch.compile mode of the training step on CUDA (default: default; "
+                            "reduce-overhead: also CUDA graphs)")
+        q.add_argument("--checkpoint-every", type=int, default=10,
+                       help="save the checkpoint every k epochs and after the last (default: 10)")
         q.add_argument("--shrink", type=int, default=1, help="keep every k-th image (smoke checks only)")
 
     one = sub.add_parser("one", help="train one grid entry")

@@ -239,3 +239,28 @@ def test_scheduler_reads_progress_files_not_checkpoints(tmp_path):
     now[0] = 110.0
     sched.poll_progress(slot)
     assert slot.samples == [(100.0, 2)]
+
+
+def test_job_picks_the_faster_compiled_mode_from_the_bench(tmp_path):
+    """gpu_job.sh's grid_compile: with KPS_JOB_COMPILE=auto the faster of default and
+    reduce-overhead in the bench JSON (a mode absent there is not chosen), default without
+    a result; a forced mode is kept.  The runs checkpoint every 10 epochs by default."""
+    script = (REPO / "bench" / "gpu_job.sh").read_text()
+    function = script[script.index("grid_compile() {"):]
+    function = function[: function.index("\n}\n") + 3]
+
+    def pick(compile_mode, trainers):
+        path = tmp_path / "bench.json"
+        path.write_text(json.dumps({"trainers": trainers}))
+        out = subprocess.run(["bash", "-c", f'{function}\ngrid_compile "$1"', "x", str(path)],
+                             env=dict(os.environ, PY=sys.executable, COMPILE=compile_mode),
+                             capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    both = {"fast_none": {"epoch_s": 5.0}, "fast_default": {"epoch_s": 0.5}, "fast_reduce-overhead": {"epoch_s": 0.3}}
+    assert pick("auto", both) == "reduce-overhead"
+    assert pick("auto", dict(both, **{"fast_reduce-overhead": {"epoch_s": 0.7}})) == "default"
+    assert pick("auto", {"fast_none": {"epoch_s": 5.0}, "fast_default": {"epoch_s": 0.5}}) == "default"
+    assert pick("auto", {}) == "default"
+    assert pick("default", both) == "default"
+    assert grid.build_parser().parse_args(["one", "--run", "ce", "--out", "o", "--checkpoints", "c"]).checkpoint_every == 10
