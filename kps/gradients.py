@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = make_config(args.dataset, "kps", imbalance=args.imbalance, seed=args.seed, epochs=args.epochs,
                          eval_every=args.epochs)
     data = build_dataset(args.dataset, args.data_root, args.imbalance, seed=config.subset_seed)
+    commit, dirty = git_state()  # the code as loaded now, before HEAD can move during the run
     trainer = Trainer(config, data, device, num_workers=0)
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     losses = [trainer.train_epoch(epoch, trainer.epoch_indices()) for epoch in range(args.epochs)]
@@ -95,7 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     spec = DATASETS[data.name]
     cos = cosines(trainer.model, data.train.images, GPUAugment(spec.mean, spec.std), device)
     labels = data.train.targets.numpy()
-    commit, dirty = git_state()
     out = {
         "kind": "gradient_signals", "dataset": args.dataset, "dataset_label": data.label,
         "class_names": list(data.class_names), "train_counts": list(data.counts),

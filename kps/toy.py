@@ -85,6 +85,7 @@ def run(data: LTData, method: str, device: torch.device, epochs: int, seed: int)
     """Train one loss on the toy data (the epochs of ``Trainer.fit``, without
     its run record, which is for the 10/100-class configurations of the
     tables) and return its angles and test errors."""
+    provenance = _provenance(device)  # the code as loaded now, before HEAD can move during the run
     trainer = Trainer(toy_config(method, epochs, seed), data, device, num_workers=0)
     started, t0 = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     losses = [trainer.train_epoch(epoch, trainer.epoch_indices()) for epoch in range(epochs)]
@@ -100,7 +101,7 @@ def run(data: LTData, method: str, device: torch.device, epochs: int, seed: int)
         "train_loss": [round(v, 5) for v in losses],
         "wall_time_s": round(wall, 1),
         "started_at": started,
-        **_provenance(device),
+        **provenance,
         "train_angles": angles_decidegrees(cosines(trainer.model, data.train.images, augment, device)),
         "test_angles": angles_decidegrees(cosines(trainer.model, data.test.images, augment, device)),
     }
