@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import synthetic_data  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO / "data"
 
 
 def _load(name):
@@ -158,11 +157,10 @@ def test_bench_outputs_gpu_names_and_refuses_cpu_results_dir(tmp_path):
     assert bench.assumed_bf16_peak("Tesla T4")[0] is None
 
 
-@pytest.mark.skipif(not (DATA / "cifar10-jpeg" / "train").is_dir(), reason="data/cifar10-jpeg not extracted")
-def test_bench_script_on_the_jpeg_copy(tmp_path):
+def test_bench_script_on_the_jpeg_copy(tmp_path, jpeg_root):
     out = tmp_path / "bench.json"
     assert bench.main(["--device", "cpu", "--epochs", "1", "--warmup-epochs", "0", "--limit-steps", "1",
-                       "--workers", "1", "--batch-size", "8", "--data-root", str(DATA), "--out", str(out)]) == 0
+                       "--workers", "1", "--batch-size", "8", "--data-root", str(jpeg_root), "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["config"]["dataset_label"] == "CIFAR-10 (JPEG copy)" and doc["config"]["train_images"] == 12406
     assert doc["config"]["test_images"] == 8 and doc["trainers"]["reference"]["compile_overhead_s"] is None

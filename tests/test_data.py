@@ -18,9 +18,7 @@ from kps.data import (DATASETS, build_dataset, download, extract_jpeg_pack, long
                       long_tailed_indices, summarize_counts, train_class_counts, verify_archive)
 from kps.folders import class_counts_from_coco_json, class_counts_from_list_file, read_list_file
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-PACK = SHARED / "cifar10-jpeg.tar.gz"
-REPO_DATA = Path(__file__).resolve().parents[1] / "data"
+from conftest import PACK
 
 
 def reference_selection(targets, counts, seed):
@@ -207,19 +205,6 @@ def test_missing_and_incomplete_jpeg_tree(tmp_path):
             (tmp_path / "cifar10-jpeg" / split / name / "0000.jpg").write_bytes(b"")
     with pytest.raises(ValueError, match="incomplete"):
         build_dataset("cifar10-jpeg", tmp_path, 100)
-
-
-@pytest.fixture(scope="session")
-def jpeg_root(tmp_path_factory):
-    """A data root holding the extracted JPEG pack: the repository's data/ when
-    it is there, else a fresh extraction (verified) into a session folder."""
-    if (REPO_DATA / "cifar10-jpeg" / "test" / "truck").is_dir():
-        return REPO_DATA
-    if not PACK.is_file():
-        pytest.skip(f"CIFAR-10 JPEG pack not found at {PACK} (the shared data folder sits beside the clone in CI)")
-    root = tmp_path_factory.mktemp("jpeg")
-    extract_jpeg_pack(PACK, root)
-    return root
 
 
 def _independent_selection(root, counts, seed):
