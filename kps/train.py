@@ -54,7 +54,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bar: notebooks here have no ipywidgets
 
 from kps.configs import RunConfig, format_imbalance, setting_tag
 from kps.data import DATASETS, GPUAugment, LTData, TensorSplit, build_dataset
