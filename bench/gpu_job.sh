@@ -13,7 +13,8 @@
 # KPS_JOB_CONCURRENCY, KPS_JOB_COMPILE (torch.compile mode of the runs' training step; default
 # "auto": the bench times eager, "default" and "reduce-overhead" (CUDA graphs, GPU only) and the grid
 # takes the faster of the two compiled modes that finished, "default" if neither did),
-# KPS_JOB_CHECKPOINT_EVERY (epochs between checkpoints, default 10), KPS_JOB_BENCH=0 (skip the
+# KPS_JOB_CHECKPOINT_EVERY (epochs between checkpoints, default 10), KPS_JOB_PARTIAL (default 1: start
+# the first wave even when the bench predicts that no run finishes in time; 0: the strict time guard), KPS_JOB_BENCH=0 (skip the
 # bench), KPS_JOB_BENCH_MAX_S, KPS_JOB_RUNS (another run list), KPS_JOB_DATA_ROOT, KPS_JOB_ARCHIVE,
 # KPS_JOB_CHECKPOINTS (a checkpoints.tar of an earlier job to resume), KPS_JOB_WORK, KPS_GIT_COMMIT.
 #
@@ -38,6 +39,7 @@ RESERVE=${KPS_JOB_RESERVE_S:-20}
 RUNS=${KPS_JOB_RUNS:-$RUNS}
 COMPILE=${KPS_JOB_COMPILE:-auto}
 CHECKPOINT_EVERY=${KPS_JOB_CHECKPOINT_EVERY:-10}
+PARTIAL=${KPS_JOB_PARTIAL:-1}
 DATA_ROOT=${KPS_JOB_DATA_ROOT:-data}
 ARCHIVE=${KPS_JOB_ARCHIVE:-data/cifar10-jpeg.tar.gz}
 CHECKPOINTS_TAR=${KPS_JOB_CHECKPOINTS:-data/job-checkpoints.tar}
@@ -132,7 +134,7 @@ stage_grid() {
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-4} \
         "$PY" bench/grid.py run --runs "$RUNS" --device "$DEVICE" \
         --data-root "$DATA_ROOT" --work "$WORK" --out "$OUT" --existing results --deadline "$DEADLINE" \
-        --concurrency "$CONCURRENCY" --compile "$mode" --checkpoint-every "$CHECKPOINT_EVERY" ${bench_json:+--bench "$bench_json"} ${GRID_ARGS[@]+"${GRID_ARGS[@]}"}
+        --concurrency "$CONCURRENCY" --compile "$mode" --checkpoint-every "$CHECKPOINT_EVERY" ${bench_json:+--bench "$bench_json"} $([ "$PARTIAL" = 1 ] && echo --partial) ${GRID_ARGS[@]+"${GRID_ARGS[@]}"}
 }
 
 main() {

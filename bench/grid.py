@@ -419,7 +419,7 @@ class Scheduler:
             if self.running() and not self.settled_start():
                 return True   # the first wave: start it, measure, shed if needed
             cap = self.single_rate
-            if cap is None:
+            if cap is None or self.args.partial:
                 return True
             return now + self.startup_estimate() + self._epochs(self.slots[0]) / cap <= self.deadline
         finish = predict_finish(now, self.jobs(self.running(), extra=1), *est)
@@ -620,6 +620,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--existing", help="skip runs whose record exists under this results folder")
     run.add_argument("--bench", help="bench result JSON (one run's speed alone)")
     run.add_argument("--concurrency", type=int, default=6)
+    run.add_argument("--partial", action="store_true",
+                     help="start the first wave even if the bench predicts no run can finish: "
+                          "unfinished runs leave checkpoints that a follow-up job resumes")
     group = run.add_mutually_exclusive_group(required=True)
     group.add_argument("--deadline", type=float, help="unix time by which everything must have finished")
     group.add_argument("--budget-s", type=float, help="seconds from now")

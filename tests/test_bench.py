@@ -216,6 +216,18 @@ def test_scheduler_rates_saturation_and_shedding(tmp_path):
     assert sched.rate(sched.slots[0]) == pytest.approx(20 / 50)
 
 
+def test_time_guard_refuses_a_hopeless_first_run_unless_partial(tmp_path):
+    """Bench rate 0.1 epochs/s: a 200-epoch run needs 2000 s, the deadline is 500 s away.
+    The strict guard starts nothing; --partial starts it (it leaves checkpoints)."""
+    now = [1000.0]
+    for extra, expected in (((), False), (("--partial",), True)):
+        sched = _scheduler(tmp_path, "--epochs", "200", *extra, clock=lambda: now[0])
+        sched.single_rate, sched.deadline = 0.1, 1500.0
+        assert sched.fits(None) is expected
+        sched.single_rate = 1.0  # 200 s + start-up: fits either way
+        assert sched.fits(None) is True
+
+
 def test_scheduler_reads_progress_files_not_checkpoints(tmp_path):
     """Progress comes from the trainer's progress file beside the checkpoint (written by
     a real 2-epoch run with checkpoint_every=2), not from loading the checkpoint."""
