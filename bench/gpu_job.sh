@@ -78,7 +78,7 @@ log() { printf '[job %s +%ss] %s\n' "$(date -u +%H:%M:%S)" "$(($(date +%s) - STA
 
 stage_env() {
     log "smoke=$SMOKE device=$DEVICE budget=${BUDGET}s concurrency=$CONCURRENCY compile=$COMPILE work=$WORK"
-    log "git commit: $(git rev-parse HEAD 2>/dev/null || echo "${KPS_GIT_COMMIT:-unknown (no .git here; set KPS_GIT_COMMIT)}")"
+    log "git commit: ${KPS_GIT_COMMIT:-unset} (declared; the records use it), git here: $(git rev-parse HEAD 2>/dev/null || echo 'no .git')"
     "$PY" -c 'import sys, torch, torchvision; print(sys.version.split()[0], "torch", torch.__version__,
 "torchvision", torchvision.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
     if [ "$DEVICE" = cuda ]; then

@@ -159,11 +159,16 @@ def device_name(device: torch.device) -> str:
 
 
 def git_state() -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the repository holding this package; dirty ignores
-    results/ and bench/results/ (records written by runs).  Outside git (a copy of
-    the tree without .git, as on the GPU machine): (the environment's
-    KPS_GIT_COMMIT, None: dirty unknown), or (None, None) without it."""
+    """(commit, dirty) of the code this process runs; dirty ignores results/ and
+    bench/results/ (records written by runs).
+
+    The environment's KPS_GIT_COMMIT, when set, names the commit: a copy of the
+    tree (the GPU machine's) may carry no .git or a stale one (seen 2026-11-26: a
+    copy of commit cf36c4a whose .git still said 65a4c88).  Dirty is then known only
+    if git there agrees on that commit, else None.  Without KPS_GIT_COMMIT: git's
+    HEAD and status, or (None, None) outside git."""
     root = Path(__file__).resolve().parent.parent
+    declared = os.environ.get("KPS_GIT_COMMIT", "").strip() or None
 
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
@@ -172,7 +177,9 @@ def git_state() -> tuple[str | None, bool | None]:
         commit = git("rev-parse", "HEAD").strip()
         status = git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)bench/results")
     except (OSError, subprocess.CalledProcessError):
-        return os.environ.get("KPS_GIT_COMMIT", "").strip() or None, None
+        return declared, None
+    if declared is not None and declared != commit:
+        return declared, None
     return commit, bool(status.strip())
 
 

@@ -3,6 +3,7 @@ refusals before any work, train-grid, fast-path switches on CPU."""
 
 import json
 import math
+import subprocess
 
 import numpy as np
 import pytest
@@ -272,6 +273,22 @@ def test_git_state_without_git(monkeypatch):
     assert kt.git_state() == (None, None)
     monkeypatch.setenv("KPS_GIT_COMMIT", "0123abcd" * 5)
     assert kt.git_state() == ("0123abcd" * 5, None)
+
+
+def test_git_state_declared_commit_beats_a_stale_git(monkeypatch):
+    """A tree whose .git says one commit but whose launcher declares another (the GPU
+    copy of 2026-11-26): the declared commit, dirty unknown; if they agree, git's status."""
+    def fake_git(args, **kwargs):
+        out = {"rev-parse": "65a4c88" * 5 + "\n", "status": " M bench/grid.py\n"}[args[1]]
+        return subprocess.CompletedProcess(args, 0, stdout=out)
+
+    monkeypatch.setattr(kt.subprocess, "run", fake_git)
+    monkeypatch.delenv("KPS_GIT_COMMIT", raising=False)
+    assert kt.git_state() == ("65a4c88" * 5, True)
+    monkeypatch.setenv("KPS_GIT_COMMIT", "cf36c4a" * 5)
+    assert kt.git_state() == ("cf36c4a" * 5, None)
+    monkeypatch.setenv("KPS_GIT_COMMIT", "65a4c88" * 5)
+    assert kt.git_state() == ("65a4c88" * 5, True)
 
 
 def test_refusals_before_any_work(tmp_path, monkeypatch):
