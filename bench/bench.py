@@ -137,6 +137,9 @@ class ReferenceTrainer:
 
     def __init__(self, config: RunConfig, data: LTData, device: torch.device, workers: int) -> None:
         self.config, self.device = config, device
+        self.losses: list[float] = []  # mean training loss per epoch (the reference AverageMeter)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # as cifar_train.py of LDAM-DRW does
         spec = DATASETS[data.name]
         train_tf, test_tf = reference_transforms(spec.mean, spec.std)
         pin = device.type == "cuda"
@@ -172,6 +175,7 @@ class ReferenceTrainer:
             self.optimizer.step()
             seen += len(y)
         _sync(self.device)
+        self.losses.append(loss_sum / max(seen, 1))
         return seen
 
     @torch.no_grad()
@@ -193,12 +197,14 @@ class FastTrainer:
         self.name = f"fast_{config.compile}"
         self.trainer = Trainer(config, data, device)
         self.n_test = len(data.test)
+        self.losses: list[float] = []  # mean training loss per epoch: the modes must agree (same seed)
 
     def train_epoch(self, epoch: int, limit_steps: int | None) -> int:
         indices = self.trainer.epoch_indices()
         if limit_steps is not None:
             indices = indices[: limit_steps * self.trainer.config.batch_size]
         loss = self.trainer.train_epoch(epoch, indices)  # returns a float: the device is synchronised
+        self.losses.append(loss)
         if not math.isfinite(loss):
             raise RuntimeError(f"{self.name}: training loss became {loss} in epoch {epoch}")
         return len(indices)
@@ -308,6 +314,7 @@ def time_trainer(trainer: Any, device: torch.device, *, epochs: int, warmup_epoc
         "achieved_tflops": achieved,
         "train_achieved_tflops": flops_train * n_train / train_med / 1e12,
         "fraction_of_bf16_peak": None if peak_tflops is None else achieved / peak_tflops,
+        "train_losses": list(getattr(trainer, "losses", [])),  # per epoch, warm-up included
     }
 
 
@@ -407,10 +414,18 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
            data="DataLoader + CPU torchvision transforms", workers=workers, compile="none")
     del reference
     for mode, config in fast_configs.items():
-        trainer = FastTrainer(config, data, device)
-        record(trainer.name, time_trainer(trainer, **common), precision="bf16 autocast" if cuda else "fp32",
+        try:
+            trainer = FastTrainer(config, data, device)
+            timing = time_trainer(trainer, **common)
+        except Exception as err:  # one mode failing (e.g. a capture error) leaves the others measured
+            log(f"fast_{mode}: FAILED: {type(err).__name__}: {err}")
+            doc.setdefault("failed", {})[f"fast_{mode}"] = f"{type(err).__name__}: {err}"
+            emit(doc)
+            continue
+        finally:
+            trainer = None
+        record(f"fast_{mode}", timing, precision="bf16 autocast" if cuda else "fp32",
                data="device-resident uint8 + kps.data.GPUAugment", compile=mode)
-        del trainer
     doc["complete"] = True
     emit(doc)
     return doc

@@ -10,12 +10,13 @@
 #
 # Environment (all optional): OUT (required; the device tool sets it), KPS_JOB_SMOKE=1 (CPU check:
 # tiny bench, 1-epoch runs on a shrunk data set), KPS_JOB_BUDGET_S, KPS_JOB_RESERVE_S,
-# KPS_JOB_CONCURRENCY, KPS_JOB_COMPILE (torch.compile mode of the runs' training step; default
-# "auto": the bench times eager, "default" and "reduce-overhead" (CUDA graphs, GPU only) and the grid
-# takes the faster of the two compiled modes that finished, "default" if neither did),
-# KPS_JOB_CHECKPOINT_EVERY (epochs between checkpoints, default 10), KPS_JOB_PARTIAL (default 1: start
-# the first wave even when the bench predicts that no run finishes in time; 0: the strict time guard), KPS_JOB_BENCH=0 (skip the
-# bench), KPS_JOB_BENCH_MAX_S, KPS_JOB_RUNS (another run list), KPS_JOB_DATA_ROOT, KPS_JOB_ARCHIVE,
+# KPS_JOB_MPS (default 1: run the grid under CUDA MPS if it works there), KPS_JOB_CONCURRENCY (runs at
+# once, default 8), KPS_JOB_COMPILE (compile mode of the runs' training step; default
+# "auto": the bench times eager, "reduce-overhead", "cuda-graph" and "cuda-graph-compiled" (CUDA
+# graphs, GPU only) and the grid takes the fastest compiled mode that finished and trained like eager,
+# "default" if none did), KPS_JOB_CHECKPOINT_EVERY (epochs between checkpoints, default 10),
+# KPS_JOB_PARTIAL (default 1: start the first wave even when the bench predicts that no run finishes in
+# time; 0: the strict time guard), KPS_JOB_BENCH=0 (skip the bench), KPS_JOB_BENCH_MAX_S, KPS_JOB_RUNS (another run list), KPS_JOB_DATA_ROOT, KPS_JOB_ARCHIVE,
 # KPS_JOB_CHECKPOINTS (a checkpoints.tar of an earlier job to resume), KPS_JOB_WORK, KPS_GIT_COMMIT.
 #
 # `bash bench/gpu_job.sh --list` prints the run list and exits.
@@ -51,9 +52,9 @@ if [ "$SMOKE" = 1 ]; then
     BENCH_MAX=${KPS_JOB_BENCH_MAX_S:-300}
 else
     DEVICE=cuda
-    CONCURRENCY=${KPS_JOB_CONCURRENCY:-6}
+    CONCURRENCY=${KPS_JOB_CONCURRENCY:-8}
     case "$COMPILE" in
-        auto) FAST_MODES="none,default,reduce-overhead" ;;
+        auto) FAST_MODES="none,reduce-overhead,cuda-graph,cuda-graph-compiled" ;;
         none) FAST_MODES=none ;;
         *) FAST_MODES="none,$COMPILE" ;;
     esac
@@ -108,8 +109,10 @@ stage_bench() {
     timeout -k 10 "$BENCH_MAX" "$PY" bench/bench.py "${BENCH_ARGS[@]}" --data-root "$DATA_ROOT" --out-dir "$OUT"
 }
 
-# The grid's compile mode: $COMPILE, or for "auto" the faster compiled mode of the bench result $1
-# (a mode whose bench trainer failed or was cut off is not in it; "default" without a result).
+# The grid's compile mode: $COMPILE, or for "auto" the fastest compiled mode of the bench result $1
+# whose training losses agree with the eager fast path's (same seed and batches: last epoch within
+# 10%; a mode that trains differently is never picked); a mode whose bench trainer failed or was cut
+# off is not in the result; "default" without one.
 grid_compile() {
     if [ "$COMPILE" != auto ]; then echo "$COMPILE"; return; fi
     "$PY" -c 'import json, sys
@@ -117,8 +120,38 @@ try:
     trainers = json.load(open(sys.argv[1]))["trainers"]
 except (OSError, ValueError, KeyError):
     trainers = {}
-timed = {m: trainers[f"fast_{m}"]["epoch_s"] for m in ("default", "reduce-overhead") if f"fast_{m}" in trainers}
+base = trainers.get("fast_none", {}).get("train_losses") or []
+def agrees(t):
+    mine = t.get("train_losses") or []
+    return not base or not mine or abs(mine[-1] - base[-1]) <= 0.1 * abs(base[-1])
+timed = {m: t["epoch_s"] for m in ("default", "reduce-overhead", "cuda-graph", "cuda-graph-compiled")
+         if (t := trainers.get(f"fast_{m}")) and agrees(t)}
 print(min(timed, key=timed.get) if timed else "default")' "${1:-/nonexistent}"
+}
+
+# CUDA MPS (KPS_JOB_MPS=1, the default on CUDA): the grid's processes then share the GPU's
+# multiprocessors at once instead of taking turns (each run's kernels are small: one alone leaves
+# most of the chip idle).  Its own pipe and log folders under $WORK; a CUDA check under it within
+# 60 s, else it is stopped and the grid runs without.  It changes no setting of the card.
+MPS_ON=0
+start_mps() {
+    [ "${KPS_JOB_MPS:-1}" = 1 ] && [ "$DEVICE" = cuda ] || return 0
+    if ! command -v nvidia-cuda-mps-control >/dev/null; then log "MPS: nvidia-cuda-mps-control not found; without"; return 0; fi
+    export CUDA_MPS_PIPE_DIRECTORY=$WORK/mps-pipe CUDA_MPS_LOG_DIRECTORY=$WORK/mps-log
+    mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+    if nvidia-cuda-mps-control -d && timeout -k 5 60 "$PY" -c 'import torch
+x = torch.arange(1000., device="cuda"); assert float(x.sum()) == 499500.0; print("MPS check: CUDA works")'; then
+        MPS_ON=1; log "MPS on"; return 0
+    fi
+    log "MPS: a CUDA process failed under it; stopping it, the grid runs without"
+    stop_mps
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+}
+stop_mps() {
+    [ -n "${CUDA_MPS_PIPE_DIRECTORY:-}" ] || return 0
+    echo quit | timeout 20 nvidia-cuda-mps-control || true
+    if [ "$MPS_ON" = 1 ]; then tail -n 5 "$CUDA_MPS_LOG_DIRECTORY/control.log" 2>/dev/null || true; fi
+    MPS_ON=0
 }
 
 stage_grid() {
@@ -150,7 +183,9 @@ main() {
         log "stage bench skipped (KPS_JOB_BENCH=0)"
     fi
     log "stage grid (deadline in $((DEADLINE - $(date +%s)))s)"
+    start_mps
     stage_grid || { status=$?; log "grid: not every run finished (exit $status), see runs.json"; }
+    stop_mps
     if [ "$DEVICE" = cuda ]; then nvidia-smi --query-gpu=name,memory.used,clocks.sm --format=csv || true; fi
     if [ "$OWN_WORK" = 1 ]; then rm -rf "$WORK"; fi
     log "files for the caller:"

@@ -36,7 +36,9 @@ __all__ = [
 
 ARCHS = ("resnet32", "resnet50", "resnext50_32x4d")
 STYLES = ("paper", "official")
-COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+# torch.compile modes, then the whole-step CUDA graphs of kps.graphs (eager or compiled kernels inside)
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs",
+                 "cuda-graph", "cuda-graph-compiled")
 
 
 @dataclass(frozen=True)
@@ -156,7 +158,8 @@ class RunConfig:
     seed of the long-tailed subsampling, ``seed`` the training seed.
     The last four keys select the fast path (kps.train): channels_last memory
     format, bf16 autocast of the backbone (CUDA only), fused SGD, and a
-    ``torch.compile`` mode ("none" = eager).
+    ``torch.compile`` mode ("none" = eager), or a whole-step CUDA graph
+    ("cuda-graph", "cuda-graph-compiled"; kps.graphs).
     """
 
     dataset: str

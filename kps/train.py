@@ -21,7 +21,9 @@ float32, ``fused_sgd``, ``compile``) change how, not what, is computed.
 (``dynamic=False``); a batch of another size (the last, partial batch of an
 epoch, which is kept as in the reference code) runs eagerly instead of
 compiling a second graph.  "reduce-overhead" (GPU only) also captures those
-graphs as CUDA graphs.
+graphs as CUDA graphs.  "cuda-graph" and "cuda-graph-compiled" (GPU only,
+:mod:`kps.graphs`) capture the whole step instead: batch gather, augmentation,
+forward, loss, backward and SGD, one replay per step.
 
 Checkpoints (atomic; every ``checkpoint_every`` epochs, default 1, and after
 the last) hold the model, the optimizer, every random state (CPU, data order,
@@ -58,6 +60,7 @@ from tqdm import tqdm  # plain text bar: notebooks here have no ipywidgets
 
 from kps.configs import RunConfig, format_imbalance, setting_tag
 from kps.data import DATASETS, GPUAugment, LTData, TensorSplit, build_dataset
+from kps.graphs import GRAPH_MODES, ForwardGraph, StaticBatches, StepGraph
 from kps.io import atomic_torch_save, atomic_write_text, check_writable_dir
 from kps.losses import make_loss
 from kps.models import make_model
@@ -317,7 +320,9 @@ class Scores(nn.Module):
         self.model, self.bf16 = model, bf16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+        # no autocast weight cache: CUDA graph capture forbids it, and each region
+        # here is one forward, which uses every weight once
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
             features = self.model.features(x)
         with torch.autocast(x.device.type, enabled=False):
             return self.model.head(features.float())
@@ -349,6 +354,8 @@ class Trainer:
                  num_workers: int = 8) -> None:
         self.config, self.data = config, data
         self.device = torch.device(device)
+        if self.device.type == "cuda":  # as the LDAM-DRW/KPS scripts: cuDNN times its algorithms per shape
+            torch.backends.cudnn.benchmark = True
         self.ctx = Distributed.current()
         if config.bf16 and self.device.type != "cuda":
             raise ValueError("bf16 autocast needs a CUDA device; run with bf16=False on CPU")
@@ -377,9 +384,10 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
         self.compiled_loss = self.compiled_eval = None
-        if config.compile != "none":
-            self.compiled_loss = torch.compile(self.batch_loss, mode=config.compile, dynamic=False)
-            self.compiled_eval = torch.compile(self.net, mode=config.compile, dynamic=False)
+        mode = {"cuda-graph": "none", "cuda-graph-compiled": "default"}.get(config.compile, config.compile)
+        if mode != "none":
+            self.compiled_loss = torch.compile(self.batch_loss, mode=mode, dynamic=False)
+            self.compiled_eval = torch.compile(self.net, mode=mode, dynamic=False)
         self.optimizer = _make_optimizer(self.model.parameters(), config, self.device)
         self.loss_fn = make_loss(self.spec.loss, self.counts, **loss_options(config)).to(self.device)
         # no per-step value checks (each is a host synchronisation): a diverged run shows
@@ -394,12 +402,42 @@ class Trainer:
         self.order_gen = torch.Generator(gen_device).manual_seed(_seed_of(config.seed, 1))
         self.aug_gen = torch.Generator(gen_device).manual_seed(_seed_of(config.seed, 2, self.ctx.rank))
         self.mix_rng = np.random.default_rng(_seed_of(config.seed, 3, self.ctx.rank))
+        self.lr = float("nan")  # the current epoch's, set by set_epoch
+        self.static = self.step_graph = self.eval_graph = self.lr_tensor = None
+        if config.compile in GRAPH_MODES:
+            self._setup_graphs()
         self.next_epoch = 0
         self.history: list[dict[str, Any]] = []
         self.best: tuple[float, int] | None = None
         self.elapsed_s = 0.0
         self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.git = git_state()  # the code this session runs (others may commit while it trains)
+
+    def _setup_graphs(self) -> None:
+        """Whole-step CUDA graphs (:mod:`kps.graphs`), after checking that this run can use them."""
+        c = self.config
+        problems = [why for bad, why in (
+            (self.device.type != "cuda", f"a CUDA device (this run is on {self.device})"),
+            (not c.fused_sgd, "fused_sgd=True (its kernel reads the learning rate from the device)"),
+            (self.ctx.world_size > 1, "one process (not DistributedDataParallel)"),
+            (not isinstance(self.source, TensorBatches), "a device-resident data set (CIFAR), not a DataLoader"),
+            (c.mixup_alpha > 0, "no mixup (its lam is drawn on the host every step)"),
+        ) if bad]
+        if problems:
+            raise ValueError(f"compile mode {c.compile!r} needs " + "; ".join(problems))
+        self.lr_tensor = torch.zeros((), dtype=torch.float32, device=self.device)  # fused SGD reads a float32
+        self.static = StaticBatches(self.n_train, c.batch_size, self.device)
+        self.step_graph = StepGraph(self.static_step, self._drop_grads, [self.aug_gen], self.device)
+        self.eval_graph = ForwardGraph(lambda x: (self.compiled_eval or self.net)(x).float())
+
+    def _drop_grads(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def graph_key(self) -> tuple[Any, ...]:
+        """What a captured step bakes in besides its buffers: GA on or off, and the
+        DRW weight tensor (by address; :meth:`set_epoch` refills it in place)."""
+        weight = getattr(self.loss_fn, "weight", None)
+        return getattr(self.loss_fn, "ga", None), None if weight is None else weight.data_ptr()
 
     # ---- one epoch
 
@@ -414,14 +452,41 @@ class Trainer:
         c = self.config
         lr = learning_rate(epoch, base_lr=c.lr, warmup_epochs=c.warmup_epochs, decay_epochs=c.decay_epochs,
                            decay_ratio=c.decay_ratio, style=c.lr_style)
+        self.lr = lr
+        if self.lr_tensor is not None:  # graph modes: one device tensor, refilled
+            self.lr_tensor.fill_(lr)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr if self.lr_tensor is None else self.lr_tensor
         if self.spec.ga:
             self.loss_fn.ga = ga_active(epoch, c.ga_switch_epoch)
         if self.spec.drw:
             w = drw_weights(self.counts, epoch, c.drw_epoch, c.drw_beta)
-            self.loss_fn.weight = None if w is None else torch.as_tensor(w, dtype=torch.float32, device=self.device)
+            old = self.loss_fn.weight
+            if w is None:
+                self.loss_fn.weight = None
+            elif isinstance(old, torch.Tensor) and old.shape == (len(w),):
+                old.copy_(torch.as_tensor(w, dtype=torch.float32))  # same tensor: a captured graph reads it
+            else:
+                self.loss_fn.weight = torch.as_tensor(w, dtype=torch.float32, device=self.device)
         return lr
+
+    def step(self, x: torch.Tensor, y: torch.Tensor, full: int) -> torch.Tensor:
+        """One SGD step on the augmented batch (x, y); returns its mean loss."""
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        loss = self._loss(x, y, full)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss
+
+    def static_step(self) -> None:
+        """:meth:`step` on batch k of :attr:`static` (k and the permutation read from
+        the device), adding its loss to the epoch's sum: the unit a CUDA graph holds."""
+        s, train = self.static, self.source.train
+        idx = s.indices()
+        x = self.source.augment(train.images.index_select(0, idx), self.aug_gen)
+        s.finish_step(self.step(x, train.targets.index_select(0, idx), s.batch_size))
 
     def batch_loss(self, x: torch.Tensor, y: torch.Tensor, mix: tuple[torch.Tensor, ...] | None = None
                    ) -> torch.Tensor:
@@ -464,13 +529,13 @@ class Trainer:
         per_rank = self.config.batch_size // self.ctx.world_size
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
+        if self.step_graph is not None and len(indices) == self.n_train:  # a whole epoch: replays
+            full = self.static.start_epoch(indices)
+            self.step_graph.run(self.graph_key(), full)
+            loss_sum, seen = self.static.loss_sum, full * per_rank
+            indices = indices[seen:]  # the last, partial batch: eagerly, below
         for step, (x, y) in enumerate(self.source.train_batches(indices, per_rank, self.aug_gen)):
-            if self.config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            loss = self._loss(x, y, per_rank)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            loss = self.step(x, y, per_rank)
             loss_sum += loss.detach().double() * len(y)
             seen += len(y)
             if progress is not None and step % 20 == 0:
@@ -497,7 +562,9 @@ class Trainer:
         for x, y in self.source.test_batches(indices, EVAL_BATCH):
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if self.compiled_eval is not None and len(y) == EVAL_BATCH:
+            if self.eval_graph is not None and len(y) == EVAL_BATCH:
+                scores = self.eval_graph(x)
+            elif self.compiled_eval is not None and len(y) == EVAL_BATCH:
                 self._new_graph_step()
                 scores = self.compiled_eval(x).float()
             else:
@@ -600,7 +667,7 @@ class Trainer:
                         f"{c.method} seed {c.seed}: the training loss became {loss} in epoch {epoch} "
                         f"(0-indexed); stopped. Last good checkpoint: {good}"
                     )
-                row: dict[str, Any] = {"epoch": epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"]}
+                row: dict[str, Any] = {"epoch": epoch, "loss": loss, "lr": self.lr}
                 if (epoch + 1) % c.eval_every == 0 or epoch == c.epochs - 1:
                     last_eval = self.evaluate()
                     row.update(_eval_errors(last_eval))

@@ -105,10 +105,13 @@ def test_predict_finish_by_hand():
 def test_bench_tiny_cpu_run(tmp_path):
     emitted = []
     result = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=1, warmup_epochs=1,
-                                 limit_steps=1, workers=0, fast_modes=("none",), batch_size=8,
+                                 limit_steps=1, workers=0, fast_modes=("none", "cuda-graph"), batch_size=8,
                                  emit=lambda d: emitted.append((sorted(d["trainers"]), d["complete"])))
+    # the graph mode cannot run on CPU: recorded as failed, the others stay measured
     assert emitted == [(["reference"], False), (["fast_none", "reference"], False),
-                       (["fast_none", "reference"], True)]
+                       (["fast_none", "reference"], False), (["fast_none", "reference"], True)]
+    assert list(result["failed"]) == ["fast_cuda-graph"]
+    assert result["failed"]["fast_cuda-graph"].startswith("ValueError: compile mode 'cuda-graph' needs a CUDA device")
     path = bench.write_result(result, bench.output_path(result, tmp_path / "b.json", None))
     doc = json.loads(path.read_text())
     assert doc["schema"] == bench.SCHEMA and doc["complete"] is True
@@ -119,6 +122,7 @@ def test_bench_tiny_cpu_run(tmp_path):
         for key in ("train_images_per_s", "eval_images_per_s", "train_s_per_epoch", "epoch_s", "achieved_tflops"):
             assert r[key] > 0, (name, key)
         assert len(r["train_s"]) == 1 and len(r["warmup_train_s"]) == 1
+        assert len(r["train_losses"]) == 2 and all(math.isfinite(x) and x > 0 for x in r["train_losses"]), name
         assert r["fraction_of_bf16_peak"] is None and r["projected_run_s"] is None  # CPU, limited steps
     ratio = doc["ratios"]["fast_none_vs_reference"]["train_images_per_s"]
     assert ratio == pytest.approx(doc["trainers"]["fast_none"]["train_images_per_s"]
@@ -273,4 +277,12 @@ def test_job_picks_the_faster_compiled_mode_from_the_bench(tmp_path):
     assert pick("auto", {"fast_none": {"epoch_s": 5.0}, "fast_default": {"epoch_s": 0.5}}) == "default"
     assert pick("auto", {}) == "default"
     assert pick("default", both) == "default"
+    # the whole-step graph modes compete too, but only while they train like the eager fast path
+    losses = {"fast_none": {"epoch_s": 5.0, "train_losses": [3.0, 2.0]},
+              "fast_reduce-overhead": {"epoch_s": 0.3, "train_losses": [3.0, 2.05]},
+              "fast_cuda-graph": {"epoch_s": 0.2, "train_losses": [3.0, 1.95]},
+              "fast_cuda-graph-compiled": {"epoch_s": 0.1, "train_losses": [3.0, 2.3]}}  # 15% off: never
+    assert pick("auto", losses) == "cuda-graph"
+    losses["fast_cuda-graph"]["train_losses"] = [3.0, 2.21]
+    assert pick("auto", losses) == "reduce-overhead"
     assert grid.build_parser().parse_args(["one", "--run", "ce", "--out", "o", "--checkpoints", "c"]).checkpoint_every == 10
