@@ -17,7 +17,9 @@ here and is tested (tests/test_report.py):
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +28,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from kps.configs import METHODS, make_config
+from kps.configs import METHODS, RUN_ONLY_KEYS, RunConfig, make_config
 from kps.data import summarize_counts, train_class_counts
+from kps.results import config_record_path
 
 __all__ = [
     "NOT_RUN",
@@ -42,12 +45,20 @@ __all__ = [
     "paper_label",
     "dataset_title",
     "setting_label",
+    "variant_label",
     "matching_records",
     "comparison_table",
     "wide_table",
     "table_records",
     "setting_effects",
+    "ProvenanceNote",
+    "read_provenance_notes",
+    "record_file",
+    "note_for",
     "provenance_table",
+    "provenance_footnotes",
+    "ga_variant_comparison",
+    "ga_variant_note",
     "table1",
     "table2",
     "group_names",
@@ -56,6 +67,16 @@ __all__ = [
     "toy_table",
     "GRADIENT_FORMS",
     "gradient_table",
+    "BENCH_SCHEMA",
+    "SPEED_TARGETS",
+    "bench_files",
+    "read_bench",
+    "bench_header",
+    "speed_table",
+    "speed_chart_data",
+    "grid_table",
+    "job_wall_s",
+    "speed_targets",
 ]
 
 NOT_RUN = "not run"
@@ -168,14 +189,14 @@ def dataset_title(dataset: str) -> str:
     return DATASET_TITLES[dataset]
 
 
-def setting_label(config: Mapping[str, Any]) -> str:
-    """How a run's config differs from the paper's setting for its dataset and
-    method (``kps.configs.make_config`` with the same imbalance and seed):
-    'paper setting', or the differences, e.g. 'short run: 30 of 200 epochs;
-    m_max 0.2'. Keys that only pick a faster code path are ignored."""
+def _differences(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key, words) for every way ``config`` differs from the paper's setting of
+    its dataset, method and imbalance (``make_config`` with the same seed);
+    a short run first. Keys that only pick a faster code path are skipped;
+    bf16 autocast is kept (it changes the arithmetic, not only the speed)."""
     cfg = dict(config)
     reference = make_config(cfg["dataset"], cfg["method"], imbalance=cfg["imbalance"], seed=cfg["seed"]).to_dict()
-    parts: list[str] = []
+    parts: list[tuple[str, str]] = []
     for key in sorted(set(cfg) | set(reference)):
         if key in _SPEED_KEYS or key == "seed":
             continue
@@ -183,11 +204,33 @@ def setting_label(config: Mapping[str, Any]) -> str:
         if _same(ours, ref):
             continue
         if key == "epochs":
-            parts.insert(0, f"short run: {ours} of {ref} epochs")
+            parts.insert(0, (key, f"short run: {ours} of {ref} epochs"))
         elif key in ("ga_variant", "lr_style") and ours == "official":
-            parts.append("GA: authors' per-sample row scale" if key == "ga_variant" else "lr: authors' schedule")
+            parts.append((key, "GA: authors' per-sample row scale" if key == "ga_variant" else "lr: authors' schedule"))
+        elif key == "bf16":
+            parts.append((key, "bf16 autocast" if ours else "fp32"))
         else:
-            parts.append(f"{key} {ours}")
+            parts.append((key, f"{key} {ours}"))
+    return parts
+
+
+def setting_label(config: Mapping[str, Any]) -> str:
+    """How a run's config differs from the paper's setting for its dataset and
+    method (``kps.configs.make_config`` with the same imbalance and seed):
+    'paper setting', or the differences, e.g. 'short run: 30 of 200 epochs;
+    m_max 0.2'. Keys that only pick a faster code path are ignored; bf16
+    autocast is named ('bf16 autocast')."""
+    parts = [words for _, words in _differences(config)]
+    return "; ".join(parts) if parts else "paper setting"
+
+
+def variant_label(config: Mapping[str, Any]) -> str:
+    """The part of :func:`setting_label` that changes the experiment itself
+    (the keys of a record's setting tag, e.g. the authors'-code GA variant):
+    'paper setting' when the run differs only in how long, how often
+    evaluated, or how fast/precise it ran (``kps.configs.RUN_ONLY_KEYS``).
+    Result tables give each variant its own row."""
+    parts = [words for key, words in _differences(config) if key not in RUN_ONLY_KEYS]
     return "; ".join(parts) if parts else "paper setting"
 
 
@@ -240,7 +283,8 @@ def comparison_table(
     paper's top-1 error, '–' where it prints '-'), ours final / ours best (top-1
     error of the last epoch / of the best epoch, mean ± std over seeds),
     seeds, our data (the records' dataset label), our setting (see
-    :func:`setting_label`). Our cells say "not run" where no record exists and
+    :func:`setting_label`), our variant (see :func:`variant_label`; '' where
+    there is no record). Our cells say "not run" where no record exists and
     "not in this artifact" for methods this package does not implement.
     """
     rows = paper[paper["table"] == table]
@@ -261,7 +305,7 @@ def comparison_table(
         if not found:
             missing = NOT_RUN if p["method"] in implemented else NOT_IMPLEMENTED
             out.append({**base, "ours final": missing, "ours best": missing, "seeds": "",
-                        "our data": "", "our setting": ""})
+                        "our data": "", "our setting": "", "our variant": ""})
             continue
         for group in _groups(found):
             out.append({
@@ -271,6 +315,7 @@ def comparison_table(
                 "seeds": ", ".join(str(s) for s in sorted(r["config"]["seed"] for r in group)),
                 "our data": group[0].get("dataset_label", group[0]["config"]["dataset"]),
                 "our setting": setting_label(group[0]["config"]),
+                "our variant": variant_label(group[0]["config"]),
             })
     return pd.DataFrame(out)
 
@@ -287,17 +332,24 @@ def table_records(paper: pd.DataFrame, records: Sequence[Mapping[str, Any]], tab
 
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     """The paper's layout (methods down, labelled "<paper's label> (<our
-    method name>)"; dataset x imbalance x backbone across)
-    with a 'paper' and an 'ours (final epoch)' column under each. Several
-    groups of our runs for one cell are joined with ' | ', each followed by its
-    dataset label and setting in brackets."""
+    method name>)"; dataset x imbalance x backbone across) with a 'paper' and
+    an 'ours (final epoch)' column under each.
+
+    Our runs in the paper's setting (up to run-only differences such as a
+    short run or bf16 autocast, named in the cell) fill the method's own row.
+    Runs of another variant (:func:`variant_label`, e.g. the authors'-code GA)
+    get a row of their own right below it, labelled "<paper's label> (<our
+    method name>), <variant>", with the paper's number repeated beside them
+    and "not run" where that variant has no record. Several groups of our
+    runs for one cell are joined with ' | ', each followed by its dataset
+    label and setting in brackets."""
     def ours(sub: pd.DataFrame) -> str:
-        if len(sub) == 1 and sub["our data"].iloc[0] == "":
-            return sub["ours final"].iloc[0]
         return " | ".join(f"{r['ours final']} [{r['our data']}; {r['our setting']}]" for _, r in sub.iterrows())
 
     cols: list[tuple[str, str]] = []
     cells: dict[str, dict[tuple[str, str], str]] = {}
+    rows_of: dict[str, list[str]] = {}          # method row -> its variant rows, in order
+    paper_of: dict[str, dict[str, str]] = {}    # method row -> column head -> the paper's number
     order: list[str] = []
     for (label, method, ds, imb, bb), sub in long.groupby(
             ["paper label", "method", "dataset", "imbalance", "backbone"], sort=False):
@@ -307,11 +359,29 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
             if c not in cols:
                 cols.append(c)
         if label not in cells:
-            cells[label] = {}
+            cells[label], rows_of[label], paper_of[label] = {}, [], {}
             order.append(label)
+        paper_of[label][head] = sub["paper"].iloc[0]
         cells[label][(head, "paper")] = sub["paper"].iloc[0]
-        cells[label][(head, "ours (final epoch)")] = ours(sub)
-    frame = pd.DataFrame([[cells[m].get(c, "") for c in cols] for m in order], index=order,
+        ran = sub[sub["our data"] != ""]
+        main = ran[ran["our variant"] == "paper setting"]
+        if ran.empty:
+            cells[label][(head, "ours (final epoch)")] = sub["ours final"].iloc[0]
+        else:
+            cells[label][(head, "ours (final epoch)")] = ours(main) if not main.empty else NOT_RUN
+        for variant, part in ran[ran["our variant"] != "paper setting"].groupby("our variant", sort=False):
+            row = f"{label}, {variant}"
+            if row not in cells:
+                cells[row] = {}
+                rows_of[label].append(row)
+            cells[row][(head, "ours (final epoch)")] = ours(part)
+    for label, variants in rows_of.items():
+        for row in variants:
+            for head, number in paper_of[label].items():
+                cells[row][(head, "paper")] = number
+                cells[row].setdefault((head, "ours (final epoch)"), NOT_RUN)
+    index = [row for label in order for row in (label, *rows_of[label])]
+    frame = pd.DataFrame([[cells[m].get(c, "") for c in cols] for m in index], index=index,
                          columns=pd.MultiIndex.from_tuples(cols))
     frame.index.name = "method: paper's label (our name)"
     return frame
@@ -340,14 +410,81 @@ def setting_effects(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["data", "method", "imbalance", "backbone", "setting", "final", "best"])
 
 
-def provenance_table(records: Iterable[Mapping[str, Any]], root: str | Path | None = None) -> pd.DataFrame:
+@dataclass(frozen=True)
+class ProvenanceNote:
+    """A fact about where committed files came from that the files themselves
+    get wrong or cannot say (``book/provenance_notes.yml``). The files are
+    never edited; the pages that show their provenance print the note as a
+    numbered footnote. It applies to a file listed in ``files`` whose own
+    provenance still reads ``recorded_commit`` / ``recorded_dirty``."""
+
+    number: int
+    key: str
+    files: tuple[str, ...]
+    recorded_commit: str
+    recorded_dirty: bool
+    ran_commit: str
+    changed_paths: tuple[str, ...]
+    text: str
+
+    @property
+    def marker(self) -> str:
+        return f"[{self.number}]"
+
+
+def read_provenance_notes(path: str | Path) -> list[ProvenanceNote]:
+    """The notes of ``book/provenance_notes.yml``, numbered from 1 in file
+    order; ValueError naming the note when a field is missing or malformed."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    notes = []
+    for i, item in enumerate(data.get("notes") or [], start=1):
+        need = ("key", "files", "recorded_commit", "recorded_dirty", "ran_commit", "changed_paths", "text")
+        missing = [k for k in need if k not in item]
+        if missing:
+            raise ValueError(f"{path}: note {i} lacks {missing}")
+        for k in ("recorded_commit", "ran_commit"):
+            if not (isinstance(item[k], str) and len(item[k]) == 40 and all(c in "0123456789abcdef" for c in item[k])):
+                raise ValueError(f"{path}: note {item['key']!r}: {k} must be a 40-hex commit")
+        if not isinstance(item["recorded_dirty"], bool):
+            raise ValueError(f"{path}: note {item['key']!r}: recorded_dirty must be true or false")
+        notes.append(ProvenanceNote(i, str(item["key"]), tuple(item["files"]), item["recorded_commit"],
+                                    item["recorded_dirty"], item["ran_commit"], tuple(item["changed_paths"]),
+                                    " ".join(str(item["text"]).split())))
+    return notes
+
+
+def record_file(record: Mapping[str, Any]) -> str:
+    """Where ``record`` lies in the repository: 'results/<dataset>/<method>/imb<r>/seed<k>[.<tag>].json'."""
+    return config_record_path(Path("results"), RunConfig.from_dict(record["config"])).as_posix()
+
+
+def note_for(file: str, commit: Any, dirty: Any, notes: Iterable[ProvenanceNote]) -> ProvenanceNote | None:
+    """The note about ``file`` (a repository path), if one applies to a file
+    with this recorded commit and dirty flag."""
+    for note in notes:
+        if file in note.files and commit == note.recorded_commit and bool(dirty) == note.recorded_dirty:
+            return note
+    return None
+
+
+def _record_note(rec: Mapping[str, Any], notes: Iterable[ProvenanceNote]) -> ProvenanceNote | None:
+    return note_for(record_file(rec), rec.get("git_commit"), rec.get("git_dirty"), notes)
+
+
+def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[ProvenanceNote] = ()) -> pd.DataFrame:
     """One row per record: what ran (dataset label, method, imbalance, seed,
-    epochs) and where it came from (commit, dirty tree, device, torch version,
-    start date, wall time)."""
+    epochs, setting) and where it came from as the record says it (commit,
+    dirty tree, device, torch version, start time in UTC, wall time of the
+    epochs in minutes), and the marker of a note of ``notes`` that applies
+    to it (see :func:`provenance_footnotes`)."""
+    notes = list(notes)
     rows = []
     for rec in records:
         c = rec["config"]
-        commit = str(rec.get("git_commit") or "unknown")[:10] + (" (dirty)" if rec.get("git_dirty") else "")
+        note = _record_note(rec, notes)
+        dirty = rec.get("git_dirty")
         rows.append({
             "data": rec.get("dataset_label", c["dataset"]),
             "method": c["method"],
@@ -355,13 +492,82 @@ def provenance_table(records: Iterable[Mapping[str, Any]], root: str | Path | No
             "seed": c["seed"],
             "epochs": c["epochs"],
             "setting": setting_label(c),
-            "commit": commit,
+            "commit": str(rec.get("git_commit") or "unknown")[:10],
+            "dirty tree": "unknown" if dirty is None else ("yes" if dirty else "no"),
             "device": rec.get("device", "unknown"),
             "torch": rec.get("torch_version", "unknown"),
-            "started": str(rec.get("started_at", "unknown"))[:19],
-            "wall time (h)": round(float(rec["wall_time_s"]) / 3600, 2) if rec.get("wall_time_s") is not None else None,
+            "started (UTC)": str(rec.get("started_at", "unknown"))[:16].replace("T", " "),
+            "wall time (min)": round(float(rec["wall_time_s"]) / 60, 1) if rec.get("wall_time_s") is not None else None,
+            "note": note.marker if note else "",
         })
     return pd.DataFrame(rows)
+
+
+def provenance_footnotes(notes: Iterable[ProvenanceNote], records: Iterable[Mapping[str, Any]] = (),
+                         files: Iterable[tuple[str, Any, Any]] = ()) -> str:
+    """Markdown: '[n] text' for each note that applies to one of ``records``
+    or of ``files`` ((path, recorded commit, recorded dirty flag) triples),
+    in note order; '' when none applies."""
+    notes = list(notes)
+    used = {n.number for n in filter(None, (_record_note(r, notes) for r in records))}
+    used |= {n.number for n in filter(None, (note_for(f, c, d, notes) for f, c, d in files))}
+    return "\n\n".join(f"{n.marker} {n.text}" for n in notes if n.number in used)
+
+
+def ga_variant_comparison(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Runs of one configuration made with both GA variants (``ga_variant``
+    'paper': eq. 25's per-class column scale; 'official': the authors'
+    per-sample row scale) and otherwise alike (seeds aside): one row per such
+    configuration with each variant's final and best error (mean over seeds)
+    and the seeds, and official minus paper in points."""
+    by_key: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    for rec in records:
+        cfg = {k: v for k, v in rec["config"].items() if k not in ("seed", "ga_variant")}
+        key = repr(sorted((k, repr(v)) for k, v in cfg.items())) + repr(rec.get("dataset_label"))
+        by_key.setdefault(key, {}).setdefault(rec["config"]["ga_variant"], []).append(rec)
+    rows = []
+    for key in sorted(by_key):
+        v = by_key[key]
+        if not {"paper", "official"} <= set(v):
+            continue
+        c = v["paper"][0]["config"]
+        row: dict[str, Any] = {"data": v["paper"][0].get("dataset_label", c["dataset"]), "method": c["method"],
+                               "imbalance": f"{float(c['imbalance']):g}", "epochs": c["epochs"]}
+        for name in ("paper", "official"):
+            row[f"{name}: seeds"] = ", ".join(str(r["config"]["seed"]) for r in v[name])
+            row[f"{name}: final"] = float(np.mean([r["top1_error"] for r in v[name]]))
+            row[f"{name}: best"] = float(np.mean([r["best_top1_error"] for r in v[name]]))
+        row["official - paper, final (points)"] = row["official: final"] - row["paper: final"]
+        row["official - paper, best (points)"] = row["official: best"] - row["paper: best"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ga_variant_note(records: Sequence[Mapping[str, Any]]) -> str | None:
+    """One sentence per row of :func:`ga_variant_comparison`, with the numbers
+    of the records and how much evidence they are; None without such runs."""
+    t = ga_variant_comparison(records)
+    if t.empty:
+        return None
+    out = []
+    for _, r in t.iterrows():
+        n_paper, n_official = len(r["paper: seeds"].split(", ")), len(r["official: seeds"].split(", "))
+        diff = r["official - paper, final (points)"]
+        word = "lower" if diff < 0 else "higher" if diff > 0 else "the same"
+        amount = f"{abs(diff):.2f} points {word}" if diff else "the same"
+        jpeg = " on the JPEG copy" if "JPEG" in str(r["data"]) else ""
+        if max(n_paper, n_official) == 1:
+            caveat = (f"This is one seed{jpeg}: an observation, not a conclusion; the spread between seeds "
+                      "is not measured yet.")
+        else:
+            caveat = (f"Means over {n_paper} and {n_official} seeds{jpeg}; the tables give the spread "
+                      "between seeds.")
+        out.append(
+            f"Measured, {r['method']} on {r['data']}, ρ = {r['imbalance']}, {r['epochs']} epochs "
+            f"(seeds {r['paper: seeds']} / {r['official: seeds']}): the paper's column scale (eq. 25) ended at "
+            f"{r['paper: final']:.2f} % top-1 error (best epoch {r['paper: best']:.2f} %), the authors' row scale "
+            f"at {r['official: final']:.2f} % (best {r['official: best']:.2f} %), {amount}. {caveat}")
+    return "\n\n".join(out)
 
 
 def table1(
@@ -467,7 +673,7 @@ def per_group_error_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         std = errs.std(axis=0, ddof=1) if len(group) > 1 else np.full(len(names), np.nan)
         c = group[0]["config"]
         for i, name in enumerate(names):
-            rows.append({"method": c["method"], "setting": setting_label(c), "group": name,
+            rows.append({"method": c["method"], "setting": setting_label(c), "variant": variant_label(c), "group": name,
                          "error": errs[:, i].mean(), "std": std[i], "n": len(group),
                          "data": group[0].get("dataset_label", c["dataset"])})
     return pd.DataFrame(rows)
@@ -537,3 +743,177 @@ def gradient_table(grad: Mapping[str, Any]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, index=[f"{n} (n={int(c)})" for n, c in zip(grad["class_names"], counts)])
     frame.columns = pd.MultiIndex.from_tuples(frame.columns)
     return frame
+
+
+# ---------------------------------------------------------------------------
+# Speed: the GPU bench (bench/bench.py, schema kps-bench/1) and the one-job grid
+# (bench/grid.py's runs.json), as committed under bench/results/.
+
+BENCH_SCHEMA = "kps-bench/1"
+# Issue 6's targets for the GPU path (what the page measures against).
+SPEED_TARGETS = {"speedup": 10.0, "run_s": 60.0, "job_runs": 12, "job_s": 540.0}
+TRAINER_TITLES = {
+    "reference": "reference (DataLoader + CPU transforms, fp32, eager)",
+    "fast_none": "fast path, eager",
+    "fast_default": "fast path, torch.compile default",
+    "fast_reduce-overhead": "fast path, torch.compile reduce-overhead (CUDA graphs)",
+}
+
+
+def bench_files(folder: str | Path) -> list[Path]:
+    """The bench results under ``folder`` (``*.json`` other than the grids'
+    ``*.runs.json``), sorted by name (device slug, date, job)."""
+    return sorted(p for p in Path(folder).glob("*.json") if not p.name.endswith(".runs.json"))
+
+
+def read_bench(path: str | Path) -> dict:
+    """One bench JSON; ValueError naming the file unless it has schema
+    kps-bench/1, a reference trainer and the fields the page reads."""
+    path = Path(path)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("schema") != BENCH_SCHEMA:
+        raise ValueError(f"{path}: schema {data.get('schema')!r}, expected {BENCH_SCHEMA!r}")
+    trainers = data.get("trainers") or {}
+    if "reference" not in trainers:
+        raise ValueError(f"{path}: no reference trainer, so no ratio can be computed")
+    need = ("train_images_per_s", "epoch_s", "eval_s_per_epoch", "projected_run_s", "achieved_tflops",
+            "fraction_of_bf16_peak")
+    for name, t in trainers.items():
+        missing = [k for k in need if k not in t]
+        if missing:
+            raise ValueError(f"{path}: trainer {name!r} lacks {missing}")
+    for k in ("device", "date", "git_commit", "git_dirty", "torch_version", "peak"):
+        if k not in data:
+            raise ValueError(f"{path}: lacks {k!r}")
+    return data
+
+
+def _trainer_order(names: Iterable[str]) -> list[str]:
+    known = list(TRAINER_TITLES)
+    return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
+
+
+def bench_header(bench: Mapping[str, Any], file: str, notes: Iterable[ProvenanceNote] = ()) -> str:
+    """Markdown line: device, date, commit and dirty flag (with the marker of
+    a note that applies), torch / CUDA, the peak the fractions refer to."""
+    note = note_for(file, bench["git_commit"], bench["git_dirty"], notes)
+    dirty = {True: "dirty tree", False: "clean tree"}.get(bench["git_dirty"], "tree state unknown")
+    peak = bench["peak"]
+    measured = peak.get("measured_bf16_matmul_tflops")
+    return (f"`{file}`: **{bench['device']}**, {bench['date']} (started {bench.get('started_at', '?')}), "
+            f"commit `{str(bench['git_commit'])[:10]}` as recorded ({dirty}){' ' + note.marker if note else ''}, "
+            f"torch {bench['torch_version']}, CUDA {bench.get('cuda_version', '?')}; "
+            f"{bench['config']['train_images']} training and {bench['config']['test_images']} test images of "
+            f"{bench['config']['dataset_label']} per epoch, {bench['config']['epochs_timed']} timed epochs after "
+            f"warm-up; bf16 peak taken as {peak['assumed_bf16_dense_tflops']:g} TFLOP/s ({peak.get('source', '')}"
+            + (f"; a bf16 matrix product measured {measured:.0f} TFLOP/s" if measured else "") + ").")
+
+
+def speed_table(bench: Mapping[str, Any]) -> pd.DataFrame:
+    """One row per trainer of a bench JSON, in the order reference, eager,
+    compiled: train images/s, s/epoch (train + eval), eval s per epoch, the
+    bench's projection of a full run (its epochs x s/epoch plus the measured
+    compile time), achieved TFLOP/s and fraction of the card's dense bf16
+    peak, and train images/s divided by the reference trainer's."""
+    trainers = bench["trainers"]
+    ref = trainers["reference"]["train_images_per_s"]
+    epochs = bench["config"].get("preset_epochs", 200)
+    rows = []
+    for name in _trainer_order(trainers):
+        t = trainers[name]
+        rows.append({
+            "trainer": name,
+            "what": TRAINER_TITLES.get(name, name),
+            "precision": t.get("precision", ""),
+            "train images/s": t["train_images_per_s"],
+            "s/epoch": t["epoch_s"],
+            "eval s/epoch": t["eval_s_per_epoch"],
+            f"projected {epochs}-epoch run (s)": t["projected_run_s"],
+            "TFLOP/s": t["achieved_tflops"],
+            "fraction of bf16 peak": t["fraction_of_bf16_peak"],
+            "× reference (images/s)": t["train_images_per_s"] / ref,
+        })
+    return pd.DataFrame(rows).set_index("trainer")
+
+
+def speed_chart_data(benches: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """Long table for the bar chart: one row per (bench file, trainer) with
+    its train images/s, and 10x the reference's images/s of that file (the
+    speed target)."""
+    rows = []
+    for name, bench in benches.items():
+        ref = bench["trainers"]["reference"]["train_images_per_s"]
+        for trainer in _trainer_order(bench["trainers"]):
+            rows.append({"bench": name, "trainer": trainer,
+                         "train images/s": bench["trainers"][trainer]["train_images_per_s"],
+                         "target images/s": SPEED_TARGETS["speedup"] * ref})
+    return pd.DataFrame(rows)
+
+
+def grid_table(runs: Mapping[str, Any]) -> pd.DataFrame:
+    """A grid's runs.json, one row per run in priority order: status, epochs
+    done (of the grid's epochs), epochs kept in its last checkpoint, wall
+    seconds (process start to end), final and best top-1 error (finished runs
+    only) and why a run stopped."""
+    epochs = runs.get("epochs")
+    rows = []
+    for r in sorted(runs["runs"], key=lambda r: r.get("priority", 0)):
+        done = r.get("status") == "done"
+        rows.append({
+            "run": r["run"], "method": r["method"], "GA variant": r.get("ga_variant", ""), "status": r["status"],
+            "epochs done": f"{r.get('epochs_done', 0)}/{epochs}" if epochs else r.get("epochs_done", 0),
+            "checkpoint epochs": r.get("checkpoint_epochs"),
+            "wall s": r.get("wall_s"),
+            "final error (%)": f"{r['top1_error']:.2f}" if done and r.get("top1_error") is not None else "",
+            "best error (%)": f"{r['best_top1_error']:.2f}" if done and r.get("best_top1_error") is not None else "",
+            "why it stopped": r.get("reason", ""),
+        })
+    return pd.DataFrame(rows).set_index("run")
+
+
+_JOB_STAMP = re.compile(r"^\[job \d\d:\d\d:\d\d \+(\d+)s\]", re.M)
+
+
+def job_wall_s(log_text: str) -> float | None:
+    """Seconds from the start of a GPU job to its last ``[job HH:MM:SS +Ns]``
+    line (bench/gpu_job.sh's log); None when the log has no such line."""
+    stamps = [int(m) for m in _JOB_STAMP.findall(log_text)]
+    return float(max(stamps)) if stamps else None
+
+
+def speed_targets(benches: Mapping[str, Mapping[str, Any]], grids: Mapping[str, Mapping[str, Any]],
+                  job_walls: Mapping[str, float | None] | None = None) -> pd.DataFrame:
+    """Issue 6's targets against what each job measured: train images/s at
+    least 10x the reference trainer's (best fast trainer of each bench), one
+    full run within 60 s (smallest projection of a fast trainer, one run alone
+    on the card), and all 12 runs of the grid within one 540 s job (runs.json,
+    and the job's wall time from its log where given). 'met' is 'yes' or 'no'."""
+    t = SPEED_TARGETS
+    rows = []
+    for name, bench in benches.items():
+        fast = {k: v for k, v in bench["trainers"].items() if k != "reference"}
+        ref = bench["trainers"]["reference"]["train_images_per_s"]
+        if fast:
+            best = max(fast, key=lambda k: fast[k]["train_images_per_s"])
+            ratio = fast[best]["train_images_per_s"] / ref
+            rows.append({"target": f"train images/s ≥ {t['speedup']:g}× the reference trainer's", "job": name,
+                         "measured": f"{ratio:.2f}× ({best}: {fast[best]['train_images_per_s']:.0f} vs "
+                                     f"{ref:.0f} images/s)", "met": "yes" if ratio >= t["speedup"] else "no"})
+            quick = min(fast, key=lambda k: fast[k]["projected_run_s"])
+            run_s = fast[quick]["projected_run_s"]
+            rows.append({"target": f"one full run ≤ {t['run_s']:g} s", "job": name,
+                         "measured": f"{run_s:.0f} s projected ({quick}, one run alone on the card)",
+                         "met": "yes" if run_s <= t["run_s"] else "no"})
+        else:
+            rows.append({"target": f"train images/s ≥ {t['speedup']:g}× the reference trainer's", "job": name,
+                         "measured": "no fast trainer measured", "met": "no"})
+    for name, runs in grids.items():
+        done = sum(r["status"] == "done" for r in runs["runs"])
+        wall = (job_walls or {}).get(name)
+        within = wall is not None and wall <= t["job_s"]
+        rows.append({"target": f"{t['job_runs']} runs in one job ≤ {t['job_s'] / 60:g} min", "job": name,
+                     "measured": f"{done} of {len(runs['runs'])} runs finished"
+                                 + (f" in a {wall:.0f} s job" if wall is not None else "")
+                                 + f" ({runs.get('concurrency', '?')} at a time)",
+                     "met": "yes" if done >= t["job_runs"] and done == len(runs["runs"]) and within else "no"})
+    return pd.DataFrame(rows, columns=["target", "job", "measured", "met"])

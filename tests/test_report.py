@@ -77,6 +77,11 @@ def test_setting_label():
     assert report.setting_label(short) == "short run: 30 of 200 epochs"
     official = record(m_max=0.2, ga_variant="official")["config"]
     assert report.setting_label(official) == "GA: authors' per-sample row scale; m_max 0.2"
+    # bf16 changes the arithmetic: named in the setting, but not a variant of its own
+    fast = record(bf16=True, compile="default", epochs=30, ga_variant="official")["config"]
+    assert report.setting_label(fast) == "short run: 30 of 200 epochs; bf16 autocast; GA: authors' per-sample row scale"
+    assert report.variant_label(fast) == "GA: authors' per-sample row scale"
+    assert report.variant_label(record(bf16=True, epochs=30)["config"]) == "paper setting"
 
 
 def test_comparison_table_not_run_and_not_implemented(paper):
@@ -150,8 +155,10 @@ def report_authors():
 def test_provenance_table():
     p = report.provenance_table([record(seed=2)])
     row = p.iloc[0]
-    assert row["commit"] == "0123456789" and row["seed"] == 2 and row["wall time (h)"] == 2.0
+    assert row["commit"] == "0123456789" and row["seed"] == 2 and row["wall time (min)"] == 120.0
     assert row["data"] == "CIFAR-10 (JPEG copy)" and row["setting"] == "paper setting"
+    assert row["dirty tree"] == "no" and row["started (UTC)"] == "2026-11-26 10:00" and row["note"] == ""
+    assert row["device"] == "cpu" and row["torch"] == "2.14.1"
 
 
 def test_table1_computed_beside_paper(tmp_path):
@@ -252,3 +259,218 @@ def test_gradient_table():
     assert t.loc["a (n=30)", (col, "positive / image")] == pytest.approx(0.1)
     assert t.loc["b (n=10)", (col, "negative / image")] == pytest.approx(4.0 / 30)
     assert t.loc["b (n=10)", (col, "negative / positive")] == pytest.approx(2.0)
+
+
+def test_wide_table_gives_a_variant_its_own_row(paper):
+    recs = [record(seed=0, final=20.0, best=19.0, bf16=True),
+            record(seed=0, final=25.0, best=24.0, ga_variant="official")]
+    long = report.comparison_table(paper, recs, 3)
+    assert sorted(long[long["our data"] != ""]["our variant"]) == ["GA: authors' per-sample row scale", "paper setting"]
+    w = report.wide_table(long)
+    col = ("CIFAR-10-LT ResNet-32 ρ=100", "ours (final epoch)")
+    main, variant = "KPS loss (Ours) (kps_ga)", "KPS loss (Ours) (kps_ga), GA: authors' per-sample row scale"
+    assert w.shape == (13, 8) and list(w.index).index(variant) == list(w.index).index(main) + 1
+    assert w.loc[main, col] == "20.00 (n=1) [CIFAR-10 (JPEG copy); bf16 autocast]"   # the paper's variant only
+    assert w.loc[variant, col].startswith("25.00 (n=1) [CIFAR-10 (JPEG copy);")
+    assert w.loc[variant, ("CIFAR-10-LT ResNet-32 ρ=100", "paper")] == "18.77"       # beside the paper's number
+    assert w.loc[variant, ("CIFAR-100-LT ResNet-32 ρ=50", "ours (final epoch)")] == "not run"
+    # only the authors' variant ran: the method's own row says "not run", the variant row has the number
+    w = report.wide_table(report.comparison_table(paper, recs[1:], 3))
+    assert w.loc[main, col] == "not run" and w.loc[variant, col].startswith("25.00 (n=1)")
+
+
+# --- the committed GPU records and bench results -------------------------------------------------------
+
+RESULTS = ROOT / "results"
+BENCH = ROOT / "bench" / "results"
+NOTES = ROOT / "book" / "provenance_notes.yml"
+
+
+def load_json(path):
+    import json
+    return json.loads(Path(path).read_text())
+
+
+@pytest.fixture(scope="module")
+def gpu_records():
+    from kps.results import load_records
+    recs = [r for r in load_records(RESULTS) if r["config"]["dataset"] == "cifar10-jpeg"
+            and r["config"]["method"] == "kps_ga" and r["epochs"] == 200]
+    if len(recs) < 2:
+        pytest.fail("the two committed KPS-GA records (paper and official GA) are missing from results/")
+    return recs
+
+
+def test_table3_shows_both_committed_ga_variants_apart(paper, gpu_records):
+    by_variant = {r["config"]["ga_variant"]: r for r in gpu_records}
+    w = report.wide_table(report.comparison_table(paper, gpu_records, 3))
+    col = ("CIFAR-10-LT ResNet-32 ρ=100", "ours (final epoch)")
+    main, variant = "KPS loss (Ours) (kps_ga)", "KPS loss (Ours) (kps_ga), GA: authors' per-sample row scale"
+    paper_cell, official_cell = w.loc[main, col], w.loc[variant, col]
+    assert paper_cell.startswith(f"{by_variant['paper']['top1_error']:.2f} (n=1) [CIFAR-10 (JPEG copy);")
+    assert official_cell.startswith(f"{by_variant['official']['top1_error']:.2f} (n=1) [CIFAR-10 (JPEG copy);")
+    assert f"{by_variant['official']['top1_error']:.2f}" not in paper_cell    # not mixed into the paper row
+    assert f"{by_variant['paper']['top1_error']:.2f}" not in official_cell
+    assert w.loc[main, ("CIFAR-10-LT ResNet-32 ρ=100", "paper")] == w.loc[variant, ("CIFAR-10-LT ResNet-32 ρ=100", "paper")] == "18.77"
+    ours_cols = [c for c in w.columns if c[1] == "ours (final epoch)"]
+    filled = [(m, c) for m in w.index for c in ours_cols if "(n=" in w.loc[m, c]]
+    assert sorted(filled) == sorted([(main, col), (variant, col)])             # everything else: not run
+    long = report.comparison_table(paper, gpu_records, 3)
+    best = long[long["our variant"] == "GA: authors' per-sample row scale"]["ours best"].iloc[0]
+    assert best == f"{by_variant['official']['best_top1_error']:.2f} (n=1)"
+    # Table 5 and 6 show KPS-GA too, the same way
+    for t in (5, 6):
+        wt = report.wide_table(report.comparison_table(paper, gpu_records, t))
+        assert sum(i.endswith("GA: authors' per-sample row scale") for i in wt.index) == 1
+
+
+def test_provenance_notes_match_the_files_and_git():
+    import subprocess
+
+    notes = report.read_provenance_notes(NOTES)
+    assert [n.number for n in notes] == list(range(1, len(notes) + 1)) and notes
+    for note in notes:
+        for file in note.files:
+            data = load_json(ROOT / file)
+            assert (data["git_commit"], data["git_dirty"]) == (note.recorded_commit, note.recorded_dirty), file
+        assert note.recorded_commit[:7] in note.text and note.ran_commit[:7] in note.text
+        for path in note.changed_paths:
+            assert path in note.text
+        if not (ROOT / ".git").exists():
+            pytest.skip("no git history to check the notes' commits against")
+        diff = subprocess.run(["git", "diff", "--name-only", note.recorded_commit, note.ran_commit], cwd=ROOT,
+                              capture_output=True, text=True, check=True).stdout.split()
+        assert sorted(diff) == sorted(note.changed_paths), note.key
+        if "nothing under kps/ differs" in note.text:
+            assert not any(p.startswith("kps/") for p in diff)
+
+
+def test_provenance_table_marks_the_committed_gpu_records(gpu_records):
+    notes = report.read_provenance_notes(NOTES)
+    t = report.provenance_table(gpu_records, notes)
+    assert set(t["note"]) == {"[1]"} and set(t["dirty tree"]) == {"yes"}
+    assert set(t["commit"]) == {gpu_records[0]["git_commit"][:10]} and set(t["device"]) == {"NVIDIA H200"}
+    assert list(t["wall time (min)"]) == [round(r["wall_time_s"] / 60, 1) for r in gpu_records]
+    assert list(t["seed"]) == [0, 0] and set(t["torch"]) == {r["torch_version"] for r in gpu_records}
+    text = report.provenance_footnotes(notes, gpu_records)
+    assert text.startswith("[1] ") and "stale .git" in text and "cf36c4a" in text
+    # a record with another commit (e.g. a later rerun at the same path) gets no note
+    other = dict(gpu_records[0], git_commit="f" * 40, git_dirty=False)
+    assert report.provenance_table([other], notes)["note"].iloc[0] == ""
+    assert report.provenance_footnotes(notes, [other]) == ""
+
+
+def test_ga_variant_note_reads_the_records(gpu_records):
+    by_variant = {r["config"]["ga_variant"]: r for r in gpu_records}
+    t = report.ga_variant_comparison(gpu_records)
+    assert len(t) == 1
+    row = t.iloc[0]
+    assert row["paper: final"] == by_variant["paper"]["top1_error"]
+    assert row["official: best"] == by_variant["official"]["best_top1_error"]
+    diff = by_variant["official"]["top1_error"] - by_variant["paper"]["top1_error"]
+    assert row["official - paper, final (points)"] == pytest.approx(diff)
+    note = report.ga_variant_note(gpu_records)
+    assert f"{by_variant['paper']['top1_error']:.2f} %" in note and f"{by_variant['official']['top1_error']:.2f} %" in note
+    assert f"{abs(diff):.2f} points {'lower' if diff < 0 else 'higher'}" in note
+    assert "one seed on the JPEG copy" in note and "not a conclusion" in note
+    assert report.ga_variant_note([by_variant["paper"]]) is None
+
+
+def test_ga_variant_note_several_seeds():
+    recs = [record(seed=s, final=f, best=f - 1) for s, f in ((0, 30.0), (1, 32.0))]
+    recs += [record(seed=s, final=f, best=f - 1, ga_variant="official") for s, f in ((0, 25.0), (1, 27.0))]
+    recs.append(record(method="kps_drw", seed=0))          # one variant only: no pair
+    t = report.ga_variant_comparison(recs)
+    assert len(t) == 1 and t.iloc[0]["paper: final"] == 31.0 and t.iloc[0]["official - paper, final (points)"] == -5.0
+    note = report.ga_variant_note(recs)
+    assert "5.00 points lower" in note and "Means over 2 and 2 seeds on the JPEG copy" in note
+
+
+@pytest.fixture(scope="module")
+def benches():
+    files = report.bench_files(BENCH)
+    assert [p.name for p in files] == ["nvidia-h200-2026-11-26-job1.json", "nvidia-h200-2026-11-26-job2.json"]
+    return {p.stem: report.read_bench(p) for p in files}
+
+
+def test_speed_table_reads_the_bench_json(benches):
+    raw = load_json(BENCH / "nvidia-h200-2026-11-26-job2.json")
+    t = report.speed_table(benches["nvidia-h200-2026-11-26-job2"])
+    assert list(t.index) == ["reference", "fast_none", "fast_default", "fast_reduce-overhead"]
+    ref = raw["trainers"]["reference"]["train_images_per_s"]
+    assert t.loc["reference", "train images/s"] == ref and t.loc["reference", "× reference (images/s)"] == 1.0
+    ro = raw["trainers"]["fast_reduce-overhead"]
+    assert t.loc["fast_reduce-overhead", "× reference (images/s)"] == pytest.approx(ro["train_images_per_s"] / ref)
+    for trainer in t.index[1:]:   # the ratio computed here agrees with the one the bench wrote
+        assert t.loc[trainer, "× reference (images/s)"] == pytest.approx(
+            raw["ratios"][f"{trainer}_vs_reference"]["train_images_per_s"])
+    assert t.loc["fast_reduce-overhead", "projected 200-epoch run (s)"] == ro["projected_run_s"]
+    assert t.loc["fast_reduce-overhead", "fraction of bf16 peak"] == pytest.approx(
+        ro["achieved_tflops"] / raw["peak"]["assumed_bf16_dense_tflops"])
+    assert t.loc["fast_default", "eval s/epoch"] == raw["trainers"]["fast_default"]["eval_s_per_epoch"]
+    t1 = report.speed_table(benches["nvidia-h200-2026-11-26-job1"])
+    assert "fast_reduce-overhead" not in t1.index and len(t1) == 3      # job 1 never measured it
+
+
+def test_bench_header_footnote_only_where_it_applies(benches):
+    notes = report.read_provenance_notes(NOTES)
+    h2 = report.bench_header(benches["nvidia-h200-2026-11-26-job2"], "bench/results/nvidia-h200-2026-11-26-job2.json", notes)
+    h1 = report.bench_header(benches["nvidia-h200-2026-11-26-job1"], "bench/results/nvidia-h200-2026-11-26-job1.json", notes)
+    assert "(dirty tree) [1]" in h2 and "NVIDIA H200" in h2 and "2.11.0+cu130" in h2 and "2026-11-26" in h2
+    assert "(clean tree)" in h1 and "[1]" not in h1
+
+
+def test_read_bench_rejects_other_files(tmp_path):
+    bad = tmp_path / "x.json"
+    bad.write_text('{"schema": "kps-bench/0"}')
+    with pytest.raises(ValueError, match="schema"):
+        report.read_bench(bad)
+    bad.write_text('{"schema": "kps-bench/1", "trainers": {"fast_none": {}}}')
+    with pytest.raises(ValueError, match="no reference trainer"):
+        report.read_bench(bad)
+
+
+def test_grid_table_and_job_wall(benches):
+    runs = load_json(BENCH / "nvidia-h200-2026-11-26-job2.runs.json")
+    g = report.grid_table(runs)
+    assert len(g) == 12 and list(g.index[:2]) == ["kps_ga", "kps_ga:official"]
+    assert (g["status"] == "done").sum() == 2
+    done = {r["run"]: r for r in runs["runs"]}
+    assert g.loc["kps_ga:official", "final error (%)"] == f"{done['kps_ga:official']['top1_error']:.2f}"
+    assert g.loc["kps", "epochs done"] == f"{done['kps']['epochs_done']}/200" and g.loc["kps", "final error (%)"] == ""
+    assert g.loc["kps_ga", "wall s"] == done["kps_ga"]["wall_s"]
+    log = (BENCH / "nvidia-h200-2026-11-26-job2.log").read_text()
+    last = [line for line in log.splitlines() if line.startswith("[job ")][-1]
+    assert report.job_wall_s(log) == float(last.split("+")[1].split("s]")[0])
+    assert report.job_wall_s("no stamps") is None
+
+
+def test_speed_targets_from_the_committed_jobs(benches):
+    runs = {"nvidia-h200-2026-11-26-job2": load_json(BENCH / "nvidia-h200-2026-11-26-job2.runs.json")}
+    walls = {n: report.job_wall_s((BENCH / f"{n}.log").read_text()) for n in benches}
+    t = report.speed_targets(benches, runs, walls)
+    job2 = t[t.job == "nvidia-h200-2026-11-26-job2"].set_index("target")
+    raw = load_json(BENCH / "nvidia-h200-2026-11-26-job2.json")["trainers"]
+    ratio = raw["fast_reduce-overhead"]["train_images_per_s"] / raw["reference"]["train_images_per_s"]
+    speed = job2.loc["train images/s ≥ 10× the reference trainer's"]
+    assert speed["measured"].startswith(f"{ratio:.2f}× (fast_reduce-overhead") and speed["met"] == ("yes" if ratio >= 10 else "no")
+    run = job2.loc["one full run ≤ 60 s"]
+    assert run["measured"].startswith(f"{raw['fast_reduce-overhead']['projected_run_s']:.0f} s projected")
+    assert run["met"] == "no"
+    done = sum(r["status"] == "done" for r in runs["nvidia-h200-2026-11-26-job2"]["runs"])
+    grid = job2.loc["12 runs in one job ≤ 9 min"]
+    assert grid["measured"].startswith(f"{done} of 12 runs finished") and grid["met"] == "no"
+    assert set(t.job) == set(benches) and len(t) == 5           # job 1: bench targets only (no runs.json)
+    # the rule itself: a job that met everything says so
+    fake = {"b": {"trainers": {"reference": {"train_images_per_s": 100.0, "projected_run_s": 900.0},
+                               "fast": {"train_images_per_s": 1000.0, "projected_run_s": 60.0}}}}
+    grid_ok = {"b": {"runs": [{"status": "done"}] * 12, "concurrency": 6}}
+    assert set(report.speed_targets(fake, grid_ok, {"b": 540.0})["met"]) == {"yes"}
+    assert report.speed_targets(fake, grid_ok, {"b": 541.0})["met"].tolist() == ["yes", "yes", "no"]
+
+
+def test_speed_chart_data(benches):
+    d = report.speed_chart_data(benches)
+    assert len(d) == 7
+    ref = benches["nvidia-h200-2026-11-26-job2"]["trainers"]["reference"]["train_images_per_s"]
+    assert set(d[d.bench == "nvidia-h200-2026-11-26-job2"]["target images/s"]) == {10 * ref}
