@@ -49,6 +49,7 @@ if [ "$SMOKE" = 1 ]; then
     CONCURRENCY=${KPS_JOB_CONCURRENCY:-2}
     BENCH_ARGS=(--device cpu --epochs 1 --warmup-epochs 1 --limit-steps 2 --workers 1)
     GRID_ARGS=(--epochs 1 --shrink 50)
+    CHECKPOINTS_TAR=${KPS_JOB_CHECKPOINTS:-}  # a GPU job's checkpoints continue on a GPU only
     BENCH_MAX=${KPS_JOB_BENCH_MAX_S:-300}
 else
     DEVICE=cuda
@@ -155,7 +156,7 @@ stop_mps() {
 }
 
 stage_grid() {
-    if [ -f "$CHECKPOINTS_TAR" ]; then
+    if [ -n "$CHECKPOINTS_TAR" ] && [ -f "$CHECKPOINTS_TAR" ]; then
         log "resuming from the checkpoints in $CHECKPOINTS_TAR"
         mkdir -p "$WORK/checkpoints" && tar -xf "$CHECKPOINTS_TAR" -C "$WORK/checkpoints" || return 1
     fi

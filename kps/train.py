@@ -630,6 +630,10 @@ class Trainer:
         if theirs != mine:
             diff = sorted(k for k in mine if theirs.get(k) != mine[k])
             raise ValueError(f"checkpoint {source} is from another configuration (differs in: {', '.join(diff)})")
+        written_on = "cpu" if state["rng"][0]["cuda"] is None else "cuda"
+        if written_on != self.device.type:  # the random generators' states belong to their device
+            raise ValueError(f"checkpoint {source} was written by a run on {written_on}; "
+                             f"continue it on {written_on}, not {self.device.type}")
         if state["world_size"] != self.ctx.world_size:
             raise ValueError(f"checkpoint {source} was written by {state['world_size']} processes, "
                              f"this run has {self.ctx.world_size}")

@@ -179,6 +179,10 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch):
     trainer = kt.Trainer(other, synthetic_data())
     with pytest.raises(ValueError, match="another configuration .*m_max"):
         trainer.load_state(split_state, str(ckpt))
+    # a GPU run's checkpoint (its CUDA generator states) continues on a GPU only
+    gpu_state = dict(split_state, rng=[dict(split_state["rng"][0], cuda=torch.zeros(16, dtype=torch.uint8))])
+    with pytest.raises(ValueError, match="written by a run on cuda; continue it on cuda, not cpu"):
+        kt.Trainer(config, synthetic_data()).load_state(gpu_state, str(ckpt))
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
