@@ -74,9 +74,11 @@ __all__ = [
     "bench_header",
     "speed_table",
     "speed_chart_data",
+    "trainer_order",
     "grid_table",
     "job_wall_s",
     "speed_targets",
+    "speed_summary",
 ]
 
 NOT_RUN = "not run"
@@ -494,11 +496,11 @@ def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[Prove
             "setting": setting_label(c),
             "commit": str(rec.get("git_commit") or "unknown")[:10],
             "dirty tree": "unknown" if dirty is None else ("yes" if dirty else "no"),
+            "note": note.marker if note else "",
             "device": rec.get("device", "unknown"),
             "torch": rec.get("torch_version", "unknown"),
             "started (UTC)": str(rec.get("started_at", "unknown"))[:16].replace("T", " "),
-            "wall time (min)": round(float(rec["wall_time_s"]) / 60, 1) if rec.get("wall_time_s") is not None else None,
-            "note": note.marker if note else "",
+            "wall time (min)": f"{float(rec['wall_time_s']) / 60:.1f}" if rec.get("wall_time_s") is not None else "unknown",
         })
     return pd.DataFrame(rows)
 
@@ -532,7 +534,8 @@ def ga_variant_comparison(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
             continue
         c = v["paper"][0]["config"]
         row: dict[str, Any] = {"data": v["paper"][0].get("dataset_label", c["dataset"]), "method": c["method"],
-                               "imbalance": f"{float(c['imbalance']):g}", "epochs": c["epochs"]}
+                               "imbalance": f"{float(c['imbalance']):g}", "epochs": c["epochs"],
+                               "setting apart from GA": setting_label(c)}
         for name in ("paper", "official"):
             row[f"{name}: seeds"] = ", ".join(str(r["config"]["seed"]) for r in v[name])
             row[f"{name}: final"] = float(np.mean([r["top1_error"] for r in v[name]]))
@@ -564,9 +567,9 @@ def ga_variant_note(records: Sequence[Mapping[str, Any]]) -> str | None:
                       "between seeds.")
         out.append(
             f"Measured, {r['method']} on {r['data']}, ρ = {r['imbalance']}, {r['epochs']} epochs "
-            f"(seeds {r['paper: seeds']} / {r['official: seeds']}): the paper's column scale (eq. 25) ended at "
-            f"{r['paper: final']:.2f} % top-1 error (best epoch {r['paper: best']:.2f} %), the authors' row scale "
-            f"at {r['official: final']:.2f} % (best {r['official: best']:.2f} %), {amount}. {caveat}")
+            f"(seeds {r['paper: seeds']} / {r['official: seeds']}; both runs: {r['setting apart from GA']}): the paper's variant (column scale, eq. 25) ended "
+            f"at {r['paper: final']:.2f} % top-1 error (best epoch {r['paper: best']:.2f} %), the authors' variant "
+            f"(row scale s_y, margins from the reversed radius list) at {r['official: final']:.2f} % (best {r['official: best']:.2f} %), {amount}. {caveat}")
     return "\n\n".join(out)
 
 
@@ -757,6 +760,8 @@ TRAINER_TITLES = {
     "fast_none": "fast path, eager",
     "fast_default": "fast path, torch.compile default",
     "fast_reduce-overhead": "fast path, torch.compile reduce-overhead (CUDA graphs)",
+    "fast_cuda-graph": "fast path, whole step in one CUDA graph, eager kernels",
+    "fast_cuda-graph-compiled": "fast path, whole step in one CUDA graph, compiled kernels",
 }
 
 
@@ -788,7 +793,7 @@ def read_bench(path: str | Path) -> dict:
     return data
 
 
-def _trainer_order(names: Iterable[str]) -> list[str]:
+def trainer_order(names: Iterable[str]) -> list[str]:
     known = list(TRAINER_TITLES)
     return sorted(names, key=lambda n: (known.index(n) if n in known else len(known), n))
 
@@ -806,7 +811,9 @@ def bench_header(bench: Mapping[str, Any], file: str, notes: Iterable[Provenance
             f"{bench['config']['train_images']} training and {bench['config']['test_images']} test images of "
             f"{bench['config']['dataset_label']} per epoch, {bench['config']['epochs_timed']} timed epochs after "
             f"warm-up; bf16 peak taken as {peak['assumed_bf16_dense_tflops']:g} TFLOP/s ({peak.get('source', '')}"
-            + (f"; a bf16 matrix product measured {measured:.0f} TFLOP/s" if measured else "") + ").")
+            + (f"; a bf16 matrix product measured {measured:.0f} TFLOP/s" if measured else "") + ")."
+            + "".join(f" Trainer `{name}` failed: {why}." for name, why in sorted((bench.get("failed") or {}).items()))
+            + ("" if bench.get("complete", True) else " The bench was cut off before every trainer ran."))
 
 
 def speed_table(bench: Mapping[str, Any]) -> pd.DataFrame:
@@ -819,7 +826,7 @@ def speed_table(bench: Mapping[str, Any]) -> pd.DataFrame:
     ref = trainers["reference"]["train_images_per_s"]
     epochs = bench["config"].get("preset_epochs", 200)
     rows = []
-    for name in _trainer_order(trainers):
+    for name in trainer_order(trainers):
         t = trainers[name]
         rows.append({
             "trainer": name,
@@ -843,7 +850,7 @@ def speed_chart_data(benches: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     rows = []
     for name, bench in benches.items():
         ref = bench["trainers"]["reference"]["train_images_per_s"]
-        for trainer in _trainer_order(bench["trainers"]):
+        for trainer in trainer_order(bench["trainers"]):
             rows.append({"bench": name, "trainer": trainer,
                          "train images/s": bench["trainers"][trainer]["train_images_per_s"],
                          "target images/s": SPEED_TARGETS["speedup"] * ref})
@@ -860,7 +867,7 @@ def grid_table(runs: Mapping[str, Any]) -> pd.DataFrame:
     for r in sorted(runs["runs"], key=lambda r: r.get("priority", 0)):
         done = r.get("status") == "done"
         rows.append({
-            "run": r["run"], "method": r["method"], "GA variant": r.get("ga_variant", ""), "status": r["status"],
+            "run": r["run"], "GA variant": r.get("ga_variant", ""), "status": r["status"],
             "epochs done": f"{r.get('epochs_done', 0)}/{epochs}" if epochs else r.get("epochs_done", 0),
             "checkpoint epochs": r.get("checkpoint_epochs"),
             "wall s": r.get("wall_s"),
@@ -881,39 +888,74 @@ def job_wall_s(log_text: str) -> float | None:
     return float(max(stamps)) if stamps else None
 
 
+_TARGET_NAMES = {"speedup": "train images/s ≥ {speedup:g}× the reference trainer's",
+                 "run_s": "one full run ≤ {run_s:g} s",
+                 "job": "{job_runs} runs in one job ≤ {job_min:g} min"}
+
+
+def _target_name(kind: str) -> str:
+    t = SPEED_TARGETS
+    return _TARGET_NAMES[kind].format(speedup=t["speedup"], run_s=t["run_s"], job_runs=t["job_runs"],
+                                      job_min=t["job_s"] / 60)
+
+
 def speed_targets(benches: Mapping[str, Mapping[str, Any]], grids: Mapping[str, Mapping[str, Any]],
                   job_walls: Mapping[str, float | None] | None = None) -> pd.DataFrame:
     """Issue 6's targets against what each job measured: train images/s at
     least 10x the reference trainer's (best fast trainer of each bench), one
     full run within 60 s (smallest projection of a fast trainer, one run alone
     on the card), and all 12 runs of the grid within one 540 s job (runs.json,
-    and the job's wall time from its log where given). 'met' is 'yes' or 'no'."""
+    and the job's wall time from its log where given). Columns: target, job,
+    measured (in words), met ('yes'/'no'), kind and value (the number
+    measured: ratio, seconds, runs finished) for :func:`speed_summary`."""
     t = SPEED_TARGETS
     rows = []
     for name, bench in benches.items():
         fast = {k: v for k, v in bench["trainers"].items() if k != "reference"}
         ref = bench["trainers"]["reference"]["train_images_per_s"]
-        if fast:
-            best = max(fast, key=lambda k: fast[k]["train_images_per_s"])
-            ratio = fast[best]["train_images_per_s"] / ref
-            rows.append({"target": f"train images/s ≥ {t['speedup']:g}× the reference trainer's", "job": name,
-                         "measured": f"{ratio:.2f}× ({best}: {fast[best]['train_images_per_s']:.0f} vs "
-                                     f"{ref:.0f} images/s)", "met": "yes" if ratio >= t["speedup"] else "no"})
-            quick = min(fast, key=lambda k: fast[k]["projected_run_s"])
-            run_s = fast[quick]["projected_run_s"]
-            rows.append({"target": f"one full run ≤ {t['run_s']:g} s", "job": name,
-                         "measured": f"{run_s:.0f} s projected ({quick}, one run alone on the card)",
-                         "met": "yes" if run_s <= t["run_s"] else "no"})
-        else:
-            rows.append({"target": f"train images/s ≥ {t['speedup']:g}× the reference trainer's", "job": name,
-                         "measured": "no fast trainer measured", "met": "no"})
+        if not fast:
+            rows.append({"target": _target_name("speedup"), "job": name, "measured": "no fast trainer measured",
+                         "met": "no", "kind": "speedup", "value": float("nan")})
+            continue
+        best = max(fast, key=lambda k: fast[k]["train_images_per_s"])
+        ratio = fast[best]["train_images_per_s"] / ref
+        rows.append({"target": _target_name("speedup"), "job": name,
+                     "measured": f"{ratio:.2f}× ({best}: {fast[best]['train_images_per_s']:.0f} vs "
+                                 f"{ref:.0f} images/s)",
+                     "met": "yes" if ratio >= t["speedup"] else "no", "kind": "speedup", "value": ratio})
+        quick = min(fast, key=lambda k: fast[k]["projected_run_s"])
+        run_s = fast[quick]["projected_run_s"]
+        rows.append({"target": _target_name("run_s"), "job": name,
+                     "measured": f"{run_s:.0f} s projected ({quick}, one run alone on the card)",
+                     "met": "yes" if run_s <= t["run_s"] else "no", "kind": "run_s", "value": run_s})
     for name, runs in grids.items():
         done = sum(r["status"] == "done" for r in runs["runs"])
         wall = (job_walls or {}).get(name)
         within = wall is not None and wall <= t["job_s"]
-        rows.append({"target": f"{t['job_runs']} runs in one job ≤ {t['job_s'] / 60:g} min", "job": name,
+        rows.append({"target": _target_name("job"), "job": name,
                      "measured": f"{done} of {len(runs['runs'])} runs finished"
                                  + (f" in a {wall:.0f} s job" if wall is not None else "")
                                  + f" ({runs.get('concurrency', '?')} at a time)",
-                     "met": "yes" if done >= t["job_runs"] and done == len(runs["runs"]) and within else "no"})
-    return pd.DataFrame(rows, columns=["target", "job", "measured", "met"])
+                     "met": "yes" if done >= t["job_runs"] and done == len(runs["runs"]) and within else "no",
+                     "kind": "job", "value": float(done)})
+    return pd.DataFrame(rows, columns=["target", "job", "measured", "met", "kind", "value"])
+
+
+def speed_summary(targets: pd.DataFrame) -> str:
+    """Markdown: how many of the three targets some job met, and for each
+    target the best job's measurement (largest ratio, shortest run, most runs
+    finished) beside the target."""
+    lines, met = [], 0
+    for kind, pick in (("speedup", "max"), ("run_s", "min"), ("job", "max")):
+        part = targets[(targets["kind"] == kind) & targets["value"].notna()]
+        if part.empty:
+            lines.append(f"- {_target_name(kind)}: **not measured**")
+            continue
+        best = part.loc[part["value"].idxmax() if pick == "max" else part["value"].idxmin()]
+        ok = (part["met"] == "yes").any()
+        met += ok
+        lines.append(f"- {_target_name(kind)}: **{'met' if ok else 'not met'}**; best measured: "
+                     f"{best['measured']} (`{best['job']}`)")
+    head = {0: "None of the three targets is met yet.", 3: "All three targets are met."}.get(
+        met, f"{met} of the three targets met.")
+    return f"**{head}**\n\n" + "\n".join(lines)

@@ -132,6 +132,16 @@ def test_table_notebook_renders_the_record(trained, tmp_path):
     assert html.count("not run") >= 8                          # every other cell of ours
 
 
+def test_speed_notebook_without_bench_results(tmp_path):
+    """The Speed page on a folder with no bench result says so instead of failing."""
+    result = tmp_path / "speed.ipynb"
+    subprocess.run(PAPERMILL + [str(ROOT / "notebooks" / "speed.ipynb"), str(result), "-p", "bench_dir", str(tmp_path)],
+                   cwd=ROOT / "notebooks", check=True, capture_output=True, timeout=300)
+    text = json.dumps([o.get("data", {}).get("text/markdown", "") for c in nbformat.read(result, as_version=4).cells
+                       for o in c.get("outputs", [])])
+    assert "**not run**: no bench result under" in text and "No grid summary" in text
+
+
 def test_reproduce_plan(tmp_path):
     paper = read_paper_numbers(ROOT / "book" / "paper_numbers.csv")
     (tmp_path / "cifar10-jpeg").mkdir()

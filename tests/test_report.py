@@ -155,7 +155,7 @@ def report_authors():
 def test_provenance_table():
     p = report.provenance_table([record(seed=2)])
     row = p.iloc[0]
-    assert row["commit"] == "0123456789" and row["seed"] == 2 and row["wall time (min)"] == 120.0
+    assert row["commit"] == "0123456789" and row["seed"] == 2 and row["wall time (min)"] == "120.0"
     assert row["data"] == "CIFAR-10 (JPEG copy)" and row["setting"] == "paper setting"
     assert row["dirty tree"] == "no" and row["started (UTC)"] == "2026-11-26 10:00" and row["note"] == ""
     assert row["device"] == "cpu" and row["torch"] == "2.14.1"
@@ -350,7 +350,7 @@ def test_provenance_table_marks_the_committed_gpu_records(gpu_records):
     t = report.provenance_table(gpu_records, notes)
     assert set(t["note"]) == {"[1]"} and set(t["dirty tree"]) == {"yes"}
     assert set(t["commit"]) == {gpu_records[0]["git_commit"][:10]} and set(t["device"]) == {"NVIDIA H200"}
-    assert list(t["wall time (min)"]) == [round(r["wall_time_s"] / 60, 1) for r in gpu_records]
+    assert list(t["wall time (min)"]) == [f"{r['wall_time_s'] / 60:.1f}" for r in gpu_records]
     assert list(t["seed"]) == [0, 0] and set(t["torch"]) == {r["torch_version"] for r in gpu_records}
     text = report.provenance_footnotes(notes, gpu_records)
     assert text.startswith("[1] ") and "stale .git" in text and "cf36c4a" in text
@@ -373,6 +373,7 @@ def test_ga_variant_note_reads_the_records(gpu_records):
     assert f"{by_variant['paper']['top1_error']:.2f} %" in note and f"{by_variant['official']['top1_error']:.2f} %" in note
     assert f"{abs(diff):.2f} points {'lower' if diff < 0 else 'higher'}" in note
     assert "one seed on the JPEG copy" in note and "not a conclusion" in note
+    assert f"both runs: {report.setting_label(by_variant['paper']['config'])})" in note
     assert report.ga_variant_note([by_variant["paper"]]) is None
 
 
@@ -417,7 +418,13 @@ def test_bench_header_footnote_only_where_it_applies(benches):
     h2 = report.bench_header(benches["nvidia-h200-2026-11-26-job2"], "bench/results/nvidia-h200-2026-11-26-job2.json", notes)
     h1 = report.bench_header(benches["nvidia-h200-2026-11-26-job1"], "bench/results/nvidia-h200-2026-11-26-job1.json", notes)
     assert "(dirty tree) [1]" in h2 and "NVIDIA H200" in h2 and "2.11.0+cu130" in h2 and "2026-11-26" in h2
-    assert "(clean tree)" in h1 and "[1]" not in h1
+    assert "(clean tree)" in h1 and "[1]" not in h1 and "failed" not in h1
+    broken = dict(benches["nvidia-h200-2026-11-26-job2"], failed={"fast_cuda-graph": "RuntimeError: capture"},
+                  complete=False)
+    h = report.bench_header(broken, "elsewhere.json", notes)
+    assert "Trainer `fast_cuda-graph` failed: RuntimeError: capture." in h and "cut off" in h and "[1]" not in h
+    assert report.trainer_order(["fast_x", "fast_cuda-graph", "reference", "fast_none"]) == [
+        "reference", "fast_none", "fast_cuda-graph", "fast_x"]
 
 
 def test_read_bench_rejects_other_files(tmp_path):
@@ -467,6 +474,25 @@ def test_speed_targets_from_the_committed_jobs(benches):
     grid_ok = {"b": {"runs": [{"status": "done"}] * 12, "concurrency": 6}}
     assert set(report.speed_targets(fake, grid_ok, {"b": 540.0})["met"]) == {"yes"}
     assert report.speed_targets(fake, grid_ok, {"b": 541.0})["met"].tolist() == ["yes", "yes", "no"]
+    assert report.speed_summary(report.speed_targets(fake, grid_ok, {"b": 540.0})).startswith(
+        "**All three targets are met.**")
+    one = report.speed_summary(report.speed_targets(fake, grid_ok, {"b": 541.0}))
+    assert one.startswith("**2 of the three targets met.**") and "12 runs in one job ≤ 9 min: **not met**" in one
+
+
+def test_speed_summary_of_the_committed_jobs(benches):
+    runs = {"nvidia-h200-2026-11-26-job2": load_json(BENCH / "nvidia-h200-2026-11-26-job2.runs.json")}
+    t = report.speed_targets(benches, runs, {n: report.job_wall_s((BENCH / f"{n}.log").read_text()) for n in benches})
+    text = report.speed_summary(t)
+    raw = {n: b["trainers"] for n, b in benches.items()}
+    best = max((v["train_images_per_s"] / tr["reference"]["train_images_per_s"], n)
+               for n, tr in raw.items() for k, v in tr.items() if k != "reference")
+    quickest = min((v["projected_run_s"], n) for n, tr in raw.items() for k, v in tr.items() if k != "reference")
+    assert f"best measured: {best[0]:.2f}×" in text and f"(`{best[1]}`)" in text
+    assert f"best measured: {quickest[0]:.0f} s projected" in text
+    met = (best[0] >= 10) + (quickest[0] <= 60)   # the grid finished 2 of 12: not met
+    assert text.startswith("**None of the three targets is met yet.**" if met == 0 else f"**{met} of the three")
+    assert report.speed_summary(report.speed_targets({}, {})).count("**not measured**") == 3
 
 
 def test_speed_chart_data(benches):

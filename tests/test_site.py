@@ -163,9 +163,55 @@ def test_table3_shows_paper_and_ours(pages):
     assert "not in this artifact" in text                        # BBN, meta-learning
 
 
+def committed_kps_ga() -> dict[str, dict]:
+    """The committed full-length KPS-GA records of the JPEG copy, by GA variant."""
+    from kps.results import load_records
+
+    return {r["config"]["ga_variant"]: r for r in load_records(ROOT / "results")
+            if r["config"]["method"] == "kps_ga" and r["config"]["dataset"] == "cifar10-jpeg" and r["epochs"] == 200}
+
+
+def test_table3_shows_both_ga_variants_and_their_provenance(pages):
+    text = pages["notebooks/table3"]["text"]
+    records = committed_kps_ga()
+    assert set(records) == {"paper", "official"}
+    assert "KPS loss (Ours) (kps_ga), GA: authors' per-sample row scale" in text     # its own row
+    for rec in records.values():
+        assert f"{rec['top1_error']:.2f} (n=1) [CIFAR-10 (JPEG copy)" in text
+        assert f"{rec['best_top1_error']:.2f} (n=1)" in text
+    assert "NVIDIA H200" in text and records["paper"]["torch_version"] in text
+    assert "[1] The file says commit 65a4c88 with a dirty tree" in text and "stale .git" in text
+    assert text.count("not run") >= 20                                               # every other cell of ours
+    results = pages["book/results"]["text"]
+    assert "stale .git" in results and "cf36c4a" in results and "dirty tree" in results
+
+
+def test_differences_page_reads_the_ga_records(pages):
+    text = pages["book/differences"]["text"]
+    records = committed_kps_ga()
+    for rec in records.values():
+        assert f"{rec['top1_error']:.2f} %" in text
+    assert "one seed on the JPEG copy: an observation, not a conclusion" in text
+
+
+def test_speed_page(pages):
+    seen = pages["notebooks/speed"]
+    text = seen["text"]
+    job2 = json.loads((ROOT / "bench" / "results" / "nvidia-h200-2026-11-26-job2.json").read_text())["trainers"]
+    ratio = job2["fast_reduce-overhead"]["train_images_per_s"] / job2["reference"]["train_images_per_s"]
+    assert f"{ratio:.2f}× (fast_reduce-overhead" in text
+    assert f"{job2['reference']['train_images_per_s']:.0f}" in text
+    assert f"{job2['fast_reduce-overhead']['projected_run_s']:.0f} s projected" in text
+    assert "2 of 12 runs finished" in text and "one full run ≤ 60 s" in text
+    assert "nvidia-h200-2026-11-26-job1" in text and "(dirty tree) [1]" in text and "stale .git" in text
+    assert "None of the three targets is met yet" in text or "targets met" in text or "All three" in text
+    assert seen["tables"] >= 4 and len(seen["images"]) >= 1      # targets, 2 bench tables, grid; the chart
+
+
 def test_screenshots(server, tmp_path):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    for page in ("book/derivation", "notebooks/table3", "notebooks/fig1_4_boundaries", "notebooks/fig5_toy"):
+    for page in ("book/derivation", "notebooks/table3", "notebooks/fig1_4_boundaries", "notebooks/fig5_toy",
+                 "notebooks/speed", "book/results"):
         target = SCREENSHOTS / f"{page.replace('/', '_')}.png"
         target.unlink(missing_ok=True)
         chromium(["--virtual-time-budget=20000", "--window-size=1280,2200", f"--screenshot={target}",
