@@ -501,8 +501,26 @@ def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[Prove
             "torch": rec.get("torch_version", "unknown"),
             "started (UTC)": str(rec.get("started_at", "unknown"))[:16].replace("T", " "),
             "wall time (min)": f"{float(rec['wall_time_s']) / 60:.1f}" if rec.get("wall_time_s") is not None else "unknown",
+            "processes": segments_label(rec),
         })
     return pd.DataFrame(rows)
+
+
+def segments_label(rec: Mapping[str, Any]) -> str:
+    """How many processes trained the run, and where a resumed one took over:
+    'one' (also for records before segments were kept), or e.g. 'epochs 0-129:
+    unknown; 130-199: 1a2b3c4d5e (H200)'."""
+    segments = rec.get("segments") or []
+    if len(segments) <= 1:
+        return "one"
+    ends = [s["from_epoch"] for s in segments[1:]] + [rec["epochs"]]
+    parts = []
+    for seg, end in zip(segments, ends):
+        who = str(seg["git_commit"])[:10] if seg.get("git_commit") else "unknown commit"
+        if seg.get("device"):
+            who += f" ({seg['device']})"
+        parts.append(f"{seg['from_epoch']}-{end - 1}: {who}")
+    return "epochs " + "; ".join(parts)
 
 
 def provenance_footnotes(notes: Iterable[ProvenanceNote], records: Iterable[Mapping[str, Any]] = (),

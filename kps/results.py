@@ -143,7 +143,19 @@ def validate_record(record: Any, source: str = "record") -> dict:
         raise ValueError(f"{source}: bad config: {err}") from err
     if record["epochs"] != config.epochs or record["preset_epochs"] != config.preset_epochs:
         raise ValueError(f"{source}: epochs/preset_epochs disagree with the config")
+    if "segments" in record and not _segments_ok(record["segments"], record["epochs"]):
+        raise ValueError(f"{source}: bad value for key segments (one entry per process, from epoch 0 upwards)")
     return record
+
+
+def _segments_ok(segments: Any, epochs: int) -> bool:
+    """Optional key (records from 2026-11-26 on): the processes that trained the run,
+    each {"from_epoch", "git_commit", "git_dirty", "device", ...}, from epoch 0, rising."""
+    if not (isinstance(segments, list) and segments and all(isinstance(s, dict) for s in segments)):
+        return False
+    starts = [s.get("from_epoch") for s in segments]
+    return (all(_is_int(e) for e in starts) and starts[0] == 0 and starts == sorted(starts)
+            and starts[-1] <= epochs and all(_opt(_is_str)(s.get("git_commit")) for s in segments))
 
 
 def _dumps(record: dict) -> str:

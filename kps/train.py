@@ -412,6 +412,7 @@ class Trainer:
         self.elapsed_s = 0.0
         self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.git = git_state()  # the code this session runs (others may commit while it trains)
+        self.segments = [self._segment(0)]
 
     def _setup_graphs(self) -> None:
         """Whole-step CUDA graphs (:mod:`kps.graphs`), after checking that this run can use them."""
@@ -429,6 +430,14 @@ class Trainer:
         self.static = StaticBatches(self.n_train, c.batch_size, self.device)
         self.step_graph = StepGraph(self.static_step, self._drop_grads, [self.aug_gen], self.device)
         self.eval_graph = ForwardGraph(lambda x: (self.compiled_eval or self.net)(x).float())
+
+    def _segment(self, from_epoch: int) -> dict[str, Any]:
+        """Who trains epochs ``from_epoch``.. in this process: the record's ``segments``
+        list one entry per process a run went through (a resumed run has several)."""
+        commit, dirty = self.git
+        return {"from_epoch": from_epoch, "git_commit": commit, "git_dirty": dirty,
+                "device": device_name(self.device), "torch_version": torch.__version__,
+                "compile": self.config.compile, "started_at": self.started_at}
 
     def _drop_grads(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -620,6 +629,7 @@ class Trainer:
             "elapsed_s": self.elapsed_s,
             "started_at": self.started_at,
             "world_size": self.ctx.world_size,
+            "segments": self.segments,
         }
 
     def load_state(self, state: dict[str, Any], source: str) -> None:
@@ -645,6 +655,11 @@ class Trainer:
         self.best = state["best"]
         self.elapsed_s = state["elapsed_s"]
         self.started_at = state["started_at"]
+        # checkpoints written before segments existed: the first process is unknown
+        earlier = state.get("segments") or [{"from_epoch": 0, "git_commit": None, "git_dirty": None, "device": None,
+                                             "torch_version": None, "compile": None,
+                                             "started_at": state["started_at"]}]
+        self.segments = [*earlier, self._segment(self.next_epoch)]
 
     # ---- the loop
 
@@ -734,6 +749,7 @@ class Trainer:
             "git_dirty": dirty,
             "wall_time_s": round(self.elapsed_s, 3),
             "started_at": self.started_at,
+            "segments": self.segments,
         }
         return validate_record(record)
 

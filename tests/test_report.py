@@ -158,7 +158,11 @@ def test_provenance_table():
     assert row["commit"] == "0123456789" and row["seed"] == 2 and row["wall time (min)"] == "120.0"
     assert row["data"] == "CIFAR-10 (JPEG copy)" and row["setting"] == "paper setting"
     assert row["dirty tree"] == "no" and row["started (UTC)"] == "2026-11-26 10:00" and row["note"] == ""
-    assert row["device"] == "cpu" and row["torch"] == "2.14.1"
+    assert row["device"] == "cpu" and row["torch"] == "2.14.1" and row["processes"] == "one"
+    seg = {"from_epoch": 0, "git_commit": None, "device": None}
+    resumed = dict(record(), epochs=200, segments=[seg, dict(seg, from_epoch=130, git_commit="abcdef0123456789",
+                                                              device="NVIDIA H200")])
+    assert report.segments_label(resumed) == "epochs 0-129: unknown commit; 130-199: abcdef0123 (NVIDIA H200)"
 
 
 def test_table1_computed_beside_paper(tmp_path):

@@ -109,6 +109,17 @@ def test_validate_accepts_good_record():
     assert validate_record(make_record("ce"))["per_class_accuracy_rcos"] is None
 
 
+def test_segments_are_optional_but_checked():
+    seg = {"from_epoch": 0, "git_commit": "abc", "git_dirty": False, "device": "cpu"}
+    rec = make_record("ce")
+    assert "segments" not in rec  # records before 2026-11-26 have none
+    assert validate_record(dict(rec, segments=[seg, dict(seg, from_epoch=1, git_commit=None)]))  # 2-epoch record
+    for bad in ([], [dict(seg, from_epoch=1)], [seg, dict(seg, from_epoch=-1)], [seg, dict(seg, from_epoch=10**6)],
+                [seg, dict(seg, git_commit=5)], "x"):
+        with pytest.raises(ValueError, match="bad value for key segments"):
+            validate_record(dict(rec, segments=bad))
+
+
 def test_io_helpers(tmp_path):
     atomic_torch_save({"a": 1}, tmp_path / "sub/x.pt")
     assert (tmp_path / "sub/x.pt").stat().st_size > 0

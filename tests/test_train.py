@@ -17,7 +17,7 @@ from kps.results import config_record_path, load_record, load_records
 torch.set_num_threads(1)
 
 # when it ran, and which commit (others may commit while the suite runs)
-TIMING = ("wall_time_s", "started_at", "git_commit", "git_dirty")
+TIMING = ("wall_time_s", "started_at", "git_commit", "git_dirty", "segments")
 
 
 def strip_timing(record: dict) -> dict:
@@ -172,6 +172,16 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch):
     for name, tensor in whole_state["model"].items():
         assert torch.equal(tensor, split_state["model"][name]), name
     assert strip_timing(resumed) == strip_timing(whole)
+    # provenance: one segment per process, the resumed one from epoch 1
+    assert [seg["from_epoch"] for seg in whole["segments"]] == [0]
+    assert [seg["from_epoch"] for seg in resumed["segments"]] == [0, 1]
+    assert resumed["segments"][1]["device"].startswith("cpu") and resumed["segments"][1]["compile"] == "none"
+    old_style = {k: v for k, v in split_state.items() if k != "segments"}  # a checkpoint from before segments
+    t = kt.Trainer(config, synthetic_data())
+    t.load_state(old_style, str(ckpt))
+    assert t.segments[0] == {"from_epoch": 0, "git_commit": None, "git_dirty": None, "device": None,
+                             "torch_version": None, "compile": None, "started_at": split_state["started_at"]}
+    assert t.segments[1]["from_epoch"] == 3
     # it may be continued with other fast-path switches, not in another configuration
     kt.Trainer(make_config("cifar10", "kps_ga_mixup", **tiny_overrides(**dict(overrides, fused_sgd=True))),
                synthetic_data()).load_state(split_state, str(ckpt))
