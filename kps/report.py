@@ -534,22 +534,45 @@ def provenance_footnotes(notes: Iterable[ProvenanceNote], records: Iterable[Mapp
     return "\n\n".join(f"{n.marker} {n.text}" for n in notes if n.number in used)
 
 
+def _ga_variant_pairs(records: Sequence[Mapping[str, Any]]) -> list[dict[str, list[Mapping[str, Any]]]]:
+    """Groups of records alike but for seed and ``ga_variant`` that hold both
+    variants: {"paper": [...], "official": [...]}, in a stable order."""
+    by_key: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    for rec in records:
+        cfg = {k: v for k, v in rec["config"].items() if k not in ("seed", "ga_variant")}
+        key = repr(sorted((k, repr(v)) for k, v in cfg.items())) + repr(rec.get("dataset_label"))
+        by_key.setdefault(key, {}).setdefault(rec["config"]["ga_variant"], []).append(rec)
+    return [by_key[k] for k in sorted(by_key) if {"paper", "official"} <= set(by_key[k])]
+
+
+def ga_variant_per_class(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame | None:
+    """Per-class test accuracy (argmax cos, mean over seeds) of the first pair of
+    :func:`_ga_variant_pairs`, classes from the largest to the smallest training
+    count; rows: class size, paper GA, authors' GA, authors' minus paper.  None
+    without such a pair."""
+    pairs = _ga_variant_pairs(records)
+    if not pairs:
+        return None
+    v = pairs[0]
+    first = v["paper"][0]
+    order = np.argsort(-np.asarray(first["train_counts"]), kind="stable")
+    names = [first["class_names"][i] for i in order]
+    acc = {name: np.mean([r["per_class_accuracy"] for r in v[name]], axis=0)[order] for name in ("paper", "official")}
+    return pd.DataFrame({"class size": np.asarray(first["train_counts"])[order],
+                         "paper GA (eq. 25, column s_j)": acc["paper"],
+                         "authors' GA (row s_y)": acc["official"],
+                         "authors' - paper (points)": acc["official"] - acc["paper"]},
+                        index=pd.Index(names, name="class")).T
+
+
 def ga_variant_comparison(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Runs of one configuration made with both GA variants (``ga_variant``
     'paper': eq. 25's per-class column scale; 'official': the authors'
     per-sample row scale) and otherwise alike (seeds aside): one row per such
     configuration with each variant's final and best error (mean over seeds)
     and the seeds, and official minus paper in points."""
-    by_key: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
-    for rec in records:
-        cfg = {k: v for k, v in rec["config"].items() if k not in ("seed", "ga_variant")}
-        key = repr(sorted((k, repr(v)) for k, v in cfg.items())) + repr(rec.get("dataset_label"))
-        by_key.setdefault(key, {}).setdefault(rec["config"]["ga_variant"], []).append(rec)
     rows = []
-    for key in sorted(by_key):
-        v = by_key[key]
-        if not {"paper", "official"} <= set(v):
-            continue
+    for v in _ga_variant_pairs(records):
         c = v["paper"][0]["config"]
         row: dict[str, Any] = {"data": v["paper"][0].get("dataset_label", c["dataset"]), "method": c["method"],
                                "imbalance": f"{float(c['imbalance']):g}", "epochs": c["epochs"],

@@ -381,6 +381,25 @@ def test_ga_variant_note_reads_the_records(gpu_records):
     assert report.ga_variant_note([by_variant["paper"]]) is None
 
 
+def test_ga_variant_per_class_head_to_tail(gpu_records):
+    """The committed pair, per class from the largest class to the smallest: the
+    records' own accuracies (the JPEG copy's classes are in size order already)."""
+    by_variant = {r["config"]["ga_variant"]: r for r in gpu_records}
+    t = report.ga_variant_per_class(gpu_records)
+    assert t.loc["class size"].tolist() == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert t.loc["paper GA (eq. 25, column s_j)"].tolist() == by_variant["paper"]["per_class_accuracy"]
+    assert t.loc["authors' GA (row s_y)"].tolist() == by_variant["official"]["per_class_accuracy"]
+    assert t.loc["authors' - paper (points)", t.columns[-1]] == pytest.approx(
+        by_variant["official"]["per_class_accuracy"][-1] - by_variant["paper"]["per_class_accuracy"][-1])
+    assert report.ga_variant_per_class([by_variant["paper"]]) is None
+    shuffled = dict(by_variant["paper"], train_counts=by_variant["paper"]["train_counts"][::-1],
+                    class_names=by_variant["paper"]["class_names"][::-1])
+    flipped = report.ga_variant_per_class([shuffled, dict(by_variant["official"], train_counts=shuffled["train_counts"],
+                                                          class_names=shuffled["class_names"])])
+    assert flipped.loc["class size"].tolist()[0] == 5000
+    assert flipped.loc["paper GA (eq. 25, column s_j)"].tolist() == by_variant["paper"]["per_class_accuracy"][::-1]
+
+
 def test_ga_variant_note_several_seeds():
     recs = [record(seed=s, final=f, best=f - 1) for s, f in ((0, 30.0), (1, 32.0))]
     recs += [record(seed=s, final=f, best=f - 1, ga_variant="official") for s, f in ((0, 25.0), (1, 27.0))]
