@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make the kps package importable
     sys.path.insert(0, str(REPO))
 
-from kps.configs import STYLES, RunConfig, make_config  # noqa: E402
+from kps.configs import STYLES, RunConfig, authors_code_overrides, make_config  # noqa: E402
 from kps.data import LTData, TensorSplit, build_dataset  # noqa: E402
 from kps.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from kps.results import config_record_path, load_record  # noqa: E402
@@ -59,6 +59,7 @@ from kps.train import TrainingDiverged, checkpoint_path, progress_path, read_pro
 __all__ = ["GridRun", "parse_runs", "make_run_config", "shrink", "predict_finish", "Scheduler", "main"]
 
 DATASET = "cifar10-jpeg"
+VARIANTS = (*STYLES, "authors")  # GA variants, and "authors": the authors' code in every switch
 EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 1
 CHECKPOINT_TAR_LIMIT = 15 * 2**20   # the device tool returns files of at most 16 MiB
 DEFAULT_STARTUP_S = {"cuda": 90.0, "cpu": 20.0}  # import + data + compile + first epoch, until measured
@@ -69,7 +70,8 @@ DEFAULT_STARTUP_S = {"cuda": 90.0, "cpu": 20.0}  # import + data + compile + fir
 
 @dataclass(frozen=True)
 class GridRun:
-    """One entry of the grid: a method of kps.configs.METHODS and a GA variant."""
+    """One entry of the grid: a method of kps.configs.METHODS and a GA variant, or
+    "authors": every switch of the authors' code (kps.configs.authors_code_overrides)."""
 
     method: str
     ga_variant: str = "paper"
@@ -86,8 +88,8 @@ def parse_runs(text: str) -> list[GridRun]:
     for word in text.split():
         method, _, variant = word.partition(":")
         variant = variant or "paper"
-        if variant not in STYLES:
-            raise ValueError(f"{word!r}: unknown GA variant {variant!r}; valid: {', '.join(STYLES)}")
+        if variant not in VARIANTS:
+            raise ValueError(f"{word!r}: unknown GA variant {variant!r}; valid: {', '.join(VARIANTS)}")
         runs.append(GridRun(method, variant))
     if not runs:
         raise ValueError("the run list is empty")
@@ -100,13 +102,16 @@ def make_run_config(run: GridRun, *, device: str, imbalance: float = 100.0, seed
                     epochs: int | None = None, compile_mode: str = "default") -> RunConfig:
     """The RunConfig of ``run``: the preset's Table 2 values, the fast-path switches
     (channels_last, fused SGD; bf16 and ``compile_mode`` on CUDA only) and, for the
-    authors' GA variant, ``ga_variant="official"`` (its records carry that tag)."""
+    authors' GA variant, ``ga_variant="official"``, for "authors" every switch of the
+    authors' code (their records carry those keys in their names)."""
     cuda = torch.device(device).type == "cuda"
     overrides: dict[str, Any] = dict(imbalance=imbalance, seed=seed, channels_last=True, fused_sgd=True,
                                      bf16=cuda, compile=compile_mode if cuda else "none")
     if epochs is not None:
         overrides["epochs"] = epochs
-    if run.ga_variant != "paper":
+    if run.ga_variant == "authors":
+        overrides.update(authors_code_overrides(DATASET))
+    elif run.ga_variant != "paper":
         overrides["ga_variant"] = run.ga_variant
     return make_config(DATASET, run.method, **overrides)
 

@@ -43,12 +43,13 @@ def test_job_runs_are_the_implemented_methods_of_tables_3_and_5():
     implemented = in_tables & set(METHODS)
     assert implemented == {"ce", "focal", "cb_focal", "cosface", "arcface", "ldam_drw", "la", "eql",
                            "kps", "kps_drw", "kps_ga"}
-    expected = {(m, "paper") for m in implemented} | {("kps_ga", v) for v in STYLES}
+    expected = {(m, "paper") for m in implemented} | {("kps_ga", v) for v in STYLES} | {("kps_ga", "authors")}
     env = {k: v for k, v in os.environ.items() if k != "KPS_JOB_RUNS"}
     listed = subprocess.run(["bash", str(REPO / "bench" / "gpu_job.sh"), "--list"], capture_output=True,
                             text=True, check=True, env=env).stdout.split()
     runs = grid.parse_runs(" ".join(listed))
-    assert len(runs) == 12 and {(r.method, r.ga_variant) for r in runs} == expected
+    assert len(runs) == 13 and {(r.method, r.ga_variant) for r in runs} == expected
+    assert runs[-1] == grid.GridRun("kps_ga", "authors")  # the extra run comes last
 
 
 def test_run_configs_and_record_names():
@@ -63,11 +64,16 @@ def test_run_configs_and_record_names():
     assert config_record_path("r", paper) == Path("r/cifar10-jpeg/kps_ga/imb100/seed0.json")
     with pytest.raises(ValueError, match="unknown method"):
         grid.make_run_config(grid.GridRun("kps_ga_typo"), device="cpu")
+    authors = grid.make_run_config(grid.GridRun("kps_ga", "authors"), device="cuda")
+    assert (authors.ga_variant, authors.lr_style, authors.m_max, authors.subset_seed, authors.seed) == \
+        ("official", "official", 0.2, 666, 0)
+    assert config_record_path("r", authors).name == \
+        "seed0.ga_variant-official.lr_style-official.m_max-0.2.subset_seed-666.json"
 
 
 def test_parse_runs_refuses_bad_lists():
     assert grid.parse_runs("ce kps_ga:official") == [grid.GridRun("ce"), grid.GridRun("kps_ga", "official")]
-    for text, message in (("", "empty"), ("ce ce", "repeats"), ("kps_ga:authors", "unknown GA variant")):
+    for text, message in (("", "empty"), ("ce ce", "repeats"), ("kps_ga:author", "unknown GA variant")):
         with pytest.raises(ValueError, match=message):
             grid.parse_runs(text)
 
