@@ -410,7 +410,8 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.best: tuple[float, int] | None = None
         self.elapsed_s = 0.0
-        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")  # the run's (kept on resume)
+        self.process_started_at = self.started_at  # this process's
         self.git = git_state()  # the code this session runs (others may commit while it trains)
         self.segments = [self._segment(0)]
 
@@ -437,7 +438,7 @@ class Trainer:
         commit, dirty = self.git
         return {"from_epoch": from_epoch, "git_commit": commit, "git_dirty": dirty,
                 "device": device_name(self.device), "torch_version": torch.__version__,
-                "compile": self.config.compile, "started_at": self.started_at}
+                "compile": self.config.compile, "started_at": self.process_started_at}
 
     def _drop_grads(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)

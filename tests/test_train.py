@@ -176,12 +176,14 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch):
     assert [seg["from_epoch"] for seg in whole["segments"]] == [0]
     assert [seg["from_epoch"] for seg in resumed["segments"]] == [0, 1]
     assert resumed["segments"][1]["device"].startswith("cpu") and resumed["segments"][1]["compile"] == "none"
-    old_style = {k: v for k, v in split_state.items() if k != "segments"}  # a checkpoint from before segments
+    # a checkpoint from before segments, of a run started long ago
+    old_style = {k: v for k, v in split_state.items() if k != "segments"} | {"started_at": "2000-01-01T00:00:00+00:00"}
     t = kt.Trainer(config, synthetic_data())
     t.load_state(old_style, str(ckpt))
     assert t.segments[0] == {"from_epoch": 0, "git_commit": None, "git_dirty": None, "device": None,
-                             "torch_version": None, "compile": None, "started_at": split_state["started_at"]}
-    assert t.segments[1]["from_epoch"] == 3
+                             "torch_version": None, "compile": None, "started_at": "2000-01-01T00:00:00+00:00"}
+    assert t.segments[1]["from_epoch"] == 3 and t.segments[1]["started_at"] == t.process_started_at > "2026"
+    assert t.started_at == "2000-01-01T00:00:00+00:00"  # the run's start stays the first process's
     # it may be continued with other fast-path switches, not in another configuration
     kt.Trainer(make_config("cifar10", "kps_ga_mixup", **tiny_overrides(**dict(overrides, fused_sgd=True))),
                synthetic_data()).load_state(split_state, str(ckpt))
