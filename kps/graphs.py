@@ -33,6 +33,17 @@ GRAPH_MODES = ("cuda-graph", "cuda-graph-compiled")
 WARMUP_STEPS = 3  # eager steps before a capture (PyTorch's recipe uses 3)
 
 
+def _warm_up(fn: Callable[[], object], times: int, device: torch.device) -> None:
+    """Run ``fn`` ``times`` times on a side stream before a capture (lazy set-up such as
+    cuDNN's algorithm choice and compilation happens there), then rejoin the current stream."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(times):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+
+
 class StaticBatches:
     """The device buffers a captured step reads: the epoch's permutation, the step
     counter k (batch k = ``order[k B : (k + 1) B]``) and the epoch's loss sum."""
@@ -87,12 +98,7 @@ class StepGraph:
         if self.graph is None or key != self.key:
             self.graph = None  # keys only move forward (GA on, DRW on): the old graph is not replayed again
             done = min(WARMUP_STEPS, n)
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(done):
-                    self.step()
-            torch.cuda.current_stream(self.device).wait_stream(side)
+            _warm_up(self.step, done, self.device)
             if done == n:
                 return
             graph = torch.cuda.CUDAGraph()
@@ -120,12 +126,7 @@ class ForwardGraph:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.graph is None:
-            side = torch.cuda.Stream(x.device)
-            side.wait_stream(torch.cuda.current_stream(x.device))
-            with torch.cuda.stream(side):
-                for _ in range(WARMUP_STEPS):
-                    self.fn(x)
-            torch.cuda.current_stream(x.device).wait_stream(side)
+            _warm_up(lambda: self.fn(x), WARMUP_STEPS, x.device)
             self.x = x.clone(memory_format=torch.preserve_format)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
