@@ -35,7 +35,7 @@ def test_static_step_is_the_plain_step(method):
         static.set_epoch(epoch)
         static.train_net.train()
         buffers = static.static = StaticBatches(len(order), 16, "cpu")
-        assert buffers.start_epoch(order) == full == 5  # 93 synthetic images, batches of 16
+        assert buffers.start_epoch(order) == full == 5  # 86 synthetic images, batches of 16
         for _ in range(full):
             static.static_step()
         assert int(buffers.step) == full
@@ -98,3 +98,31 @@ def test_history_lr_is_the_schedule_float(tmp_path):
     assert lrs == [kt.learning_rate(e, base_lr=config.lr, warmup_epochs=1, decay_epochs=(1,), decay_ratio=0.1,
                                     style=config.lr_style) for e in (0, 1)]
     assert dataclasses.replace(config, compile="cuda-graph").compile == "cuda-graph"
+
+
+class _EagerGraph:
+    """StepGraph's contract without CUDA: run the step n times (no capture)."""
+
+    def __init__(self, step):
+        self.step, self.keys = step, []
+
+    def run(self, key, n):
+        self.keys.append(key)
+        for _ in range(n):
+            self.step()
+
+
+def test_graph_branch_of_train_epoch_matches_the_plain_epoch():
+    """Trainer.train_epoch's graph branch (full batches through the step graph, the
+    last partial batch eagerly, one loss sum) gives the plain epoch's weights and mean
+    loss, over the GA switch; the graph is asked for the key of each epoch."""
+    plain, graphed = _trainer("kps_ga", ga_switch_epoch=1), _trainer("kps_ga", ga_switch_epoch=1)
+    graphed.static = StaticBatches(graphed.n_train, 16, "cpu")
+    graphed.step_graph = _EagerGraph(graphed.static_step)
+    for epoch in (0, 1):
+        order = plain.epoch_indices()
+        assert len(order) % 16 == 6  # 86 images: 5 full batches and a partial one of 6
+        assert graphed.train_epoch(epoch, graphed.epoch_indices()) == plain.train_epoch(epoch, order)
+    assert graphed.step_graph.keys == [(False, None), (True, None)]
+    for a, b in zip(plain.model.state_dict().values(), graphed.model.state_dict().values()):
+        assert torch.equal(a, b)
