@@ -80,18 +80,17 @@ class StepGraph:
     """Runs ``step`` (one training step reading only device buffers) ``n`` times:
     by replaying the graph captured for the current key, or, for a new key,
     :data:`WARMUP_STEPS` eager steps on a side stream, then a capture, then replays.
-    ``before_capture`` runs just before a capture (the trainer drops its gradients
-    there so that the graph owns them); ``generators`` are the custom random
+    ``step`` sets the gradients to None before its backward, so the captured backward
+    allocates them in the graph's own memory; ``generators`` are the custom random
     generators the step draws from."""
 
-    def __init__(self, step: Callable[[], None], before_capture: Callable[[], None],
-                 generators: Sequence[torch.Generator], device: torch.device) -> None:
+    def __init__(self, step: Callable[[], None], generators: Sequence[torch.Generator],
+                 device: torch.device) -> None:
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
-        self.step, self.before_capture, self.generators, self.device = step, before_capture, generators, device
+        self.step, self.generators, self.device = step, generators, device
         self.key: Hashable | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
-        self.captures = 0
 
     def run(self, key: Hashable, n: int) -> None:
         done = 0
@@ -104,11 +103,9 @@ class StepGraph:
             graph = torch.cuda.CUDAGraph()
             for generator in self.generators:
                 graph.register_generator_state(generator)
-            self.before_capture()
             with torch.cuda.graph(graph):
                 self.step()  # recorded, not run: the replays below run it
             self.graph, self.key = graph, key
-            self.captures += 1
         for _ in range(n - done):
             self.graph.replay()
 

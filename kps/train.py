@@ -429,7 +429,7 @@ class Trainer:
             raise ValueError(f"compile mode {c.compile!r} needs " + "; ".join(problems))
         self.lr_tensor = torch.zeros((), dtype=torch.float32, device=self.device)  # fused SGD reads a float32
         self.static = StaticBatches(self.n_train, c.batch_size, self.device)
-        self.step_graph = StepGraph(self.static_step, self._drop_grads, [self.aug_gen], self.device)
+        self.step_graph = StepGraph(self.static_step, [self.aug_gen], self.device)
         self.eval_graph = ForwardGraph(lambda x: (self.compiled_eval or self.net)(x).float())
 
     def _segment(self, from_epoch: int) -> dict[str, Any]:
@@ -439,9 +439,6 @@ class Trainer:
         return {"from_epoch": from_epoch, "git_commit": commit, "git_dirty": dirty,
                 "device": device_name(self.device), "torch_version": torch.__version__,
                 "compile": self.config.compile, "started_at": self.process_started_at}
-
-    def _drop_grads(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
 
     def graph_key(self) -> tuple[Any, ...]:
         """What a captured step bakes in besides its buffers: GA on or off, and the

@@ -66,7 +66,7 @@ def test_graph_modes_refuse_what_they_cannot_run():
     with pytest.raises(ValueError, match="no mixup"):
         _trainer("kps_ga_mixup", compile="cuda-graph-compiled", fused_sgd=True)
     with pytest.raises(ValueError, match="CUDA graphs need a CUDA device"):
-        StepGraph(lambda: None, lambda: None, [], torch.device("cpu"))
+        StepGraph(lambda: None, [], torch.device("cpu"))
 
 
 def test_graph_key_and_drw_weights_in_place():
