@@ -47,10 +47,11 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Generator, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -529,8 +530,13 @@ class Trainer:
 
     def train_epoch(self, epoch: int, indices: torch.Tensor, progress: tqdm | None = None) -> float:
         """One pass over ``indices`` (this rank's shard); returns the mean loss over all
-        ranks (NaN or inf once the weights have diverged).  The device is synchronised
-        once, at the end (and every 20 steps for the ``progress`` bar's loss, if given)."""
+        ranks (NaN or inf once the weights have diverged): :meth:`submit_epoch`, read back."""
+        return float(self.submit_epoch(epoch, indices, progress))
+
+    def submit_epoch(self, epoch: int, indices: torch.Tensor, progress: tqdm | None = None) -> torch.Tensor:
+        """Queue one pass over ``indices`` on the device; returns the mean loss over all
+        ranks as a device scalar, without waiting for it (no host synchronisation, except
+        every 20 steps for the ``progress`` bar's loss, if given)."""
         lr = self.set_epoch(epoch)
         self.train_net.train()
         per_rank = self.config.batch_size // self.ctx.world_size
@@ -539,7 +545,7 @@ class Trainer:
         if self.step_graph is not None and len(indices) == self.n_train:  # a whole epoch: replays
             full = self.static.start_epoch(indices)
             self.step_graph.run(self.graph_key(), full)
-            loss_sum, seen = self.static.loss_sum, full * per_rank
+            loss_sum, seen = self.static.loss_sum.clone(), full * per_rank
             indices = indices[seen:]  # the last, partial batch: eagerly, below
         for step, (x, y) in enumerate(self.source.train_batches(indices, per_rank, self.aug_gen)):
             loss = self.step(x, y, per_rank)
@@ -550,15 +556,19 @@ class Trainer:
         total = torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64).to(self.device)])
         if self.ctx.world_size > 1:
             dist.all_reduce(total)
-        return float(total[0] / total[1])
-
+        return total[0] / total[1]
 
     # ---- evaluation
 
-    @torch.no_grad()
     def evaluate(self) -> dict[str, np.ndarray]:
         """Per-class correct counts under argmax score (cos, or logits) and, for
         KPS, argmax r_j cos(theta_j); the test set is sharded over ranks and summed."""
+        return self.read_evaluation(self.submit_evaluation())
+
+    @torch.no_grad()
+    def submit_evaluation(self) -> torch.Tensor:
+        """Queue :meth:`evaluate` on the device: (3, classes) counts (test images,
+        correct, correct under r_j cos), summed over ranks, not yet read back."""
         self.net.eval()
         if self.ctx.world_size > 1:  # BN statistics: every rank evaluates rank 0's (the checkpointed) model
             for buffer in self.model.buffers():
@@ -582,6 +592,10 @@ class Trainer:
                 counts[2].scatter_add_(0, y, ((scores * self.radius).argmax(1) == y).long())
         if self.ctx.world_size > 1:
             dist.all_reduce(counts)
+        return counts
+
+    def read_evaluation(self, counts: torch.Tensor) -> dict[str, np.ndarray]:
+        """:meth:`submit_evaluation`'s counts read back (one host synchronisation)."""
         total, correct, correct_r = counts.cpu().numpy()
         out = {"total": total, "correct": correct}
         if self.radius is not None:
@@ -669,42 +683,65 @@ class Trainer:
         in place."""
         _check_every(checkpoint_every)
         c = self.config
-        saved = self.next_epoch if self.next_epoch > 0 else None  # next_epoch of the checkpoint on disk
         show = self.ctx.main and not quiet
-        bar = tqdm(total=c.epochs, initial=self.next_epoch, desc=f"{c.method} seed {c.seed}", unit="epoch",
-                   disable=not show, dynamic_ncols=True)
+        with tqdm(total=c.epochs, initial=self.next_epoch, desc=f"{c.method} seed {c.seed}", unit="epoch",
+                  disable=not show, dynamic_ncols=True) as bar:
+            record = _run_to_end(self.epochs(checkpoint, checkpoint_every, bar if show else None))
+        assert record is not None  # only a "stop" sent to epochs() ends it without a record
+        return record
+
+    def epochs(self, checkpoint: Path | None = None, checkpoint_every: int = 1, bar: tqdm | None = None
+               ) -> Generator[None, str | None, dict[str, Any] | None]:
+        """:meth:`fit`'s loop, one epoch per step of a generator, so that one process
+        can train several runs at once (:func:`fit_together`).  Each step queues an
+        epoch's device work (training, and evaluation where due) and yields; the next
+        step reads it back (the epoch's one host synchronisation), checkpoints and
+        queues the next epoch.  ``send("stop")`` instead ends after the epoch in
+        flight with a checkpoint (if ``checkpoint``) and returns None; the generator
+        otherwise returns the record."""
+        _check_every(checkpoint_every)
+        c = self.config
+        saved = self.next_epoch if self.next_epoch > 0 else None  # next_epoch of the checkpoint on disk
         last_eval: dict[str, np.ndarray] | None = None
-        with bar:
-            for epoch in range(self.next_epoch, c.epochs):
-                t0 = time.perf_counter()
-                loss = self.train_epoch(epoch, self.epoch_indices(), bar if show else None)
-                if not math.isfinite(loss):
-                    good = f"{checkpoint} (after epoch {saved - 1})" if checkpoint and saved else "none"
-                    raise TrainingDiverged(
-                        f"{c.method} seed {c.seed}: the training loss became {loss} in epoch {epoch} "
-                        f"(0-indexed); stopped. Last good checkpoint: {good}"
-                    )
-                row: dict[str, Any] = {"epoch": epoch, "loss": loss, "lr": self.lr}
-                if (epoch + 1) % c.eval_every == 0 or epoch == c.epochs - 1:
-                    last_eval = self.evaluate()
-                    row.update(_eval_errors(last_eval))
-                    if self.best is None or row["test_error"] < self.best[0]:
-                        self.best = (row["test_error"], epoch)
-                seconds = time.perf_counter() - t0
-                self.elapsed_s += seconds
-                row["time_s"] = round(seconds, 3)
-                self.history.append(row)
-                self.next_epoch = epoch + 1
-                if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0 or epoch == c.epochs - 1):
-                    state = self.state()  # collective under DDP: every rank takes this branch
-                    if self.ctx.main:
-                        atomic_torch_save(state, checkpoint)
-                    saved = self.next_epoch
-                if checkpoint is not None and self.ctx.main:
-                    self.write_progress(checkpoint, saved)
+        for epoch in range(self.next_epoch, c.epochs):
+            t0 = time.perf_counter()
+            loss_t = self.submit_epoch(epoch, self.epoch_indices(), bar)
+            due = (epoch + 1) % c.eval_every == 0 or epoch == c.epochs - 1
+            counts = self.submit_evaluation() if due else None
+            command = yield
+            loss = float(loss_t)
+            if not math.isfinite(loss):
+                good = f"{checkpoint} (after epoch {saved - 1})" if checkpoint and saved else "none"
+                raise TrainingDiverged(
+                    f"{c.method} seed {c.seed}: the training loss became {loss} in epoch {epoch} "
+                    f"(0-indexed); stopped. Last good checkpoint: {good}"
+                )
+            row: dict[str, Any] = {"epoch": epoch, "loss": loss, "lr": self.lr}
+            if counts is not None:
+                last_eval = self.read_evaluation(counts)
+                row.update(_eval_errors(last_eval))
+                if self.best is None or row["test_error"] < self.best[0]:
+                    self.best = (row["test_error"], epoch)
+            seconds = time.perf_counter() - t0
+            self.elapsed_s += seconds
+            row["time_s"] = round(seconds, 3)
+            self.history.append(row)
+            self.next_epoch = epoch + 1
+            stop = command == "stop" and self.next_epoch < c.epochs
+            if checkpoint is not None and (stop or self.next_epoch % checkpoint_every == 0
+                                           or self.next_epoch == c.epochs):
+                state = self.state()  # collective under DDP: every rank takes this branch
+                if self.ctx.main:
+                    atomic_torch_save(state, checkpoint)
+                saved = self.next_epoch
+            if checkpoint is not None and self.ctx.main:
+                self.write_progress(checkpoint, saved)
+            if bar is not None:
                 err = f" err {row['test_error']:.2f}" if "test_error" in row else ""
                 bar.set_postfix_str(f"loss {loss:.4f} lr {row['lr']:.4g}{err}", refresh=False)
                 bar.update(1)
+            if stop:
+                return None
         if last_eval is None:  # resumed after the last epoch: evaluate the restored weights
             last_eval = self.evaluate()
         return self.record(last_eval)
@@ -752,6 +789,15 @@ class Trainer:
         return validate_record(record)
 
 
+def _run_to_end(steps: Generator[None, str | None, dict[str, Any] | None]) -> dict[str, Any] | None:
+    """Drive a :meth:`Trainer.epochs` generator to its end; returns its value."""
+    try:
+        while True:
+            next(steps)
+    except StopIteration as end:
+        return end.value
+
+
 def _check_every(checkpoint_every: int) -> None:
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
@@ -782,15 +828,6 @@ def loss_options(config: RunConfig) -> dict[str, Any]:
 # --------------------------------------------------------------------------- entry points
 
 
-def _check_outputs(rec_path: Path, ckpt: Path, force: bool) -> None:
-    """Before any work: the results and checkpoint folders are writable and the
-    record does not exist yet (unless ``force``)."""
-    check_writable_dir(rec_path.parent, "results folder")
-    if rec_path.exists() and not force:
-        raise FileExistsError(f"record {rec_path} exists; records are immutable: use another seed, or --force")
-    check_writable_dir(ckpt.parent, "checkpoint folder")
-
-
 def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path = "results",
           device: str = "cpu", resume: bool = False, quiet: bool = False, force: bool = False,
           checkpoint_dir: str | Path = "checkpoints", data: LTData | None = None,
@@ -806,12 +843,10 @@ def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path 
     """
     _check_every(checkpoint_every)
     ctx, dev = init_distributed(device)
-    rec_path = config_record_path(out, config)
-    ckpt = checkpoint_path(checkpoint_dir, config)
     problem: Exception | None = None
     if ctx.main:
         try:
-            _check_outputs(rec_path, ckpt, force)
+            check_outputs(config, out, checkpoint_dir, force)
         except (ValueError, FileExistsError) as err:
             problem = err
     if ctx.world_size > 1:  # every rank stops if rank 0 cannot write
@@ -822,15 +857,35 @@ def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path 
         raise problem
     if data is None:
         data = load_data(config, data_root)
-    trainer = Trainer(config, data, dev, num_workers=num_workers)
-    if resume and ckpt.exists():
-        trainer.load_state(torch.load(ckpt, map_location="cpu", weights_only=False), str(ckpt))
-        if not quiet and ctx.main:
-            tqdm.write(f"resuming {ckpt} after epoch {trainer.next_epoch - 1}")
+    trainer, ckpt = make_trainer(config, data, dev, checkpoint_dir, resume=resume, quiet=quiet or not ctx.main,
+                                 num_workers=num_workers)
     record = trainer.fit(ckpt, quiet=quiet, checkpoint_every=checkpoint_every)
     if ctx.main:
         write_record(record, out, force=force)
     return record
+
+
+def check_outputs(config: RunConfig, out: str | Path, checkpoint_dir: str | Path, force: bool) -> None:
+    """Before any work: the results and checkpoint folders are writable and the
+    run's record does not exist yet (unless ``force``)."""
+    rec_path = config_record_path(out, config)
+    check_writable_dir(rec_path.parent, "results folder")
+    if rec_path.exists() and not force:
+        raise FileExistsError(f"record {rec_path} exists; records are immutable: use another seed, or --force")
+    check_writable_dir(checkpoint_path(checkpoint_dir, config).parent, "checkpoint folder")
+
+
+def make_trainer(config: RunConfig, data: LTData, device: torch.device, checkpoint_dir: str | Path, *,
+                 resume: bool, quiet: bool = True, num_workers: int = 8) -> tuple[Trainer, Path]:
+    """A Trainer for ``config`` and its checkpoint path; with ``resume`` it continues
+    from that checkpoint if there is one."""
+    trainer = Trainer(config, data, device, num_workers=num_workers)
+    ckpt = checkpoint_path(checkpoint_dir, config)
+    if resume and ckpt.exists():
+        trainer.load_state(torch.load(ckpt, map_location="cpu", weights_only=False), str(ckpt))
+        if not quiet:
+            tqdm.write(f"resuming {ckpt} after epoch {trainer.next_epoch - 1}")
+    return trainer, ckpt
 
 
 def data_key(config: RunConfig) -> tuple[str, float, int]:
