@@ -143,14 +143,38 @@ def cmd_train_grid(args: argparse.Namespace) -> int:
         return _spawn_jobs(args)
     index, count = args.shard
     mine = configs[index::count]
+    if args.together:
+        return _train_together(mine, args)
     records = train_grid(mine, data_root=args.data_root, out=args.out, device=_device(args.device),
                          quiet=args.quiet, force=args.force, resume=args.resume, checkpoint_dir=args.checkpoints,
                          skip_existing=args.skip_existing)
     for r in records:
-        c = r["config"]
-        print(f"{c['method']:>14} seed {c['seed']}: final {r['top1_error']:.2f}  best {r['best_top1_error']:.2f}  "
-              f"{r['wall_time_s']:.1f} s")
+        _print_summary(r)
     return 0
+
+
+def _print_summary(record: dict[str, Any]) -> None:
+    c = record["config"]
+    print(f"{c['method']:>14} seed {c['seed']}: final {record['top1_error']:.2f}  "
+          f"best {record['best_top1_error']:.2f}  {record['wall_time_s']:.1f} s")
+
+
+def _train_together(configs: list, args: argparse.Namespace) -> int:
+    """train-grid --together: this process's configurations side by side (kps.together)."""
+    from kps.results import config_record_path
+    from kps.together import train_together
+
+    if args.skip_existing and not args.force:
+        configs = [c for c in configs if not config_record_path(args.out, c).exists()]
+    outcomes = train_together(configs, data_root=args.data_root, out=args.out, device=_device(args.device),
+                              resume=args.resume, force=args.force, checkpoint_dir=args.checkpoints,
+                              quiet=args.quiet)
+    for config, outcome in zip(configs, outcomes):
+        if outcome.record is not None:
+            _print_summary(outcome.record)
+        else:
+            print(f"{config.method:>14} seed {config.seed}: failed: {outcome.error}", file=sys.stderr)
+    return 1 if any(o.record is None for o in outcomes) else 0
 
 
 def _spawn_jobs(args: argparse.Namespace) -> int:
@@ -244,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--jobs", type=int, default=1, help="worker processes sharing the device (default 1)")
     g.add_argument("--shard", type=_shard, default=(0, 1), help=argparse.SUPPRESS)
     g.add_argument("--skip-existing", action="store_true", help="leave configurations with a record alone")
+    g.add_argument("--together", action="store_true",
+                   help="train the configurations side by side, each on its own CUDA stream (one process; "
+                        "on CPU they take turns), instead of one after another")
     _add_run_options(g)
     g.set_defaults(func=cmd_train_grid)
 

@@ -11,6 +11,7 @@ import torch
 from synthetic import synthetic_data
 
 import kps.__main__ as cli
+import kps.together as together
 import kps.train as kt
 from kps.results import load_records
 
@@ -29,6 +30,7 @@ def fake_data(monkeypatch):
         return synthetic_data()
 
     monkeypatch.setattr(kt, "load_data", load)
+    monkeypatch.setattr(together, "load_data", load)
     return loads
 
 
@@ -84,6 +86,25 @@ def test_train_grid_and_shards(tmp_path, fake_data, capsys):
     assert [(r["config"]["method"], r["config"]["seed"]) for r in load_records(other / "results")] == [
         ("ce", 1), ("kps", 1)]
     assert cli._strip_option(["a", "--jobs", "3", "b", "--jobs=2"], "--jobs") == ["a", "b"]
+
+
+def test_train_grid_together_writes_the_same_records(tmp_path, fake_data, capsys):
+    argv = ["train-grid", "--methods", "kps", "ce", "--seeds", "0", *TINY]
+    assert cli.main([*argv, *folders(tmp_path / "apart")]) == 0
+    # an existing record is left alone with --skip-existing: only kps trains
+    ce_record = next((tmp_path / "apart" / "results" / "cifar10" / "ce").rglob("*.json"))
+    moved = tmp_path / "together" / ce_record.relative_to(tmp_path / "apart")
+    moved.parent.mkdir(parents=True)
+    ce_record.rename(moved)
+    capsys.readouterr()
+    rc = cli.main([*argv, "--together", "--skip-existing", *folders(tmp_path / "together")])
+    assert rc == 0 and len(fake_data) == 2
+    assert capsys.readouterr().out.count("final") == 1
+    drop = ("wall_time_s", "started_at", "segments", "history")
+    mine, = [r for r in load_records(tmp_path / "together" / "results") if r["config"]["method"] == "kps"]
+    theirs, = load_records(tmp_path / "apart" / "results")
+    assert {k: v for k, v in mine.items() if k not in drop} == {k: v for k, v in theirs.items() if k not in drop}
+    assert [row["loss"] for row in mine["history"]] == [row["loss"] for row in theirs["history"]]
 
 
 @pytest.mark.parametrize(
