@@ -17,6 +17,12 @@ cosine head, the KPS loss of eq. 15 with the eqs. 26-30 parameters):
   (:class:`kps.data.GPUAugment`), channels_last, fused SGD, bf16 autocast on
   CUDA, ``torch.compile`` in the given mode ("none" = eager).
 
+* ``together`` (``--together K``): K runs of the fast path (seeds 0..K-1, compile
+  mode ``--together-mode``) trained side by side in this one process, each on its
+  own CUDA stream (:func:`kps.together.fit_together`, as the GPU job's grid trains
+  them): the time of one round (every run one epoch, training + evaluation) and
+  the aggregate rate, against one run alone.
+
 Each trainer runs ``--warmup-epochs`` untimed epochs (train + evaluation; the
 compilation happens there and is reported as ``compile_overhead_s``), then
 ``--epochs`` timed epochs, each a training pass and an evaluation pass as in
@@ -66,6 +72,7 @@ from kps.io import atomic_write_text  # noqa: E402
 from kps.losses import make_loss  # noqa: E402
 from kps.models import make_model  # noqa: E402
 from kps.schedules import learning_rate  # noqa: E402
+from kps.together import fit_together  # noqa: E402
 from kps.train import Trainer, device_name, git_state, loss_options  # noqa: E402
 
 __all__ = [
@@ -77,6 +84,7 @@ __all__ = [
     "assumed_bf16_peak",
     "device_slug",
     "time_trainer",
+    "time_together",
     "run_benchmark",
     "output_path",
     "write_result",
@@ -318,6 +326,47 @@ def time_trainer(trainer: Any, device: torch.device, *, epochs: int, warmup_epoc
     }
 
 
+def time_together(config: RunConfig, data: LTData, device: torch.device, *, runs: int, epochs: int,
+                  warmup_epochs: int, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """``runs`` copies of ``config`` (seeds 0..runs-1) trained side by side for
+    ``warmup_epochs + epochs`` epochs (:func:`kps.together.fit_together`).  A round
+    (every run one epoch: training and evaluation) takes about as long as each run's
+    epoch from queueing to read-back, the ``time_s`` of its history: the round time
+    is their mean, its median over the timed rounds is reported, and the aggregate
+    rates follow from it (training images/s counts the evaluation time too)."""
+    if runs < 1 or epochs < 1 or warmup_epochs < 0:
+        raise ValueError(f"need runs >= 1, epochs >= 1 and warmup_epochs >= 0, got {runs}, {epochs}, {warmup_epochs}")
+    total = warmup_epochs + epochs
+    trainers = [Trainer(replace(config, seed=k, epochs=total), data, device) for k in range(runs)]
+    _sync(device)
+    t0 = time.perf_counter()
+    outcomes = fit_together(trainers, [None] * runs, progress=False)
+    _sync(device)
+    wall = time.perf_counter() - t0
+    for k, outcome in enumerate(outcomes):
+        if outcome.record is None:
+            raise RuntimeError(f"together: run {k} ended without a record: {outcome.error}")
+    histories = [o.record["history"] for o in outcomes]
+    rounds = [statistics.mean(h[e]["time_s"] for h in histories) for e in range(total)]
+    for e, seconds in enumerate(rounds):
+        log(f"together x{runs} ({config.compile}): round {e}{' (warm-up)' if e < warmup_epochs else ''}: "
+            f"{seconds:.3f} s")
+    round_s = statistics.median(rounds[warmup_epochs:])
+    n_train = len(data.train)
+    return {
+        "runs": runs,
+        "compile": config.compile,
+        "seeds": list(range(runs)),
+        "warmup_epochs": warmup_epochs,
+        "round_s": rounds,
+        "round_s_median": round_s,
+        "epochs_per_s": runs / round_s,
+        "train_images_per_s": runs * n_train / round_s,
+        "wall_s": wall,
+        "train_losses": [[row["loss"] for row in h] for h in histories],
+    }
+
+
 def _limit_test(data: LTData, limit_steps: int | None, batch: int) -> LTData:
     """With ``limit_steps``, keep an evenly strided ``limit_steps * batch`` test images."""
     n = len(data.test)
@@ -340,10 +389,12 @@ def _ratios(trainers: dict[str, Any]) -> dict[str, dict[str, float]]:
 def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float, epochs: int = 3,
                   warmup_epochs: int = 1, limit_steps: int | None = None, workers: int = 4,
                   fast_modes: Sequence[str] = ("none", "default"), batch_size: int | None = None,
+                  together: int = 0, together_mode: str = "none",
                   log: Callable[[str], None] = lambda s: None,
                   emit: Callable[[dict[str, Any]], None] = lambda doc: None) -> dict[str, Any]:
     """Time the reference-style trainer and the fast path in each compile mode of
     ``fast_modes`` on ``data`` (mini-batch ``batch_size``, default the preset's 64);
+    and, with ``together`` = K > 0, K runs side by side in ``together_mode``;
     returns the result document (see module docstring).  ``emit`` receives the
     document after each trainer (``complete`` false until the last), so a job
     stopped during a long compilation keeps what was measured before it."""
@@ -355,6 +406,9 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
             raise ValueError(f"unknown compile mode {mode!r}; valid: {', '.join(COMPILE_MODES)}")
     if len(set(fast_modes)) != len(fast_modes):
         raise ValueError(f"compile modes repeat: {list(fast_modes)}")
+    if together < 0 or together_mode not in COMPILE_MODES:
+        raise ValueError(f"together needs K >= 0 runs and a compile mode of {', '.join(COMPILE_MODES)}, "
+                         f"got {together}, {together_mode!r}")
     cuda = device.type == "cuda"
     base = make_config(data.name, METHOD, imbalance=imbalance, seed=0,
                        **({} if batch_size is None else {"batch_size": batch_size}))
@@ -426,6 +480,22 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
             trainer = None
         record(f"fast_{mode}", timing, precision="bf16 autocast" if cuda else "fp32",
                data="device-resident uint8 + kps.data.GPUAugment", compile=mode)
+    if together and limit_steps is not None:
+        log("together: skipped (it trains whole epochs; --limit-steps is for quick checks)")
+    elif together:
+        config = replace(base, channels_last=True, fused_sgd=True, bf16=cuda, compile=together_mode)
+        try:
+            result = time_together(config, data, device, runs=together, epochs=epochs, warmup_epochs=warmup_epochs,
+                                   log=log)
+        except Exception as err:  # as for a fast mode: recorded, the rest of the document stands
+            log(f"together: FAILED: {type(err).__name__}: {err}")
+            doc.setdefault("failed", {})["together"] = f"{type(err).__name__}: {err}"
+        else:
+            ref, alone = doc["trainers"]["reference"], doc["trainers"].get(f"fast_{together_mode}")
+            result["epoch_rate_vs_reference"] = ref["epoch_s"] * result["epochs_per_s"]
+            result["epoch_rate_vs_alone"] = None if alone is None else alone["epoch_s"] * result["epochs_per_s"]
+            doc["together"] = result
+        emit(doc)
     doc["complete"] = True
     emit(doc)
     return doc
@@ -467,6 +537,10 @@ def _summary(result: dict[str, Any]) -> str:
         rows.append(f"{key:<16} {r['train_images_per_s']:>12.0f} {r['epoch_s']:>9.3f} {r['eval_s_per_epoch']:>8.3f} "
                     f"{r['projected_run_s'] or math.nan:>8.1f} {r['achieved_tflops']:>8.3f} "
                     f"{r['train_images_per_s'] / ref['train_images_per_s']:>7.2f}")
+    t = result.get("together")
+    if t:
+        rows.append(f"together: {t['runs']} runs ({t['compile']}) one round {t['round_s_median']:.3f} s, "
+                    f"{t['epochs_per_s']:.2f} epochs/s, x{t['epoch_rate_vs_reference']:.2f} the reference's epoch rate")
     return "\n".join(rows)
 
 
@@ -483,6 +557,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, help="mini-batch of both trainers (default: the preset's, 64)")
     p.add_argument("--fast-modes", help="comma-separated torch.compile modes of the fast path "
                                         "(default: none,default on CUDA, none on CPU)")
+    p.add_argument("--together", type=int, default=0, metavar="K",
+                   help="also time K runs side by side in one process (default 0: not)")
+    p.add_argument("--together-mode", default="none", help="compile mode of those runs (default none)")
     p.add_argument("--out", help="result file (required on CPU)")
     p.add_argument("--out-dir", help="folder for <device-slug>-<date>.json (default bench/results on CUDA)")
     args = p.parse_args(argv)
@@ -510,8 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         result = run_benchmark(data, device, imbalance=args.imbalance, epochs=args.epochs,
                                warmup_epochs=args.warmup_epochs, limit_steps=args.limit_steps,
-                               workers=args.workers, fast_modes=modes, batch_size=args.batch_size, log=log,
-                               emit=emit)
+                               workers=args.workers, fast_modes=modes, batch_size=args.batch_size,
+                               together=args.together, together_mode=args.together_mode, log=log, emit=emit)
         path = target[0]
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

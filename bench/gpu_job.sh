@@ -11,10 +11,11 @@
 # Environment (all optional): OUT (required; the device tool sets it), KPS_JOB_SMOKE=1 (CPU check:
 # tiny bench, 1-epoch runs on a shrunk data set), KPS_JOB_BUDGET_S, KPS_JOB_RESERVE_S,
 # KPS_JOB_MPS (default 1: run the grid under CUDA MPS if it works there), KPS_JOB_CONCURRENCY (runs at
-# once, default 8), KPS_JOB_COMPILE (compile mode of the runs' training step; default
-# "auto": the bench times eager, "reduce-overhead", "cuda-graph" and "cuda-graph-compiled" (CUDA
-# graphs, GPU only) and the grid takes the fastest compiled mode that finished and trained like eager,
-# "default" if none did), KPS_JOB_CHECKPOINT_EVERY (epochs between checkpoints, default 10),
+# once), KPS_JOB_PER_PROCESS (runs one process trains side by side, one CUDA stream each),
+# KPS_JOB_COMPILE (compile mode of the runs' training step; default "auto": the bench times eager,
+# "reduce-overhead", "cuda-graph" and "cuda-graph-compiled" (CUDA graphs, GPU only), and 6 runs side
+# by side in one process in "cuda-graph"; see grid_plan), KPS_JOB_CHECKPOINT_EVERY (epochs between
+# checkpoints, default 10),
 # KPS_JOB_PARTIAL (default 1: start the first wave even when the bench predicts that no run finishes in
 # time; 0: the strict time guard), KPS_JOB_BENCH=0 (skip the bench), KPS_JOB_BENCH_MAX_S, KPS_JOB_RUNS (another run list), KPS_JOB_DATA_ROOT, KPS_JOB_ARCHIVE,
 # KPS_JOB_CHECKPOINTS (a checkpoints.tar of an earlier job to resume), KPS_JOB_WORK, KPS_GIT_COMMIT.
@@ -48,20 +49,21 @@ ARCHIVE=${KPS_JOB_ARCHIVE:-data/cifar10-jpeg.tar.gz}
 CHECKPOINTS_TAR=${KPS_JOB_CHECKPOINTS:-data/job-checkpoints.tar}
 if [ "$SMOKE" = 1 ]; then
     DEVICE=cpu
-    CONCURRENCY=${KPS_JOB_CONCURRENCY:-2}
     BENCH_ARGS=(--device cpu --epochs 1 --warmup-epochs 1 --limit-steps 2 --workers 1)
     GRID_ARGS=(--epochs 1 --shrink 50)
     CHECKPOINTS_TAR=${KPS_JOB_CHECKPOINTS:-}  # a GPU job's checkpoints continue on a GPU only
     BENCH_MAX=${KPS_JOB_BENCH_MAX_S:-300}
 else
     DEVICE=cuda
-    CONCURRENCY=${KPS_JOB_CONCURRENCY:-8}
     case "$COMPILE" in
         auto) FAST_MODES="none,reduce-overhead,cuda-graph,cuda-graph-compiled" ;;
         none) FAST_MODES=none ;;
         *) FAST_MODES="none,$COMPILE" ;;
     esac
     BENCH_ARGS=(--device cuda --epochs 3 --warmup-epochs 1 --workers 4 --fast-modes "$FAST_MODES")
+    case ",$FAST_MODES," in
+        *,cuda-graph,*) BENCH_ARGS+=(--together "${KPS_JOB_PER_PROCESS:-6}" --together-mode cuda-graph) ;;
+    esac
     GRID_ARGS=()
     BENCH_MAX=${KPS_JOB_BENCH_MAX_S:-240}
 fi
@@ -81,7 +83,7 @@ fi
 log() { printf '[job %s +%ss] %s\n' "$(date -u +%H:%M:%S)" "$(($(date +%s) - START))" "$*"; }
 
 stage_env() {
-    log "smoke=$SMOKE device=$DEVICE budget=${BUDGET}s concurrency=$CONCURRENCY compile=$COMPILE work=$WORK"
+    log "smoke=$SMOKE device=$DEVICE budget=${BUDGET}s compile=$COMPILE work=$WORK"
     log "git commit: ${KPS_GIT_COMMIT:-unset} (declared; the records use it), git here: $(git rev-parse HEAD 2>/dev/null || echo 'no .git')"
     "$PY" -c 'import sys, torch, torchvision; print(sys.version.split()[0], "torch", torch.__version__,
 "torchvision", torchvision.__version__, "cuda", torch.version.cuda, "available", torch.cuda.is_available())'
@@ -112,24 +114,40 @@ stage_bench() {
     timeout -k 10 "$BENCH_MAX" "$PY" bench/bench.py "${BENCH_ARGS[@]}" --data-root "$DATA_ROOT" --out-dir "$OUT"
 }
 
-# The grid's compile mode: $COMPILE, or for "auto" the fastest compiled mode of the bench result $1
-# whose training losses agree with the eager fast path's (same seed and batches: last epoch within
-# 10%; a mode that trains differently is never picked); a mode whose bench trainer failed or was cut
-# off is not in the result; "default" without one.
-grid_compile() {
-    if [ "$COMPILE" != auto ]; then echo "$COMPILE"; return; fi
-    "$PY" -c 'import json, sys
+# The grid's plan, "MODE PER_PROCESS CONCURRENCY", from the bench result $1.  Forced
+# (KPS_JOB_COMPILE): that mode, KPS_JOB_PER_PROCESS (default 1) runs per process,
+# KPS_JOB_CONCURRENCY (default 8) at once.  "auto": if the whole-step graph mode "cuda-graph"
+# trained like the eager fast path (same seed and batches: last epoch's loss within 10%) and 6 runs
+# side by side in one process reached at least 1.3x the epochs/s of one alone, then "cuda-graph",
+# KPS_JOB_PER_PROCESS (default 6) runs per process, KPS_JOB_CONCURRENCY (default 12) at once;
+# else the fastest compiled mode that trained like eager ("default" without one), one run per process,
+# 8 at once (each process compiles its own: several runs in one would compile one after another).
+# A mode whose bench trainer failed or was cut off is not in the result.
+grid_plan() {
+    COMPILE=$COMPILE "$PY" -c 'import json, os, sys
+compile_mode = os.environ.get("COMPILE", "auto")
+def env(name, default):
+    return int(os.environ.get(name) or default)
+if compile_mode != "auto":
+    print(compile_mode, env("KPS_JOB_PER_PROCESS", 1), env("KPS_JOB_CONCURRENCY", 8))
+    sys.exit()
 try:
-    trainers = json.load(open(sys.argv[1]))["trainers"]
-except (OSError, ValueError, KeyError):
-    trainers = {}
+    doc = json.load(open(sys.argv[1]))
+except (OSError, ValueError):
+    doc = {}
+trainers = doc.get("trainers", {})
 base = trainers.get("fast_none", {}).get("train_losses") or []
 def agrees(t):
     mine = t.get("train_losses") or []
     return not base or not mine or abs(mine[-1] - base[-1]) <= 0.1 * abs(base[-1])
+together = doc.get("together") or {}
+graph = trainers.get("fast_cuda-graph")
+if graph and agrees(graph) and together.get("compile") == "cuda-graph" and (together.get("epoch_rate_vs_alone") or 0) >= 1.3:
+    print("cuda-graph", env("KPS_JOB_PER_PROCESS", 6), env("KPS_JOB_CONCURRENCY", 12))
+    sys.exit()
 timed = {m: t["epoch_s"] for m in ("default", "reduce-overhead", "cuda-graph", "cuda-graph-compiled")
          if (t := trainers.get(f"fast_{m}")) and agrees(t)}
-print(min(timed, key=timed.get) if timed else "default")' "${1:-/nonexistent}"
+print(min(timed, key=timed.get) if timed else "default", 1, env("KPS_JOB_CONCURRENCY", 8))' "${1:-/nonexistent}"
 }
 
 # CUDA MPS (KPS_JOB_MPS=1, the default on CUDA): the grid's processes then share the GPU's
@@ -164,13 +182,18 @@ stage_grid() {
     fi
     local bench_json
     bench_json=$(ls -t "$OUT"/*.json 2>/dev/null | grep -v '/runs\.json$' | head -n 1)
-    local mode
-    mode=$(grid_compile "$bench_json")
-    log "grid compile mode: $mode (asked: $COMPILE), checkpoint every $CHECKPOINT_EVERY epochs"
+    local mode per_process concurrency
+    if [ "$SMOKE" = 1 ]; then
+        mode=$COMPILE per_process=${KPS_JOB_PER_PROCESS:-2} concurrency=${KPS_JOB_CONCURRENCY:-4}
+        [ "$mode" = auto ] && mode=none
+    else
+        read -r mode per_process concurrency < <(grid_plan "$bench_json")
+    fi
+    log "grid: compile mode $mode (asked: $COMPILE), $per_process runs per process, $concurrency at once, checkpoint every $CHECKPOINT_EVERY epochs"
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-4} \
         "$PY" bench/grid.py run --runs "$RUNS" --device "$DEVICE" \
         --data-root "$DATA_ROOT" --work "$WORK" --out "$OUT" --existing results --deadline "$DEADLINE" \
-        --concurrency "$CONCURRENCY" --compile "$mode" --checkpoint-every "$CHECKPOINT_EVERY" ${bench_json:+--bench "$bench_json"} $([ "$PARTIAL" = 1 ] && echo --partial) ${GRID_ARGS[@]+"${GRID_ARGS[@]}"}
+        --concurrency "$concurrency" --per-process "$per_process" --compile "$mode" --checkpoint-every "$CHECKPOINT_EVERY" ${bench_json:+--bench "$bench_json"} $([ "$PARTIAL" = 1 ] && echo --partial) ${GRID_ARGS[@]+"${GRID_ARGS[@]}"}
 }
 
 main() {

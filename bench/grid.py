@@ -2,16 +2,18 @@
 variant) on CIFAR-10 (JPEG copy), imbalance 100, seed 0, side by side on one
 GPU, within a fixed wall-clock budget.
 
-``python bench/grid.py one ...`` trains one configuration through
-:func:`kps.train.train` (the trainer's own code path, fast-path switches on:
-channels_last, fused SGD, and on CUDA bf16 autocast and ``torch.compile`` of
-the training step in ``--compile`` mode, "reduce-overhead" adding CUDA graphs),
-quietly (no progress bar, so no read-back of the loss during an epoch), with a
-checkpoint every ``--checkpoint-every`` epochs (and after the last).
+``python bench/grid.py one --run A [--run B ...]`` trains one or several
+configurations side by side in one process (:func:`kps.together.train_together`,
+one CUDA stream each; the trainer's own code path, fast-path switches on:
+channels_last, fused SGD, and on CUDA bf16 autocast and the ``--compile``
+mode), quietly (no progress bar, so no read-back of the loss during an epoch),
+with a checkpoint every ``--checkpoint-every`` epochs (and after the last).
+A run whose stop file (:func:`stop_path`) appears is checkpointed after its
+epoch in flight and dropped; the others go on.
 
-``python bench/grid.py run ...`` schedules the runs as independent processes
-(a failure stops only its own run), in the given priority order, at most
-``--concurrency`` at a time.  It follows each run's progress through the
+``python bench/grid.py run ...`` schedules the runs in processes of at most
+``--per-process`` runs each (a failure stops only its own run), in the given
+priority order, at most ``--concurrency`` runs at a time.  It follows each run's progress through the
 trainer's per-epoch progress file (``kps.train.read_progress``: ``next_epoch``,
 and ``checkpoint_next_epoch`` of the checkpoint it would resume from), estimates the aggregate rate
 (epochs/s over the running runs) and the single-run rate (from the benchmark's
@@ -19,7 +21,8 @@ result or the fastest run seen), and predicts the finish times by processor
 sharing (:func:`predict_finish`).  Time guard: a run starts only if it and the
 running ones are predicted to finish before the deadline; when a running run
 is predicted to miss it, the lowest-priority running run is stopped ("shed")
-so the others speed up; at the deadline whatever still runs is stopped.  After
+so the others speed up; at the deadline whatever still runs is stopped (stop
+files first, so each run is checkpointed after its epoch in flight).  After
 every finished run the records are packed into ``<out>/results.tar`` (layout of
 ``results/``), so an interrupted job still returns them; at the end it writes
 ``<out>/runs.json`` (status of every run), ``<out>/logs.tar`` and, for runs that
@@ -54,13 +57,14 @@ from kps.configs import STYLES, RunConfig, authors_code_overrides, make_config  
 from kps.data import LTData, TensorSplit, build_dataset  # noqa: E402
 from kps.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from kps.results import config_record_path, load_record  # noqa: E402
-from kps.train import TrainingDiverged, checkpoint_path, progress_path, read_progress, train  # noqa: E402
+from kps.together import train_together  # noqa: E402
+from kps.train import TrainingDiverged, checkpoint_path, progress_path, read_progress  # noqa: E402
 
 __all__ = ["GridRun", "parse_runs", "make_run_config", "shrink", "predict_finish", "Scheduler", "main"]
 
 DATASET = "cifar10-jpeg"
 VARIANTS = (*STYLES, "authors")  # GA variants, and "authors": the authors' code in every switch
-EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 1
+EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_FAILED = 1, 2, 4
 CHECKPOINT_TAR_LIMIT = 15 * 2**20   # the device tool returns files of at most 16 MiB
 DEFAULT_STARTUP_S = {"cuda": 90.0, "cpu": 20.0}  # import + data + compile + first epoch, until measured
 
@@ -133,29 +137,46 @@ def shrink(data: LTData, every: int) -> LTData:
     )
 
 
+def stop_path(checkpoint: Path) -> Path:
+    """The file whose existence asks the process training a run to stop it (checkpointed
+    after its epoch in flight): how the scheduler sheds one run of a process that trains
+    several."""
+    return checkpoint.with_suffix(".stop")
+
+
 def cmd_one(args: argparse.Namespace) -> int:
-    """Train one grid entry and write its record; prints a one-line JSON summary."""
-    (run,) = parse_runs(args.run)
+    """Train one or several grid entries together in this process (kps.together: one
+    CUDA stream each) and write their records; prints a one-line JSON summary per run."""
+    runs = parse_runs(" ".join(args.run))
     try:
-        config = make_run_config(run, device=args.device, imbalance=args.imbalance, seed=args.seed,
-                                 epochs=args.epochs, compile_mode=args.compile)
+        configs = [make_run_config(run, device=args.device, imbalance=args.imbalance, seed=args.seed,
+                                   epochs=args.epochs, compile_mode=args.compile) for run in runs]
+        stops = {config: stop_path(checkpoint_path(args.checkpoints, config)) for config in configs}
         data = None
         if args.shrink > 1:
-            data = shrink(build_dataset(DATASET, args.data_root, config.imbalance, seed=config.subset_seed),
+            data = shrink(build_dataset(DATASET, args.data_root, configs[0].imbalance, seed=configs[0].subset_seed),
                           args.shrink)
-        record = train(config, data_root=args.data_root, out=args.out, device=args.device, resume=args.resume,
-                       quiet=True, checkpoint_dir=args.checkpoints, data=data,
-                       checkpoint_every=args.checkpoint_every)
-    except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_DIVERGED
+        outcomes = train_together(configs, data_root=args.data_root, out=args.out, device=args.device,
+                                  resume=args.resume, checkpoint_dir=args.checkpoints, data=data,
+                                  checkpoint_every=args.checkpoint_every, stop=lambda c: stops[c].exists(),
+                                  quiet=True)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    print(json.dumps({"run": run.name, "record": str(config_record_path(args.out, config)),
-                      "top1_error": record["top1_error"], "best_top1_error": record["best_top1_error"],
-                      "wall_time_s": record["wall_time_s"], "device": record["device"]}))
-    return 0
+    codes = [0]
+    for run, config, outcome in zip(runs, configs, outcomes):
+        summary: dict[str, Any] = {"run": run.name, "epochs_done": outcome.epochs_done}
+        if outcome.record is not None:
+            summary.update(record=str(config_record_path(args.out, config)),
+                           **{k: outcome.record[k] for k in ("top1_error", "best_top1_error", "wall_time_s", "device")})
+        elif outcome.stopped:
+            summary["stopped"] = True
+        else:
+            print(f"error: {run.name}: {outcome.error}", file=sys.stderr)
+            summary["error"] = str(outcome.error)
+            codes.append(EXIT_DIVERGED if isinstance(outcome.error, TrainingDiverged) else EXIT_FAILED)
+        print(json.dumps(summary))
+    return max(codes)
 
 
 # --------------------------------------------------------------------------- prediction
@@ -315,49 +336,86 @@ class Scheduler:
 
     # ---- actions
 
-    def start(self, slot: Slot) -> None:
+    def start(self, group: Sequence[Slot]) -> None:
+        """One process training ``group`` side by side (``one --run A --run B ...``); the
+        group shares the first run's log."""
         a = self.args
-        cmd = [sys.executable, str(Path(__file__).resolve()), "one", "--run", slot.run.name,
-               "--device", a.device, "--imbalance", str(a.imbalance), "--seed", str(a.seed),
-               "--data-root", a.data_root, "--out", str(self.records), "--checkpoints", str(self.checkpoints),
-               "--compile", a.compile, "--shrink", str(a.shrink), "--checkpoint-every", str(a.checkpoint_every),
-               "--resume"]
+        cmd = [sys.executable, str(Path(__file__).resolve()), "one"]
+        for slot in group:
+            cmd += ["--run", slot.run.name]
+        cmd += ["--device", a.device, "--imbalance", str(a.imbalance), "--seed", str(a.seed),
+                "--data-root", a.data_root, "--out", str(self.records), "--checkpoints", str(self.checkpoints),
+                "--compile", a.compile, "--shrink", str(a.shrink), "--checkpoint-every", str(a.checkpoint_every),
+                "--resume"]
         if a.epochs is not None:
             cmd += ["--epochs", str(a.epochs)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.setdefault("OMP_NUM_THREADS", "1")
-        handle = open(slot.log, "ab")
-        slot.proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO,
-                                     start_new_session=True)
+        for slot in group:  # a request to an earlier process of this run is not for this one
+            stop_path(slot.checkpoint).unlink(missing_ok=True)
+        log = group[0].log
+        handle = open(log, "ab")
+        proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                                start_new_session=True)
         handle.close()
-        slot.status, slot.started = "running", self.clock()
-        self.last_change = slot.started
-        self.log(f"start {slot.run.name} (pid {slot.proc.pid})")
+        now = self.clock()
+        for slot in group:
+            slot.proc, slot.log, slot.status, slot.started = proc, log, "running", now
+        self.last_change = now
+        names = ", ".join(slot.run.name for slot in group)
+        self.log(f"start {names} (pid {proc.pid}{', one process' if len(group) > 1 else ''})")
 
     def stop(self, slot: Slot, status: str, reason: str) -> None:
-        """Stop ``slot``'s process group (SIGTERM, then SIGKILL after 10 s)."""
+        """Stop ``slot``'s run: through its stop file if its process trains other runs
+        still (the process checkpoints it after its epoch in flight and goes on), else
+        by ending the process (:meth:`end_processes`)."""
         assert slot.proc is not None
-        with _suppress_lookup():
-            os.killpg(slot.proc.pid, signal.SIGTERM)
-        try:
-            slot.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with _suppress_lookup():
-                os.killpg(slot.proc.pid, signal.SIGKILL)
-            slot.proc.wait()
+        if any(s.proc is slot.proc and s is not slot for s in self.running()):
+            _request_stop(slot)
+        else:
+            self.end_processes([slot])
         slot.status, slot.reason, slot.ended = status, reason, self.clock()
         self.last_change = slot.ended
         self.log(f"{status} {slot.run.name} after {slot.epochs_done}/{self._epochs(slot)} epochs: {reason}")
 
+    def end_processes(self, slots: Sequence[Slot], grace_s: float = 5.0) -> None:
+        """End the processes of ``slots``: stop files for all their runs (each is
+        checkpointed after its epoch in flight, then the process exits by itself), then,
+        after ``grace_s``, SIGTERM to the process group, SIGKILL 5 s later."""
+        procs = {id(s.proc): s.proc for s in slots if s.proc is not None}
+        for s in self.slots:
+            if id(s.proc) in procs and s.status == "running":
+                _request_stop(s)
+        until = time.monotonic() + grace_s
+        for proc in procs.values():
+            for signum, wait_s in ((None, until - time.monotonic()), (signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
+                if signum is not None:
+                    with _suppress_lookup():
+                        os.killpg(proc.pid, signum)
+                try:
+                    proc.wait(timeout=None if wait_s is None else max(wait_s, 0.0))
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+
     def reap(self, slot: Slot) -> bool:
-        """Collect a finished process; True if it ended."""
+        """Collect a finished process: each run of it still running is done if its record
+        is there, else failed; True if it ended."""
         assert slot.proc is not None
         code = slot.proc.poll()
         if code is None:
             return False
+        # a run shed in its last epoch finishes anyway (kps.train.Trainer.epochs): done
+        for other in [s for s in self.slots if s.proc is slot.proc
+                      and (s.status == "running" or (s.status == "shed" and s.record.is_file()))]:
+            self._collect(other, code)
+        self.pack_records()
+        return True
+
+    def _collect(self, slot: Slot, code: int) -> None:
         slot.ended = self.clock()
         self.poll_progress(slot)
-        if code == 0:
+        if slot.record.is_file():
             try:
                 record = load_record(slot.record)
                 slot.status = "done"
@@ -366,13 +424,11 @@ class Scheduler:
                 self.log(f"done {slot.run.name}: final {record['top1_error']:.2f}, best "
                          f"{record['best_top1_error']:.2f}, {record['wall_time_s']:.0f} s of training")
             except (OSError, ValueError) as err:
-                slot.status, slot.reason = "failed", f"exit 0 but no valid record: {err}"
+                slot.status, slot.reason = "failed", f"no valid record: {err}"
         else:
-            slot.status, slot.reason = "failed", f"exit status {code}; last lines: {_tail(slot.log)}"
+            slot.status, slot.reason = "failed", f"exit status {code}, no record; last lines: {_tail(slot.log)}"
         if slot.status == "failed":
             self.log(f"failed {slot.run.name}: {slot.reason}")
-        self.pack_records()
-        return True
 
     # ---- the loop
 
@@ -380,11 +436,11 @@ class Scheduler:
         """One scheduling round; False when nothing is left to do."""
         now = self.clock()
         for slot in self.running():
-            self.poll_progress(slot)
-            self.reap(slot)
+            if slot.status == "running":  # a process's end collects all its runs at once
+                self.poll_progress(slot)
+                self.reap(slot)
         if now >= self.deadline:
-            for slot in self.running():
-                self.stop(slot, "killed", "deadline reached")
+            self.stop_all("killed", "deadline reached")
             return False
         est = self.estimates()
         running = self.running()
@@ -401,10 +457,12 @@ class Scheduler:
                                           f"{est[0]:.2f} epochs/s, one run alone {est[1]:.2f} epochs/s)")
                 return True
         queued = [s for s in self.slots if s.status == "queued"]
-        while queued and len(self.running()) < self.args.concurrency:
-            if not self.fits(est):
-                break
-            self.start(queued.pop(0))
+        wave: list[Slot] = []
+        while queued and len(self.running()) + len(wave) < self.args.concurrency and self.fits(est, len(wave) + 1):
+            wave.append(queued.pop(0))
+        k = self.args.per_process
+        for i in range(0, len(wave), k):
+            self.start(wave[i:i + k])
         return bool(self.running() or (queued and self.clock() < self.deadline and self.may_start_later(est)))
 
     def shedding_helps(self, running: Sequence[Slot], est: tuple[float, float]) -> bool:
@@ -417,8 +475,8 @@ class Scheduler:
                 return True
         return False
 
-    def fits(self, est: tuple[float, float] | None) -> bool:
-        """Would one more run (and the running ones) finish before the deadline?"""
+    def fits(self, est: tuple[float, float] | None, extra: int = 1) -> bool:
+        """Would ``extra`` more runs (and the running ones) finish before the deadline?"""
         now = self.clock()
         if est is None:
             if self.running() and not self.settled_start():
@@ -427,7 +485,7 @@ class Scheduler:
             if cap is None or self.args.partial:
                 return True
             return now + self.startup_estimate() + self._epochs(self.slots[0]) / cap <= self.deadline
-        finish = predict_finish(now, self.jobs(self.running(), extra=1), *est)
+        finish = predict_finish(now, self.jobs(self.running(), extra=extra), *est)
         return max(finish) <= self.deadline
 
     def settled_start(self) -> bool:
@@ -450,13 +508,28 @@ class Scheduler:
                     self.log(self.progress_line())
                 time.sleep(self.args.poll_s)
         finally:
-            for slot in self.running():
-                self.stop(slot, "killed", "scheduler stopped")
+            self.stop_all("killed", "scheduler stopped")
             for slot in self.slots:
                 if slot.status == "queued":
                     slot.status, slot.reason = "not started", "time guard: it could not finish before the deadline"
             self.finish()
         return self.slots
+
+    def stop_all(self, status: str, reason: str) -> None:
+        """Stop every running run (all processes at once, each given its grace time);
+        a run that finished meanwhile is collected as done."""
+        running = self.running()
+        if not running:
+            return
+        self.end_processes(running)
+        for slot in running:
+            if slot.record.is_file():
+                self._collect(slot, 0)
+                continue
+            self.poll_progress(slot)
+            slot.status, slot.reason, slot.ended = status, reason, self.clock()
+            self.log(f"{status} {slot.run.name} after {slot.epochs_done}/{self._epochs(slot)} epochs: {reason}")
+        self.last_change = self.clock()
 
     def skip_if_recorded(self, slot: Slot, existing: Path) -> None:
         """Skip ``slot`` if ``existing`` holds its record of a full run (as many epochs);
@@ -512,6 +585,7 @@ class Scheduler:
             "started_unix": self.t0,
             "finished_unix": self.clock(),
             "concurrency": self.args.concurrency,
+            "per_process": self.args.per_process,
             "compile": self.args.compile,
             "epochs": self._epochs(self.slots[0]),
             "checkpoints_packed": [str(p.relative_to(self.checkpoints)) for p in kept],
@@ -533,6 +607,13 @@ class Scheduler:
             + (f"  final {s.result['top1_error']:.2f}  best {s.result['best_top1_error']:.2f}"
                f"  {s.result['wall_time_s']:.0f} s" if s.result else f"  {s.reason}")
             for s in self.slots))
+
+
+def _request_stop(slot: Slot) -> None:
+    """Create the run's stop file (its folder too: the process may not have made it yet)."""
+    path = stop_path(slot.checkpoint)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()
 
 
 class _suppress_lookup:
@@ -586,8 +667,8 @@ def _bench_rate(path: str, compile_mode: str) -> float | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     runs = parse_runs(args.runs)
-    if args.concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {args.concurrency}")
+    if args.concurrency < 1 or args.per_process < 1:
+        raise ValueError(f"concurrency and per-process must be >= 1, got {args.concurrency}, {args.per_process}")
     deadline = args.deadline if args.deadline is not None else time.time() + args.budget_s
     slots = Scheduler(runs, args, deadline).run()
     return 0 if all(s.status in ("done", "skipped") for s in slots) else 3
@@ -610,8 +691,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="save the checkpoint every k epochs and after the last (default: 10)")
         q.add_argument("--shrink", type=int, default=1, help="keep every k-th image (smoke checks only)")
 
-    one = sub.add_parser("one", help="train one grid entry")
-    one.add_argument("--run", required=True, help="METHOD or METHOD:VARIANT")
+    one = sub.add_parser("one", help="train grid entries together in one process")
+    one.add_argument("--run", required=True, action="append",
+                     help="METHOD or METHOD:VARIANT; repeat it to train several side by side (one CUDA stream each)")
     one.add_argument("--out", required=True, help="records folder")
     one.add_argument("--checkpoints", required=True)
     one.add_argument("--resume", action="store_true")
@@ -624,7 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", required=True, help="folder for results.tar, runs.json, logs.tar, checkpoints.tar")
     run.add_argument("--existing", help="skip runs whose record exists under this results folder")
     run.add_argument("--bench", help="bench result JSON (one run's speed alone)")
-    run.add_argument("--concurrency", type=int, default=6)
+    run.add_argument("--concurrency", type=int, default=6, help="runs at once (default 6)")
+    run.add_argument("--per-process", type=int, default=1,
+                     help="runs one process trains side by side, each on its own CUDA stream (default 1)")
     run.add_argument("--partial", action="store_true",
                      help="start the first wave even if the bench predicts no run can finish: "
                           "unfinished runs leave checkpoints that a follow-up job resumes")

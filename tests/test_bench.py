@@ -6,6 +6,7 @@ import importlib.util
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -140,6 +141,28 @@ def test_bench_tiny_cpu_run(tmp_path):
                            "measured_bf16_matmul_tflops": None}
 
 
+def test_bench_times_runs_together(tmp_path):
+    """--together 2: two seeds side by side (kps.together); seed 0 trains exactly as
+    the fast path alone does (same losses), and the rates follow from the round time."""
+    result = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=2, warmup_epochs=1, workers=0,
+                                 fast_modes=("none",), batch_size=8, together=2, together_mode="none")
+    t = result["together"]
+    assert (t["runs"], t["compile"], t["seeds"], t["warmup_epochs"]) == (2, "none", [0, 1], 1)
+    assert len(t["round_s"]) == 3 and t["round_s_median"] == pytest.approx(statistics.median(t["round_s"][1:]))
+    assert t["epochs_per_s"] == pytest.approx(2 / t["round_s_median"])
+    assert t["train_images_per_s"] == pytest.approx(2 * result["config"]["train_images"] / t["round_s_median"])
+    assert t["epoch_rate_vs_reference"] == pytest.approx(result["trainers"]["reference"]["epoch_s"] * t["epochs_per_s"])
+    assert t["epoch_rate_vs_alone"] == pytest.approx(result["trainers"]["fast_none"]["epoch_s"] * t["epochs_per_s"])
+    assert t["train_losses"][0] == result["trainers"]["fast_none"]["train_losses"]
+    assert t["train_losses"][1] != t["train_losses"][0]
+    assert "together: 2 runs (none)" in bench._summary(result)
+    skipped = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=1, warmup_epochs=0, workers=0,
+                                  limit_steps=1, fast_modes=("none",), batch_size=8, together=2)
+    assert "together" not in skipped and "failed" not in skipped
+    with pytest.raises(ValueError, match="together needs"):
+        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, together=2, together_mode="fastest")
+
+
 def test_bench_refuses_bad_modes_and_limits():
     with pytest.raises(ValueError, match="unknown compile mode"):
         bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, fast_modes=("fastest",))
@@ -226,6 +249,70 @@ def test_scheduler_rates_saturation_and_shedding(tmp_path):
     assert sched.rate(sched.slots[0]) == pytest.approx(20 / 50)
 
 
+class FakeProcess:
+    """A stand-in for a ``grid.py one`` process: it exits (status 0) once the stop
+    files of all its runs exist, or when told to by the test."""
+
+    def __init__(self, cmd, checkpoints, **_):
+        self.cmd, self.pid, self.code = cmd, 4000 + len(cmd), None
+        self.runs = [cmd[i + 1] for i, word in enumerate(cmd) if word == "--run"]
+        self.checkpoints = checkpoints
+
+    def poll(self):
+        return self.code
+
+    def wait(self, timeout=None):
+        if self.code is None and all(grid.stop_path(c).exists() for c in self.checkpoints()):
+            self.code = 0
+        if self.code is None:
+            raise subprocess.TimeoutExpired(self.cmd, timeout)
+        return self.code
+
+
+def test_scheduler_groups_runs_per_process_and_stops_them_by_stop_files(tmp_path, monkeypatch):
+    from kps.train import train
+
+    sched = _scheduler(tmp_path, "--epochs", "1", "--per-process", "2", "--concurrency", "3", "--partial")
+    sched.slots += [grid.Slot(grid.GridRun("eql"), 2, cfg := grid.make_run_config(grid.GridRun("eql"), device="cpu",
+                                                                                   epochs=1),
+                              grid.config_record_path(sched.records, cfg), grid.checkpoint_path(sched.checkpoints, cfg),
+                              sched.logs / "eql.log")]
+    sched.deadline = math.inf
+    procs, signals = [], []
+
+    def popen(cmd, **kw):
+        names = [cmd[i + 1] for i, word in enumerate(cmd) if word == "--run"]
+        proc = FakeProcess(cmd, lambda: [s.checkpoint for s in sched.slots if s.run.name in names], **kw)
+        procs.append(proc)
+        return proc
+
+    monkeypatch.setattr(grid.os, "killpg", lambda pid, signum: signals.append((pid, signum)))
+    with monkeypatch.context() as patch:  # subprocess is everyone's module (git_state uses it too)
+        patch.setattr(grid.subprocess, "Popen", popen)
+        assert sched.step() is True
+    ce, focal, eql = sched.slots
+    assert [p.runs for p in procs] == [["ce", "focal"], ["eql"]]
+    assert ce.proc is focal.proc is procs[0] and eql.proc is procs[1] and focal.log == ce.log
+    assert [s.status for s in sched.slots] == ["running"] * 3
+
+    sched.stop(focal, "shed", "test")  # its process trains ce still: a stop file, no signal
+    assert grid.stop_path(focal.checkpoint).exists() and not grid.stop_path(ce.checkpoint).exists()
+    assert focal.status == "shed" and signals == [] and procs[0].code is None
+
+    tiny = synthetic_data(counts=(3, 2, 2, 2, 2, 2, 2, 2, 2, 1), n_test=1)
+    train(ce.config, out=sched.records, checkpoint_dir=tmp_path / "ckpt", quiet=True, data=tiny)
+    procs[0].code = 0
+    assert sched.reap(ce) is True
+    assert (ce.status, focal.status) == ("done", "shed") and ce.result["top1_error"] >= 0
+
+    sched.stop_all("killed", "deadline reached")  # eql's process exits on its stop file: no signal
+    assert eql.status == "killed" and grid.stop_path(eql.checkpoint).exists() and signals == []
+    procs.append(FakeProcess(["x"], lambda: [tmp_path / "never.pt"]))
+    sched.end_processes([grid.Slot(ce.run, 9, ce.config, ce.record, ce.checkpoint, ce.log, proc=procs[-1])],
+                        grace_s=0.0)
+    assert [signum for _, signum in signals] == [grid.signal.SIGTERM, grid.signal.SIGKILL]
+
+
 def test_time_guard_refuses_a_hopeless_first_run_unless_partial(tmp_path):
     """Bench rate 0.1 epochs/s: a 200-epoch run needs 2000 s, the deadline is 500 s away.
     The strict guard starts nothing; --partial starts it (it leaves checkpoints)."""
@@ -261,34 +348,42 @@ def test_scheduler_reads_progress_files_not_checkpoints(tmp_path):
     assert slot.samples == [(100.0, 2)]
 
 
-def test_job_picks_the_faster_compiled_mode_from_the_bench(tmp_path):
-    """gpu_job.sh's grid_compile: with KPS_JOB_COMPILE=auto the faster of default and
-    reduce-overhead in the bench JSON (a mode absent there is not chosen), default without
-    a result; a forced mode is kept.  The runs checkpoint every 10 epochs by default."""
+def test_job_plans_the_grid_from_the_bench(tmp_path):
+    """gpu_job.sh's grid_plan ("MODE PER_PROCESS CONCURRENCY"): with KPS_JOB_COMPILE=auto,
+    "cuda-graph" with 6 runs per process when it trained like eager and 6 runs side by side
+    beat one alone by 1.3x; else the fastest compiled mode that trained like eager (a mode
+    absent from the bench JSON is not chosen), one run per process; a forced mode is kept.
+    The runs checkpoint every 10 epochs by default."""
     script = (REPO / "bench" / "gpu_job.sh").read_text()
-    function = script[script.index("grid_compile() {"):]
+    function = script[script.index("grid_plan() {"):]
     function = function[: function.index("\n}\n") + 3]
 
-    def pick(compile_mode, trainers):
+    def plan(compile_mode, trainers, together=None, **env):
         path = tmp_path / "bench.json"
-        path.write_text(json.dumps({"trainers": trainers}))
-        out = subprocess.run(["bash", "-c", f'{function}\ngrid_compile "$1"', "x", str(path)],
-                             env=dict(os.environ, PY=sys.executable, COMPILE=compile_mode),
+        path.write_text(json.dumps({"trainers": trainers, **({"together": together} if together else {})}))
+        out = subprocess.run(["bash", "-c", f'{function}\ngrid_plan "$1"', "x", str(path)],
+                             env=dict(os.environ, PY=sys.executable, COMPILE=compile_mode, **env),
                              capture_output=True, text=True, check=True)
         return out.stdout.strip()
 
     both = {"fast_none": {"epoch_s": 5.0}, "fast_default": {"epoch_s": 0.5}, "fast_reduce-overhead": {"epoch_s": 0.3}}
-    assert pick("auto", both) == "reduce-overhead"
-    assert pick("auto", dict(both, **{"fast_reduce-overhead": {"epoch_s": 0.7}})) == "default"
-    assert pick("auto", {"fast_none": {"epoch_s": 5.0}, "fast_default": {"epoch_s": 0.5}}) == "default"
-    assert pick("auto", {}) == "default"
-    assert pick("default", both) == "default"
+    assert plan("auto", both) == "reduce-overhead 1 8"
+    assert plan("auto", dict(both, **{"fast_reduce-overhead": {"epoch_s": 0.7}})) == "default 1 8"
+    assert plan("auto", {"fast_none": {"epoch_s": 5.0}, "fast_default": {"epoch_s": 0.5}}) == "default 1 8"
+    assert plan("auto", {}) == "default 1 8"
+    assert plan("default", both) == "default 1 8"
+    assert plan("cuda-graph", both, KPS_JOB_PER_PROCESS="4", KPS_JOB_CONCURRENCY="8") == "cuda-graph 4 8"
     # the whole-step graph modes compete too, but only while they train like the eager fast path
     losses = {"fast_none": {"epoch_s": 5.0, "train_losses": [3.0, 2.0]},
               "fast_reduce-overhead": {"epoch_s": 0.3, "train_losses": [3.0, 2.05]},
               "fast_cuda-graph": {"epoch_s": 0.2, "train_losses": [3.0, 1.95]},
               "fast_cuda-graph-compiled": {"epoch_s": 0.1, "train_losses": [3.0, 2.3]}}  # 15% off: never
-    assert pick("auto", losses) == "cuda-graph"
+    assert plan("auto", losses) == "cuda-graph 1 8"
+    together = {"compile": "cuda-graph", "epoch_rate_vs_alone": 2.5}
+    assert plan("auto", losses, together) == "cuda-graph 6 12"
+    assert plan("auto", losses, together, KPS_JOB_PER_PROCESS="3") == "cuda-graph 3 12"
+    assert plan("auto", losses, dict(together, epoch_rate_vs_alone=1.1)) == "cuda-graph 1 8"
     losses["fast_cuda-graph"]["train_losses"] = [3.0, 2.21]
-    assert pick("auto", losses) == "reduce-overhead"
+    assert plan("auto", losses) == "reduce-overhead 1 8"
+    assert plan("auto", losses, together) == "reduce-overhead 1 8"  # trains unlike eager: not together either
     assert grid.build_parser().parse_args(["one", "--run", "ce", "--out", "o", "--checkpoints", "c"]).checkpoint_every == 10
