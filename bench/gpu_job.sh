@@ -4,7 +4,7 @@
 #   1. data:  verify and unpack the carried CIFAR-10 JPEG pack, decode it once (uint8 cache)
 #   2. bench: bench/bench.py, reference-style trainer vs the kps fast path -> $OUT/<device>-<date>.json
 #   3. grid:  bench/grid.py run, full 200-epoch runs of $RUNS under a deadline -> $OUT/results.tar,
-#             $OUT/runs.json, $OUT/logs.tar, $OUT/checkpoints.tar (unfinished runs only)
+#             $OUT/runs.json, $OUT/logs.tar, $OUT/checkpoints[-2|-3].tar (unfinished runs only)
 #   and $OUT/job.log (everything printed).  Each stage and each run fails on its own; the job
 #   always ends by the budget (KPS_JOB_BUDGET_S, default 540 s) minus a reserve for packing.
 #
@@ -18,7 +18,8 @@
 # checkpoints, default 10),
 # KPS_JOB_PARTIAL (default 1: start the first wave even when the bench predicts that no run finishes in
 # time; 0: the strict time guard), KPS_JOB_BENCH=0 (skip the bench), KPS_JOB_BENCH_MAX_S, KPS_JOB_RUNS (another run list), KPS_JOB_DATA_ROOT, KPS_JOB_ARCHIVE,
-# KPS_JOB_CHECKPOINTS (a checkpoints.tar of an earlier job to resume), KPS_JOB_WORK, KPS_GIT_COMMIT.
+# KPS_JOB_CHECKPOINTS (an earlier job's checkpoints.tar to resume, default data/job-checkpoints.tar, and its
+# parts beside it: data/job-checkpoints-2.tar, ...), KPS_JOB_WORK, KPS_GIT_COMMIT.
 #
 # `bash bench/gpu_job.sh --list` prints the run list and exits.
 set -uo pipefail
@@ -176,10 +177,12 @@ stop_mps() {
 }
 
 stage_grid() {
-    if [ -n "$CHECKPOINTS_TAR" ] && [ -f "$CHECKPOINTS_TAR" ]; then
-        log "resuming from the checkpoints in $CHECKPOINTS_TAR"
-        mkdir -p "$WORK/checkpoints" && tar -xf "$CHECKPOINTS_TAR" -C "$WORK/checkpoints" || return 1
-    fi
+    local part
+    for part in ${CHECKPOINTS_TAR:+"$CHECKPOINTS_TAR" "${CHECKPOINTS_TAR%.tar}"-[0-9]*.tar}; do
+        [ -f "$part" ] || continue
+        log "resuming from the checkpoints in $part"
+        mkdir -p "$WORK/checkpoints" && tar -xf "$part" -C "$WORK/checkpoints" || return 1
+    done
     local bench_json
     bench_json=$(ls -t "$OUT"/*.json 2>/dev/null | grep -v '/runs\.json$' | head -n 1)
     local mode per_process concurrency

@@ -26,8 +26,9 @@ files first, so each run is checkpointed after its epoch in flight).  After
 every finished run the records are packed into ``<out>/results.tar`` (layout of
 ``results/``), so an interrupted job still returns them; at the end it writes
 ``<out>/runs.json`` (status of every run), ``<out>/logs.tar`` and, for runs that
-did not finish, their checkpoints in ``<out>/checkpoints.tar`` (size-capped)
-for a later ``--resume``.
+did not finish, their checkpoints in ``<out>/checkpoints.tar`` (and
+``checkpoints-2.tar``, ``checkpoints-3.tar``: the device returns files of at
+most 16 MiB) for a later ``--resume``, the furthest-trained first.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ __all__ = ["GridRun", "parse_runs", "make_run_config", "shrink", "predict_finish
 DATASET = "cifar10-jpeg"
 VARIANTS = (*STYLES, "authors")  # GA variants, and "authors": the authors' code in every switch
 EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_FAILED = 1, 2, 4
-CHECKPOINT_TAR_LIMIT = 15 * 2**20   # the device tool returns files of at most 16 MiB
+CHECKPOINT_TAR_LIMIT = 15 * 2**20   # the device tool returns files of at most 16 MiB,
+CHECKPOINT_TAR_PARTS = 3            # at most 8 of them: 5 are the bench JSON, records, runs, logs, job log
 DEFAULT_STARTUP_S = {"cuda": 90.0, "cpu": 20.0}  # import + data + compile + first epoch, until measured
 
 
@@ -571,15 +573,13 @@ class Scheduler:
     def finish(self) -> None:
         self.pack_records()
         _write_tar(self.out / "logs.tar", self.logs, sorted(self.logs.glob("*.log")))
-        unfinished = [s.checkpoint for s in self.slots if s.status != "done" and s.checkpoint.is_file()]
-        kept, total = [], 0
-        for path in unfinished:
-            size = path.stat().st_size
-            if total + size <= CHECKPOINT_TAR_LIMIT:
-                kept.append(path)
-                total += size
-        if kept:
-            _write_tar(self.out / "checkpoints.tar", self.checkpoints, kept)
+        unfinished = sorted((s for s in self.slots if s.status != "done" and s.checkpoint.is_file()),
+                            key=lambda s: (-s.checkpoint_epochs, s.priority))  # the most training first
+        parts = pack_parts([(s.checkpoint, s.checkpoint.stat().st_size) for s in unfinished],
+                           CHECKPOINT_TAR_LIMIT, CHECKPOINT_TAR_PARTS)
+        for k, part in enumerate(parts):
+            _write_tar(self.out / checkpoint_tar_name(k), self.checkpoints, part)
+        kept = [path for part in parts for path in part]
         summary = {
             "deadline_unix": self.deadline,
             "started_unix": self.t0,
@@ -589,6 +589,8 @@ class Scheduler:
             "compile": self.args.compile,
             "epochs": self._epochs(self.slots[0]),
             "checkpoints_packed": [str(p.relative_to(self.checkpoints)) for p in kept],
+            "checkpoints_left_out": [str(s.checkpoint.relative_to(self.checkpoints)) for s in unfinished
+                                     if s.checkpoint not in kept],
             "runs": [
                 {"run": s.run.name, "method": s.run.method, "ga_variant": s.run.ga_variant, "priority": s.priority,
                  "status": s.status, "reason": s.reason, "epochs_done": s.epochs_done,
@@ -634,6 +636,28 @@ def _gpu_load() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "nvidia-smi unavailable"
     return f"gpu {out}"
+
+
+def checkpoint_tar_name(k: int) -> str:
+    """Part k (0-based) of the unfinished runs' checkpoints: checkpoints.tar, checkpoints-2.tar, ..."""
+    return "checkpoints.tar" if k == 0 else f"checkpoints-{k + 1}.tar"
+
+
+def pack_parts(files: Sequence[tuple[Path, int]], limit: int, parts: int) -> list[list[Path]]:
+    """(path, size) in order into at most ``parts`` groups of at most ``limit`` bytes
+    each (a file goes into the first group with room; one that fits none is left out)."""
+    groups: list[list[Path]] = []
+    sizes: list[int] = []
+    for path, size in files:
+        k = next((k for k, used in enumerate(sizes) if used + size <= limit), None)
+        if k is None and len(groups) < parts and size <= limit:
+            groups.append([])
+            sizes.append(0)
+            k = len(groups) - 1
+        if k is not None:
+            groups[k].append(path)
+            sizes[k] += size
+    return groups
 
 
 def _tail(path: Path, lines: int = 3) -> str:

@@ -387,3 +387,18 @@ def test_job_plans_the_grid_from_the_bench(tmp_path):
     assert plan("auto", losses) == "reduce-overhead 1 8"
     assert plan("auto", losses, together) == "reduce-overhead 1 8"  # trains unlike eager: not together either
     assert grid.build_parser().parse_args(["one", "--run", "ce", "--out", "o", "--checkpoints", "c"]).checkpoint_every == 10
+
+
+def test_checkpoints_are_packed_into_returnable_parts():
+    """At most 3 parts of at most 15 MiB (the device returns 8 files of 16 MiB); first fit
+    in the given order (furthest-trained first), a file that fits no part is left out."""
+    mb = 2**20
+    files = [(grid.Path(f"c{k}.pt"), size * mb) for k, size in enumerate((4, 4, 4, 4, 12, 4, 20, 2))]
+    parts = grid.pack_parts(files, 15 * mb, 3)
+    assert [[p.name for p in part] for part in parts] == [
+        ["c0.pt", "c1.pt", "c2.pt", "c7.pt"], ["c3.pt", "c5.pt"], ["c4.pt"]]
+    assert grid.pack_parts(files, 15 * mb, 1) == [[grid.Path(n) for n in ("c0.pt", "c1.pt", "c2.pt", "c7.pt")]]
+    assert grid.pack_parts([], 15 * mb, 3) == []
+    assert [grid.checkpoint_tar_name(k) for k in range(3)] == ["checkpoints.tar", "checkpoints-2.tar",
+                                                              "checkpoints-3.tar"]
+    assert grid.CHECKPOINT_TAR_PARTS * grid.CHECKPOINT_TAR_LIMIT < 64 * mb
