@@ -62,6 +62,16 @@ def _on(stream: torch.cuda.Stream | None) -> contextlib.AbstractContextManager:
     return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
 
+def _allow_recompiles(trainers: Sequence[Trainer]) -> None:
+    """Each trainer compiles its own step (torch.compile guards on the module objects),
+    and again where GA or DRW switch on: raise Dynamo's per-function recompile limit
+    (8 by default) so that no run of the process falls back to eager."""
+    compiled = sum(t.compiled_loss is not None for t in trainers)
+    if compiled > 1:
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, 4 * compiled)
+
+
 def fit_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path | None], *, checkpoint_every: int = 1,
                  stop: Callable[[int], bool] | None = None,
                  on_end: Callable[[int, Outcome], None] | None = None,
@@ -75,6 +85,11 @@ def fit_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path | None]
         raise ValueError(f"{len(trainers)} trainers but {len(checkpoints)} checkpoint paths")
     if any(t.ctx.world_size > 1 for t in trainers):
         raise ValueError("runs trained together are single-process runs, not DistributedDataParallel")
+    if len(trainers) > 1 and any(t.config.compile == "reduce-overhead" for t in trainers):
+        raise ValueError("compile mode 'reduce-overhead' keeps one CUDA graph memory pool per device, shared by "
+                         "every compiled function of the process: train such runs in separate processes, or "
+                         "together in 'cuda-graph' / 'cuda-graph-compiled'")
+    _allow_recompiles(trainers)
     streams = [_stream_for(t) for t in trainers]
     steps = [t.epochs(ckpt, checkpoint_every) for t, ckpt in zip(trainers, checkpoints)]
     outcomes: list[Outcome | None] = [None] * len(trainers)

@@ -111,3 +111,23 @@ def test_refusals_before_any_work(tmp_path):
     assert not (tmp_path / "c").exists() or not any((tmp_path / "c").rglob("*.pt"))
     with pytest.raises(ValueError, match="2 trainers but 1 checkpoint"):
         fit_together([kt.Trainer(c, synthetic_data()) for c in runs[:2]], [None], progress=False)
+    two = [kt.Trainer(c, synthetic_data()) for c in runs[:2]]
+    two[1].config = kt.replace(two[1].config, compile="reduce-overhead")  # a GPU-only mode, set after the fact
+    with pytest.raises(ValueError, match="'reduce-overhead' keeps one CUDA graph memory pool"):
+        fit_together(two, [None, None], progress=False)
+
+
+def test_compiled_runs_together_may_recompile(monkeypatch):
+    """Three compiled trainers in one process: Dynamo's recompile limit is raised to 4 per
+    trainer (it guards on each trainer's modules), never lowered."""
+    import torch._dynamo.config as dynamo
+
+    monkeypatch.setattr(dynamo, "recompile_limit", 8)
+    trainers = [kt.Trainer(c, synthetic_data()) for c in configs()]
+    for t in trainers:
+        t.compiled_loss = object()  # marks a compiled step without compiling
+    fit_together(trainers, [None] * 3, stop=lambda i: True, progress=False)
+    assert dynamo.recompile_limit == 12
+    monkeypatch.setattr(dynamo, "recompile_limit", 50)
+    fit_together(trainers, [None] * 3, stop=lambda i: True, progress=False)
+    assert dynamo.recompile_limit == 50
