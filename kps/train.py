@@ -36,6 +36,9 @@ Host synchronisation: none per training step (the losses run without their
 per-call value checks, the batch losses are summed on the device; the
 progress bar, when shown, reads the loss every 20 steps); one per epoch for
 the mean loss, which also detects divergence (NaN/inf -> TrainingDiverged).
+An epoch is queued (:meth:`Trainer.submit_epoch`, :meth:`Trainer.submit_evaluation`)
+and read back later (:meth:`Trainer.epochs`, a generator), so that one process can
+train several runs side by side (:mod:`kps.together`).
 """
 
 from __future__ import annotations
