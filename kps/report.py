@@ -76,6 +76,12 @@ __all__ = [
     "speed_chart_data",
     "trainer_order",
     "grid_table",
+    "grid_per_process",
+    "grid_header",
+    "TOGETHER_COLUMNS",
+    "together_table",
+    "together_note",
+    "together_failures",
     "job_wall_s",
     "speed_targets",
     "speed_summary",
@@ -853,7 +859,8 @@ def bench_header(bench: Mapping[str, Any], file: str, notes: Iterable[Provenance
             f"{bench['config']['dataset_label']} per epoch, {bench['config']['epochs_timed']} timed epochs after "
             f"warm-up; bf16 peak taken as {peak['assumed_bf16_dense_tflops']:g} TFLOP/s ({peak.get('source', '')}"
             + (f"; a bf16 matrix product measured {measured:.0f} TFLOP/s" if measured else "") + ")."
-            + "".join(f" Trainer `{name}` failed: {why}." for name, why in sorted((bench.get("failed") or {}).items()))
+            + "".join(f" Trainer `{name}` failed: {why}." for name, why in sorted((bench.get("failed") or {}).items())
+                      if name != "together")  # not a trainer: together_failures shows it
             + ("" if bench.get("complete", True) else " The bench was cut off before every trainer ran."))
 
 
@@ -917,6 +924,78 @@ def grid_table(runs: Mapping[str, Any]) -> pd.DataFrame:
             "why it stopped": r.get("reason", ""),
         })
     return pd.DataFrame(rows).set_index("run")
+
+
+def grid_per_process(runs: Mapping[str, Any]) -> str:
+    """Runs trained side by side in one process (runs.json ``per_process``).  A
+    runs.json without the key is from a grid.py before ``--per-process``, which
+    gave every process exactly one ``--run``: "1 (one run per process)"."""
+    k = runs.get("per_process", 1)
+    return "1 (one run per process)" if k == 1 else f"up to {k} (side by side in one process, one CUDA stream each)"
+
+
+def grid_header(runs: Mapping[str, Any], wall: float | None = None) -> str:
+    """Markdown line over a grid's table: runs, epochs, runs at a time and per
+    process, compile mode, time to the deadline (and the job's wall time where
+    given), runs finished, and unfinished runs' checkpoints left out of the
+    returned parts (runs.json ``checkpoints_left_out``, where recorded)."""
+    done = sum(r["status"] == "done" for r in runs["runs"])
+    left_out = runs.get("checkpoints_left_out") or []
+    lost = (f" The checkpoints of {len(left_out)} unfinished run{'s' if len(left_out) != 1 else ''} did not fit "
+            "the returned parts: " + ", ".join(f"`{c}`" for c in left_out) + ".") if left_out else ""
+    return (f"{len(runs['runs'])} runs of {runs['epochs']} epochs, {runs['concurrency']} at a time, runs per "
+            f"process: {grid_per_process(runs)}, compile mode `{runs['compile']}`; the grid had "
+            f"{runs['deadline_unix'] - runs['started_unix']:.0f} s until its deadline"
+            + (f" in a {wall:.0f} s job" if wall is not None else "") + f"; {done} finished." + lost)
+
+
+TOGETHER_COLUMNS = ("device", "date", "runs side by side", "compile mode", "one round (s)",
+                    "epochs/s, all runs", "training images/s, all runs (eval time included)",
+                    "× one run alone (epoch rate)", "× reference (epoch rate)")
+
+
+def together_table(benches: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per bench result with a ``together`` measurement (bench.py
+    --together K: K fast runs side by side in one process, one CUDA stream
+    each), indexed by bench: device, date, K, compile mode, the median round
+    (every run one epoch of training and evaluation) in s, the aggregate
+    epochs/s and training images/s of all K runs, and that epoch rate divided
+    by one fast run's alone (same file and mode; NaN where not timed alone) and
+    by the reference trainer's, as the bench wrote them.  No rows without one."""
+    rows = []
+    for name, bench in benches.items():
+        t = bench.get("together")
+        if not t:
+            continue
+        alone = t.get("epoch_rate_vs_alone")
+        rows.append(dict(zip(TOGETHER_COLUMNS, (
+            bench["device"], bench["date"], t["runs"], t["compile"], t["round_s_median"], t["epochs_per_s"],
+            t["train_images_per_s"], math.nan if alone is None else alone, t["epoch_rate_vs_reference"])),
+            bench=name))
+    return pd.DataFrame(rows, columns=["bench", *TOGETHER_COLUMNS]).set_index("bench")
+
+
+def together_note(benches: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown over :func:`together_table`: that its rates are the sum over
+    several runs sharing one GPU, not one run's speed, and that issue 6's
+    speed target compares one fast run with the reference; or, where no bench
+    has a ``together`` measurement, that runs side by side are not measured yet."""
+    if not any(b.get("together") for b in benches.values()):
+        return ("**Runs side by side have not been measured yet**: no bench result here has a `together` "
+                "measurement (`bench/bench.py --together K` writes one).")
+    return ("These are **aggregate rates of several runs sharing one GPU** (one process, one CUDA stream per run), "
+            "not the speed of one run: every run does one epoch per round, so one run's own epoch rate is the "
+            "aggregate divided by the runs side by side. **× one run alone** divides that rate by one fast run's "
+            "alone on the card (above 1: side by side gets more done than one run at a time); **× reference** by the "
+            f"reference trainer's. Issue 6's {SPEED_TARGETS['speedup']:g}× target is about one run of the fast path "
+            "against the reference (the tables above), not about these sums.")
+
+
+def together_failures(benches: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown list of the bench results whose runs side by side failed
+    (``failed["together"]``) with the recorded error; "" when none failed."""
+    return "\n".join(f"- `{name}`: the runs side by side **failed**: {bench['failed']['together']}"
+                     for name, bench in benches.items() if (bench.get("failed") or {}).get("together"))
 
 
 _JOB_STAMP = re.compile(r"^\[job \d\d:\d\d:\d\d \+(\d+)s\]", re.M)

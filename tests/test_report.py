@@ -523,3 +523,82 @@ def test_speed_chart_data(benches):
     assert len(d) == 7
     ref = benches["nvidia-h200-2026-11-26-job2"]["trainers"]["reference"]["train_images_per_s"]
     assert set(d[d.bench == "nvidia-h200-2026-11-26-job2"]["target images/s"]) == {10 * ref}
+
+
+def bench_doc(name="b", *, ref_epoch_s=20.0, alone_epoch_s=4.0, runs=4, mode="none", round_s=8.0,
+              train_images=12000, failed=None):
+    """A bench JSON (kps-bench/1) with made-up numbers: the reference and one fast
+    trainer timed alone, and, with ``runs``, a ``together`` entry derived from the
+    round time as bench/bench.py derives it (tests only)."""
+    doc = {"schema": report.BENCH_SCHEMA, "device": f"GPU {name}", "date": "2026-12-01",
+           "config": {"train_images": train_images},
+           "trainers": {"reference": {"epoch_s": ref_epoch_s, "train_images_per_s": train_images / ref_epoch_s},
+                        "fast_none": {"epoch_s": alone_epoch_s, "train_images_per_s": train_images / alone_epoch_s}}}
+    if runs:
+        rate = runs / round_s
+        alone = doc["trainers"].get(f"fast_{mode}")
+        doc["together"] = {"runs": runs, "compile": mode, "seeds": list(range(runs)), "warmup_epochs": 1,
+                           "round_s": [30.0, round_s, round_s], "round_s_median": round_s, "epochs_per_s": rate,
+                           "train_images_per_s": runs * train_images / round_s, "wall_s": 46.0,
+                           "train_losses": [[2.0, 1.5, 1.2]] * runs,
+                           "epoch_rate_vs_reference": ref_epoch_s * rate,
+                           "epoch_rate_vs_alone": None if alone is None else alone["epoch_s"] * rate}
+    if failed:
+        doc["failed"] = failed
+    return doc
+
+
+def test_together_table_reads_the_aggregate_rates():
+    benches = {"a": bench_doc("a"),                                   # 4 runs, a round 8 s: 0.5 epochs/s
+               "alone-only": bench_doc("x", runs=0),
+               "c": bench_doc("c", runs=2, mode="cuda-graph", round_s=5.0)}   # no fast_cuda-graph timed alone
+    t = report.together_table(benches)
+    assert list(t.index) == ["a", "c"] and tuple(t.columns) == report.TOGETHER_COLUMNS
+    a = t.loc["a"]
+    assert (a["device"], a["date"], a["runs side by side"], a["compile mode"]) == ("GPU a", "2026-12-01", 4, "none")
+    assert a["one round (s)"] == 8.0 and a["epochs/s, all runs"] == 0.5
+    assert a["training images/s, all runs (eval time included)"] == 6000.0      # 4 x 12000 images / 8 s
+    assert a["× one run alone (epoch rate)"] == 2.0          # alone 4 s/epoch = 0.25 epochs/s; together 0.5
+    assert a["× reference (epoch rate)"] == 10.0             # reference 20 s/epoch = 0.05 epochs/s
+    c = t.loc["c"]
+    assert c["epochs/s, all runs"] == 0.4 and math.isnan(c["× one run alone (epoch rate)"])
+    assert c["× reference (epoch rate)"] == 8.0
+    empty = report.together_table({"alone-only": bench_doc(runs=0)})
+    assert empty.empty and tuple(empty.columns) == report.TOGETHER_COLUMNS
+
+
+def test_together_note_says_aggregate_or_not_measured():
+    measured = report.together_note({"a": bench_doc("a"), "b": bench_doc("b", runs=0)})
+    assert "aggregate rates of several runs sharing one GPU" in measured and "not the speed of one run" in measured
+    assert "10× target is about one run of the fast path against the reference" in measured
+    assert "not been measured" not in measured
+    none = report.together_note({"b": bench_doc("b", runs=0), "f": bench_doc("f", runs=0, failed={"together": "x"})})
+    assert none.startswith("**Runs side by side have not been measured yet**") and "aggregate" not in none
+    assert report.together_note({}).startswith("**Runs side by side have not been measured yet**")
+
+
+def test_together_failures_and_the_header(benches):
+    oom = "RuntimeError: CUDA out of memory"
+    docs = {"ok": bench_doc("ok"), "bad": bench_doc("bad", runs=0, failed={"together": oom, "fast_default": "E"}),
+            "trainer-only": bench_doc("t", failed={"fast_default": "E"})}
+    assert report.together_failures(docs) == f"- `bad`: the runs side by side **failed**: {oom}"
+    assert report.together_failures({"ok": bench_doc("ok")}) == ""
+    broken = dict(benches["nvidia-h200-2026-11-26-job2"], failed={"together": oom, "fast_default": "E"})
+    h = report.bench_header(broken, "elsewhere.json")
+    assert "Trainer `fast_default` failed: E." in h and "together" not in h and oom not in h
+
+
+def test_grid_runs_per_process(benches):
+    runs = load_json(BENCH / "nvidia-h200-2026-11-26-job2.runs.json")
+    assert "per_process" not in runs and "checkpoints_left_out" not in runs   # written before --per-process
+    assert report.grid_per_process(runs) == "1 (one run per process)"
+    h = report.grid_header(runs, 600.0)
+    assert h.startswith("12 runs of 200 epochs, 8 at a time, runs per process: 1 (one run per process), "
+                        "compile mode `reduce-overhead`; the grid had 363 s until its deadline in a 600 s job; "
+                        "2 finished.")
+    assert "did not fit" not in h and " job" not in report.grid_header(runs)
+    newer = dict(runs, per_process=3, checkpoints_left_out=["cifar10-jpeg/ce/imb100/seed0.pt"])
+    assert report.grid_per_process(newer) == "up to 3 (side by side in one process, one CUDA stream each)"
+    assert report.grid_per_process(dict(runs, per_process=1)) == "1 (one run per process)"
+    assert report.grid_header(newer).endswith(
+        "The checkpoints of 1 unfinished run did not fit the returned parts: `cifar10-jpeg/ce/imb100/seed0.pt`.")
