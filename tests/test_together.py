@@ -117,17 +117,15 @@ def test_refusals_before_any_work(tmp_path):
         fit_together(two, [None, None], progress=False)
 
 
-def test_compiled_runs_together_may_recompile(monkeypatch):
+def test_compiled_runs_together_may_recompile():
     """Three compiled trainers in one process: Dynamo's recompile limit is raised to 4 per
     trainer (it guards on each trainer's modules), never lowered."""
     import torch._dynamo.config as dynamo
 
-    monkeypatch.setattr(dynamo, "recompile_limit", 8)
     trainers = [kt.Trainer(c, synthetic_data()) for c in configs()]
     for t in trainers:
         t.compiled_loss = object()  # marks a compiled step without compiling
-    fit_together(trainers, [None] * 3, stop=lambda i: True, progress=False)
-    assert dynamo.recompile_limit == 12
-    monkeypatch.setattr(dynamo, "recompile_limit", 50)
-    fit_together(trainers, [None] * 3, stop=lambda i: True, progress=False)
-    assert dynamo.recompile_limit == 50
+    for before, after in ((8, 12), (50, 50)):
+        with dynamo.patch(recompile_limit=before):  # the patch restores the setting afterwards
+            fit_together(trainers, [None] * 3, stop=lambda i: True, progress=False)
+            assert dynamo.recompile_limit == after
