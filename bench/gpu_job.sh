@@ -19,7 +19,8 @@
 # KPS_JOB_PARTIAL (default 1: start the first wave even when the bench predicts that no run finishes in
 # time; 0: the strict time guard), KPS_JOB_BENCH=0 (skip the bench), KPS_JOB_BENCH_MAX_S, KPS_JOB_RUNS (another run list), KPS_JOB_DATA_ROOT, KPS_JOB_ARCHIVE,
 # KPS_JOB_CHECKPOINTS (an earlier job's checkpoints.tar to resume, default data/job-checkpoints.tar, and its
-# parts beside it: data/job-checkpoints-2.tar, ...), KPS_JOB_WORK, KPS_GIT_COMMIT.
+# parts beside it: data/job-checkpoints-2.tar, ...), KPS_JOB_WORK (default data/job-work on the GPU),
+# KPS_GIT_COMMIT.
 #
 # `bash bench/gpu_job.sh --list` prints the run list and exits.
 set -uo pipefail
@@ -73,13 +74,17 @@ export PYTHONUNBUFFERED=1 PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 START=$(date +%s)
 DEADLINE=$((START + BUDGET - RESERVE))
 mkdir -p "$OUT"
-# records, checkpoints (rewritten every epoch) and logs: tmpfs if there is one (no disk flushes);
-# a folder made here is removed at the end (everything of use is packed into $OUT by then)
+# records, checkpoints and logs.  On the GPU: data/job-work (git-ignored), kept, so that a follow-up call
+# on the same warm machine (the tool keeps ignored files between calls) resumes from its checkpoints
+# without carrying them and skips what it finished.  The CPU smoke: a temporary folder, removed at the end.
 if [ -n "${KPS_JOB_WORK:-}" ]; then
     WORK=$KPS_JOB_WORK OWN_WORK=0
-else
+elif [ "$SMOKE" = 1 ]; then
     WORK=$(mktemp -d /dev/shm/kps-job.XXXXXX 2>/dev/null || mktemp -d /tmp/kps-job.XXXXXX) OWN_WORK=1
+else
+    WORK=$ROOT/data/job-work OWN_WORK=0
 fi
+mkdir -p "$WORK"
 
 log() { printf '[job %s +%ss] %s\n' "$(date -u +%H:%M:%S)" "$(($(date +%s) - START))" "$*"; }
 
@@ -180,8 +185,10 @@ stage_grid() {
     local part
     for part in ${CHECKPOINTS_TAR:+"$CHECKPOINTS_TAR" "${CHECKPOINTS_TAR%.tar}"-[0-9]*.tar}; do
         [ -f "$part" ] || continue
-        log "resuming from the checkpoints in $part"
-        mkdir -p "$WORK/checkpoints" && tar -xf "$part" -C "$WORK/checkpoints" || return 1
+        log "resuming from the checkpoints in $part (a newer one already in $WORK is kept)"
+        mkdir -p "$WORK/checkpoints" || return 1
+        tar --skip-old-files -xf "$part" -C "$WORK/checkpoints" 2>/dev/null \
+            || tar -xf "$part" -C "$WORK/checkpoints" || return 1  # a tar without --skip-old-files
     done
     local bench_json
     bench_json=$(ls -t "$OUT"/*.json 2>/dev/null | grep -v '/runs\.json$' | head -n 1)

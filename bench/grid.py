@@ -501,9 +501,12 @@ class Scheduler:
         return self.clock() + self.startup_estimate() + self._epochs(self.slots[0]) / cap <= self.deadline
 
     def run(self) -> list[Slot]:
-        if self.args.existing:
-            for slot in self.slots:
+        for slot in self.slots:
+            if self.args.existing:
                 self.skip_if_recorded(slot, Path(self.args.existing))
+            if slot.status == "queued" and self.full_record(slot.record, slot):
+                self._collect(slot, 0)  # an earlier call in this work folder finished it
+                slot.reason = "finished by an earlier call in this work folder"
         try:
             while self.step():
                 if int(self.clock() - self.t0) % 30 < self.args.poll_s:
@@ -538,18 +541,22 @@ class Scheduler:
         a shorter run's record at that path does not count (the job runs it; committing
         then meets the clash, see bench/README.md)."""
         path = config_record_path(existing, slot.config)
+        if self.full_record(path, slot):
+            slot.status, slot.reason = "skipped", f"{path} holds a {slot.config.epochs}-epoch record"
+            self.log(f"skip {slot.run.name}: {slot.reason}")
+
+    def full_record(self, path: Path, slot: Slot) -> bool:
+        """True if ``path`` holds a record of ``slot``'s run with all its epochs."""
         if not path.exists():
-            return
+            return False
         try:
             epochs = load_record(path)["epochs"]
         except (OSError, ValueError) as err:
             self.log(f"{slot.run.name}: unreadable record {path} ({err}); running it")
-            return
-        if epochs >= slot.config.epochs:
-            slot.status, slot.reason = "skipped", f"{path} holds a {epochs}-epoch record"
-            self.log(f"skip {slot.run.name}: {slot.reason}")
-        else:
+            return False
+        if epochs < slot.config.epochs:
             self.log(f"{slot.run.name}: {path} holds a short ({epochs}-epoch) record; running the full run")
+        return epochs >= slot.config.epochs
 
     def progress_line(self) -> str:
         parts = []
@@ -568,7 +575,12 @@ class Scheduler:
     # ---- output
 
     def pack_records(self) -> None:
-        _write_tar(self.out / "results.tar", self.records, sorted(self.records.rglob("*.json")))
+        """results.tar: the work folder's records, less those already under ``--existing``
+        (a follow-up call in the same work folder returns only what is new)."""
+        existing = Path(self.args.existing) if self.args.existing else None
+        new = [path for path in sorted(self.records.rglob("*.json"))
+               if existing is None or not (existing / path.relative_to(self.records)).exists()]
+        _write_tar(self.out / "results.tar", self.records, new)
 
     def finish(self) -> None:
         self.pack_records()

@@ -230,6 +230,27 @@ def test_scheduler_skips_only_full_records(tmp_path):
     assert full.slots[0].status == "queued"
 
 
+def test_a_follow_up_call_in_the_same_work_folder(tmp_path):
+    """A record an earlier call left in the work folder counts as done (not rerun); the
+    returned results.tar holds only records not already under --existing."""
+    from kps.train import train
+
+    tiny = synthetic_data(counts=(3, 2, 2, 2, 2, 2, 2, 2, 2, 1), n_test=1)
+    first = _scheduler(tmp_path, "--epochs", "1", "--existing", str(tmp_path / "existing"))
+    for slot in first.slots:  # both finished by an earlier call; focal's record is also committed already
+        train(slot.config, out=first.records, checkpoint_dir=tmp_path / "ckpt", quiet=True, data=tiny)
+    train(first.slots[1].config, out=tmp_path / "existing", checkpoint_dir=tmp_path / "ckpt2", quiet=True, data=tiny)
+    first.deadline = math.inf
+    slots = first.run()
+    assert [(s.status, s.reason) for s in slots] == [
+        ("done", "finished by an earlier call in this work folder"),
+        ("skipped", f"{grid.config_record_path(tmp_path / 'existing', slots[1].config)} holds a 1-epoch record")]
+    assert slots[0].result["top1_error"] >= 0
+    import tarfile
+    with tarfile.open(tmp_path / "out" / "results.tar") as tar:
+        assert tar.getnames() == [str(slots[0].record.relative_to(first.records))]
+
+
 def test_scheduler_rates_saturation_and_shedding(tmp_path):
     now = [1000.0]
     sched = _scheduler(tmp_path, "--epochs", "200", clock=lambda: now[0])
@@ -402,3 +423,44 @@ def test_checkpoints_are_packed_into_returnable_parts():
     assert [grid.checkpoint_tar_name(k) for k in range(3)] == ["checkpoints.tar", "checkpoints-2.tar",
                                                               "checkpoints-3.tar"]
     assert grid.CHECKPOINT_TAR_PARTS * grid.CHECKPOINT_TAR_LIMIT < 64 * mb
+
+
+def test_after_job_puts_what_came_back_in_place(tmp_path):
+    """bench/after_job.sh in a copy of the layout: records into results/ (never replacing
+    one), the bench JSON, runs.json and job.log under bench/results/STEM.*, checkpoint parts
+    to data/job-checkpoints*.tar replacing the previous ones; a used STEM is refused."""
+    repo = tmp_path / "repo"
+    for folder in ("bench/results", "results", "data"):
+        (repo / folder).mkdir(parents=True)
+    (repo / "bench" / "after_job.sh").write_text((REPO / "bench" / "after_job.sh").read_text())
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    (repo / "data" / "job-checkpoints-3.tar").write_text("stale")
+    files = tmp_path / "files"
+    (files / "rec" / "cifar10-jpeg" / "ce" / "imb100").mkdir(parents=True)
+    (files / "rec" / "cifar10-jpeg" / "ce" / "imb100" / "seed0.json").write_text("{}")
+    subprocess.run(["tar", "-cf", str(files / "results.tar"), "-C", str(files / "rec"), "cifar10-jpeg"], check=True)
+    (files / "nvidia-h100-2026-11-27.json").write_text('{"bench": 1}')
+    (files / "runs.json").write_text('{"runs": []}')
+    (files / "job.log").write_text("log")
+    (files / "ck").mkdir()
+    (files / "ck" / "a.pt").write_text("weights")
+    subprocess.run(["tar", "-cf", str(files / "checkpoints.tar"), "-C", str(files / "ck"), "a.pt"], check=True)
+    subprocess.run(["tar", "-cf", str(files / "checkpoints-2.tar"), "-C", str(files / "ck"), "a.pt"], check=True)
+
+    def after(stem):
+        return subprocess.run(["bash", str(repo / "bench" / "after_job.sh"), str(files), stem],
+                              capture_output=True, text=True)
+
+    out = after("nvidia-h100-2026-11-27-job3")
+    assert out.returncode == 0, out.stderr
+    assert "records: 1 new" in out.stdout and "data/job-checkpoints-2.tar (1 runs)" in out.stdout
+    assert (repo / "results" / "cifar10-jpeg" / "ce" / "imb100" / "seed0.json").read_text() == "{}"
+    results = repo / "bench" / "results"
+    assert (results / "nvidia-h100-2026-11-27-job3.json").read_text() == '{"bench": 1}'
+    assert (results / "nvidia-h100-2026-11-27-job3.runs.json").read_text() == '{"runs": []}'
+    assert (results / "nvidia-h100-2026-11-27-job3.log").read_text() == "log"
+    assert sorted(p.name for p in (repo / "data").iterdir()) == ["job-checkpoints-2.tar", "job-checkpoints.tar"]
+    again = after("nvidia-h100-2026-11-27-job3")
+    assert again.returncode == 2 and "choose another STEM" in again.stderr
+    clash = after("nvidia-h100-2026-11-27-job4")  # the same record again: tar refuses to replace it
+    assert clash.returncode != 0 and "seed0.json" in clash.stderr

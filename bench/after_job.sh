@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# After a GPU job (bench/gpu_job.sh): put what came back where it belongs, in seconds, so that a
+# follow-up call can go out while the device machine is still warm (bench/README.md).
+#
+#   bash bench/after_job.sh FILES_AT STEM      e.g. STEM=nvidia-h200-2026-11-27-job3
+#
+#   FILES_AT/results.tar        -> results/ (tar --keep-old-files: a record is never replaced)
+#   FILES_AT/<bench>.json       -> bench/results/STEM.json        (only if the job ran the bench)
+#   FILES_AT/runs.json, job.log -> bench/results/STEM.runs.json, STEM.log
+#   FILES_AT/checkpoints*.tar   -> data/job-checkpoints*.tar      (the previous ones are removed)
+# Nothing is committed; the script ends by listing what changed.
+set -euo pipefail
+F=${1:?usage: bash bench/after_job.sh FILES_AT STEM}
+STEM=${2:?usage: bash bench/after_job.sh FILES_AT STEM}
+[ -d "$F" ] || { echo "error: $F is not a folder" >&2; exit 2; }
+cd "$(dirname "$0")/.."
+if [ -e "bench/results/$STEM.runs.json" ] || [ -e "bench/results/$STEM.json" ]; then
+    echo "error: bench/results/$STEM.* exists; choose another STEM" >&2
+    exit 2
+fi
+
+if [ -f "$F/results.tar" ]; then
+    tar --keep-old-files -xf "$F/results.tar" -C results/
+    echo "records: $(tar -tf "$F/results.tar" | grep -c '\.json$' || true) new"
+fi
+for bench_json in "$F"/*.json; do
+    [ -f "$bench_json" ] && [ "$(basename "$bench_json")" != runs.json ] || continue
+    cp "$bench_json" "bench/results/$STEM.json"
+done
+[ -f "$F/runs.json" ] && cp "$F/runs.json" "bench/results/$STEM.runs.json"
+[ -f "$F/job.log" ] && cp "$F/job.log" "bench/results/$STEM.log"
+rm -f data/job-checkpoints.tar data/job-checkpoints-[0-9]*.tar
+for part in "$F"/checkpoints*.tar; do
+    [ -f "$part" ] || continue
+    name=$(basename "$part")
+    cp "$part" "data/job-${name}"
+    echo "checkpoints: data/job-${name} ($(tar -tf "$part" | grep -c '\.pt$' || true) runs)"
+done
+chmod u+w data/job-checkpoints*.tar 2>/dev/null || true
+git status --short -- results bench/results
