@@ -82,6 +82,9 @@ __all__ = [
     "together_table",
     "together_note",
     "together_failures",
+    "train_loss_epoch_labels",
+    "train_loss_table",
+    "train_loss_verdict",
     "job_wall_s",
     "speed_targets",
     "speed_summary",
@@ -996,6 +999,153 @@ def together_failures(benches: Mapping[str, Mapping[str, Any]]) -> str:
     (``failed["together"]``) with the recorded error; "" when none failed."""
     return "\n".join(f"- `{name}`: the runs side by side **failed**: {bench['failed']['together']}"
                      for name, bench in benches.items() if (bench.get("failed") or {}).get("together"))
+
+
+# Do the trainers train alike?  Issue 6: the fast path and the plain path agree
+# on a short run to within run-to-run noise.  Newer bench files record each
+# trainer's mean training loss per epoch (warm-up included) and, with
+# ``--together K``, the losses of K seeds of the fast path: their spread at the
+# last epoch is the noise band.
+
+
+def _trainer_losses(bench: Mapping[str, Any]) -> dict[str, list[float]]:
+    """Each trainer's recorded training losses per epoch (``train_losses``), in
+    :func:`trainer_order`; trainers without a non-empty record are left out."""
+    trainers = bench.get("trainers") or {}
+    return {name: [float(v) for v in trainers[name]["train_losses"]] for name in trainer_order(trainers)
+            if trainers[name].get("train_losses")}
+
+
+def _seed_losses(bench: Mapping[str, Any]) -> list[list[float]]:
+    """The training losses per epoch of each run of several seeds
+    (``together.train_losses``); [] where the bench has none."""
+    runs = (bench.get("together") or {}).get("train_losses") or []
+    return [[float(v) for v in run] for run in runs if run]
+
+
+def _seeds_label(bench: Mapping[str, Any], quote: str = "`") -> str:
+    """'6 seeds (0–5), fast path `none`': the runs of several seeds in words
+    (the compile mode between ``quote``: '' for a table's plain-text label)."""
+    t = bench["together"]
+    seeds = list(t.get("seeds") or range(len(_seed_losses(bench))))
+    contiguous = seeds == list(range(seeds[0], seeds[0] + len(seeds))) if seeds else False
+    which = f"{seeds[0]}–{seeds[-1]}" if contiguous and len(seeds) > 1 else ", ".join(str(s) for s in seeds)
+    return f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({which}), fast path {quote}{t.get('compile', '?')}{quote}"
+
+
+def train_loss_epoch_labels(bench: Mapping[str, Any], epochs: int) -> list[str]:
+    """Column labels for ``epochs`` epochs of a bench: 'epoch 0 (warm-up)' for
+    the first ``config.warmup_epochs``, then 'epoch k (timed)' (0-based, as
+    bench.py's log counts them)."""
+    warm = int((bench.get("config") or {}).get("warmup_epochs", 0))
+    return [f"epoch {e} ({'warm-up' if e < warm else 'timed'})" for e in range(epochs)]
+
+
+def train_loss_table(bench: Mapping[str, Any], digits: int = 4) -> pd.DataFrame:
+    """Mean training loss per epoch of one bench: one row per trainer with a
+    loss record (numbers; NaN past a trainer's last epoch) and, where the bench
+    ran several seeds side by side, one row 'min–max over <seeds>' whose cells
+    are the range as text ('1.0000–1.2000', ``digits`` decimals).  Columns are
+    the epochs, labelled warm-up or timed.  Empty where nothing was recorded."""
+    losses = _trainer_losses(bench)
+    seeds = _seed_losses(bench)
+    epochs = max((len(v) for v in [*losses.values(), *seeds]), default=0)
+    if not epochs:
+        return pd.DataFrame()
+    columns = train_loss_epoch_labels(bench, epochs)
+    rows = {name: v + [math.nan] * (epochs - len(v)) for name, v in losses.items()}
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=columns, dtype=object)
+    if seeds:
+        cells = []
+        for e in range(epochs):
+            at = [run[e] for run in seeds if e < len(run)]
+            cells.append(f"{min(at):.{digits}f}–{max(at):.{digits}f}" if at else math.nan)
+        frame.loc[f"min–max over {_seeds_label(bench, quote='')}"] = cells
+    frame.index.name = "trainer"
+    return frame
+
+
+def _signed(x: float, digits: int) -> str:
+    return f"{x:+.{digits}f}".replace("-", "−")
+
+
+def _fast_spread(losses: Mapping[str, list[float]], digits: int) -> str:
+    """Markdown sentence: the fast modes' spread (max - min) of their
+    last-epoch losses; "" with fewer than two fast modes or unequal epochs."""
+    fast = [n for n in losses if n != "reference"]
+    if len(fast) < 2 or len({len(losses[n]) for n in fast}) != 1:
+        return ""
+    last = [losses[n][-1] for n in fast]
+    return (f"\n\nThe {len(fast)} fast modes (seed 0, the same data order and augmentation draws) span "
+            f"{max(last) - min(last):.{digits}f} among themselves at the last epoch.")
+
+
+def _differences_to_fast_none(bench: Mapping[str, Any], losses: Mapping[str, list[float]], digits: int) -> str:
+    """Markdown for a bench without runs of several seeds: the noise band is
+    not measured; each trainer's last-epoch loss minus ``fast_none``'s (or the
+    last-epoch losses alone where ``fast_none`` has none)."""
+    why = (" (the runs of several seeds failed)" if (bench.get("failed") or {}).get("together")
+           else " (`bench/bench.py --together K` records it)")
+    head = (f"**Noise band not measured**: this bench has no runs of several seeds{why}, so it cannot say "
+            "whether a difference is within run-to-run noise.")
+    if "fast_none" not in losses:
+        return (head + " `fast_none` has no loss record, so no differences to it are given; last-epoch "
+                "training losses:\n" + "".join(f"\n- `{n}`: {v[-1]:.{digits}f}" for n, v in losses.items()))
+    base = losses["fast_none"]
+    lines = [f"\n- `{n}`: {_signed(v[-1] - base[-1], digits)}" if len(v) == len(base) else
+             f"\n- `{n}`: not compared ({len(v)} epochs recorded, `fast_none` {len(base)})"
+             for n, v in losses.items() if n != "fast_none"]
+    return (head + f" Last-epoch training loss minus `fast_none`'s ({base[-1]:.{digits}f}, epoch "
+            f"{len(base) - 1}):\n" + "".join(lines))
+
+
+def _against_seed_range(bench: Mapping[str, Any], losses: Mapping[str, list[float]], seeds: list[list[float]],
+                        digits: int) -> str:
+    """Markdown: the rule (last-epoch loss in [min, max] of the seeds'
+    last-epoch losses, not widened) and each trainer's loss judged by it."""
+    n_epochs, last = len(seeds[0]), [run[-1] for run in seeds]
+    lo, hi, k = min(last), max(last), len(seeds)
+    head = (f"**Rule**: a trainer's last-epoch (epoch {n_epochs - 1}) training loss is within run-to-run noise "
+            f"if it lies in the range of the last-epoch losses of {_seeds_label(bench)}: "
+            f"[{lo:.{digits}f}, {hi:.{digits}f}], bounds included, not widened. With {k} seeds, even one more "
+            f"run like them would fall outside their range with probability 2/{k + 1}, so *outside* flags a "
+            "difference to look at; it does not prove one.\n")
+    lines = []
+    for n, v in losses.items():
+        what = " (its own data order and augmentation, fp32)" if n == "reference" else ""
+        x = v[-1]
+        if len(v) != n_epochs:
+            verdict = f"not compared ({len(v)} epochs recorded, the seeds {n_epochs})"
+        elif not math.isfinite(x):
+            verdict = f"{x}, **not a finite number**"
+        elif lo <= x <= hi:
+            verdict = f"{x:.{digits}f}, **within**"
+        else:
+            verdict = (f"{x:.{digits}f}, **outside** ({abs(x - (hi if x > hi else lo)):.{digits}f} "
+                       f"{'above' if x > hi else 'below'})")
+        lines.append(f"\n- `{n}`{what}: {verdict}")
+    return head + "".join(lines)
+
+
+def train_loss_verdict(bench: Mapping[str, Any], digits: int = 4) -> str:
+    """Markdown: do the trainers of one bench train alike?  With runs of at
+    least two seeds, the rule (stated in the text): a trainer's last-epoch
+    training loss is within run-to-run noise if it lies in [min, max] of the
+    seeds' last-epoch losses, bounds included, not widened; each fast mode and
+    the reference are judged by it.  Without such runs: the noise band is not
+    measured, and only the last-epoch differences to ``fast_none`` are given.
+    Then the fast modes' spread among themselves.  A bench without any loss
+    record predates it, and says so."""
+    losses = _trainer_losses(bench)
+    seeds = _seed_losses(bench)
+    if not losses and not seeds:
+        return ("**This bench predates the loss record**: its file has no `train_losses`, so it cannot show "
+                "whether the trainers train alike.")
+    body = (_against_seed_range(bench, losses, seeds, digits) if len(seeds) >= 2
+            else _differences_to_fast_none(bench, losses, digits))
+    missing = "".join(f"\n- `{n}`: no loss recorded" for n in trainer_order(bench.get("trainers") or {})
+                      if n not in losses)
+    return body + missing + _fast_spread(losses, digits)
 
 
 _JOB_STAMP = re.compile(r"^\[job \d\d:\d\d:\d\d \+(\d+)s\]", re.M)

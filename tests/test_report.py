@@ -602,3 +602,85 @@ def test_grid_runs_per_process(benches):
     assert report.grid_per_process(dict(runs, per_process=1)) == "1 (one run per process)"
     assert report.grid_header(newer).endswith(
         "The checkpoints of 1 unfinished run did not fit the returned parts: `cifar10-jpeg/ce/imb100/seed0.pt`.")
+
+
+SEED_LAST = [1.0, 1.04, 1.08, 1.12, 1.16, 1.2]   # last-epoch losses of seeds 0..5: the band is [1.0, 1.2]
+
+
+def loss_doc(last=None, *, seeds=SEED_LAST, mode="cuda-graph"):
+    """A newer bench doc's loss fields (tests only): one warm-up and two timed
+    epochs per trainer, ``last`` = {trainer: last-epoch loss}, and, with
+    ``seeds``, runs of those seeds side by side ending at those losses."""
+    last = last or {"reference": 1.15, "fast_none": 1.1, "fast_cuda-graph": 1.1, "fast_cuda-graph-compiled": 1.5}
+    doc = bench_doc(runs=0)
+    doc["config"].update(warmup_epochs=1, epochs_timed=2)
+    doc["trainers"] = {name: {"train_losses": [2.0, 1.5, x]} for name, x in last.items()}
+    if seeds:
+        doc["together"] = {"runs": len(seeds), "compile": mode, "seeds": list(range(len(seeds))),
+                           "warmup_epochs": 1, "train_losses": [[2.0 + k / 100, 1.5, x] for k, x in enumerate(seeds)]}
+    return doc
+
+
+def test_train_loss_table_rows_epochs_and_seed_range():
+    t = report.train_loss_table(loss_doc())
+    assert list(t.columns) == ["epoch 0 (warm-up)", "epoch 1 (timed)", "epoch 2 (timed)"]
+    band = "min–max over 6 seeds (0–5), fast path cuda-graph"
+    assert list(t.index) == ["reference", "fast_none", "fast_cuda-graph", "fast_cuda-graph-compiled", band]
+    assert t.loc["fast_cuda-graph-compiled"].tolist() == [2.0, 1.5, 1.5]
+    assert t.loc[band].tolist() == ["2.0000–2.0500", "1.5000–1.5000", "1.0000–1.2000"]
+    short = loss_doc(seeds=None)
+    short["trainers"]["fast_none"]["train_losses"] = [2.0, 1.4]        # one epoch fewer: NaN after it
+    s = report.train_loss_table(short)
+    assert len(s) == 4 and s.loc["fast_none", "epoch 1 (timed)"] == 1.4 and math.isnan(s.loc["fast_none", "epoch 2 (timed)"])
+    assert not any(i.startswith("min–max") for i in s.index)
+
+
+def test_train_loss_verdict_against_the_seed_range():
+    v = report.train_loss_verdict(loss_doc())
+    assert v.startswith("**Rule**: a trainer's last-epoch (epoch 2) training loss is within run-to-run noise if it "
+                        "lies in the range of the last-epoch losses of 6 seeds (0–5), fast path `cuda-graph`: "
+                        "[1.0000, 1.2000], bounds included, not widened.")
+    assert "probability 2/7" in v
+    assert "\n- `fast_cuda-graph`: 1.1000, **within**" in v
+    assert "\n- `fast_cuda-graph-compiled`: 1.5000, **outside** (0.3000 above)" in v
+    assert "\n- `reference` (its own data order and augmentation, fp32): 1.1500, **within**" in v
+    assert "The 3 fast modes (seed 0, the same data order and augmentation draws) span 0.4000" in v
+    assert "not measured" not in v
+    # the bounds count as within, nothing beyond them does (the range is not widened)
+    edges = report.train_loss_verdict(loss_doc({"reference": 0.999, "fast_none": 1.0, "fast_default": 1.2,
+                                                "fast_cuda-graph": 1.2001}))
+    assert "`fast_none`: 1.0000, **within**" in edges and "`fast_default`: 1.2000, **within**" in edges
+    assert "`fast_cuda-graph`: 1.2001, **outside** (0.0001 above)" in edges
+    assert "1.0000–1.2000" not in edges and "0.9990, **outside** (0.0010 below)" in edges
+    # a trainer of the bench with no loss recorded is named, not judged
+    partial = loss_doc()
+    partial["trainers"]["fast_default"] = {}
+    assert "\n- `fast_default`: no loss recorded" in report.train_loss_verdict(partial)
+
+
+def test_train_loss_verdict_without_seeds_gives_differences_only():
+    v = report.train_loss_verdict(loss_doc(seeds=None))
+    assert v.startswith("**Noise band not measured**: this bench has no runs of several seeds")
+    assert "Last-epoch training loss minus `fast_none`'s (1.1000, epoch 2):" in v
+    assert "\n- `reference`: +0.0500" in v and "\n- `fast_cuda-graph-compiled`: +0.4000" in v
+    assert "\n- `fast_cuda-graph`: +0.0000" in v and "\n- `fast_none`:" not in v
+    assert "**within**" not in v and "**outside**" not in v and "Rule" not in v
+    one_seed = report.train_loss_verdict(loss_doc(seeds=[1.1]))           # one seed measures no spread
+    assert one_seed.startswith("**Noise band not measured**")
+    failed = loss_doc(seeds=None)
+    failed["failed"] = {"together": "RuntimeError: CUDA out of memory"}
+    assert "(the runs of several seeds failed)" in report.train_loss_verdict(failed)
+    no_base = report.train_loss_verdict(loss_doc({"reference": 1.15, "fast_default": 0.95}, seeds=None))
+    assert "`fast_none` has no loss record" in no_base and "\n- `fast_default`: 0.9500" in no_base
+    assert "−" not in no_base and "+" not in no_base
+    below = report.train_loss_verdict(loss_doc({"fast_none": 1.1, "fast_default": 1.05}, seeds=None))
+    assert "\n- `fast_default`: −0.0500" in below
+
+
+def test_train_loss_of_the_committed_benches_predates_the_record(benches):
+    for bench in benches.values():
+        assert report.train_loss_table(bench).empty
+        assert report.train_loss_verdict(bench) == (
+            "**This bench predates the loss record**: its file has no `train_losses`, so it cannot show "
+            "whether the trainers train alike.")
+    assert report.train_loss_verdict(loss_doc()) != report.train_loss_verdict(benches["nvidia-h200-2026-11-26-job2"])
