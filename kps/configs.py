@@ -105,7 +105,10 @@ _DEFAULT_IMBALANCE = 100.0
 class MethodSpec:
     """How a method of Tables 3-6 trains: loss (kps.losses registry name), head
     ("linear" logits or "cosine"), deferred re-weighting, gradient adjustment
-    (Algorithm 1, eq. 25), mixup, and extra keyword options for ``make_loss``."""
+    (Algorithm 1, eq. 25), mixup, extra keyword options for ``make_loss``, and
+    ``prior_bias``: the linear head's bias starts at -log(C - 1), so that every
+    class's sigmoid starts at 1/C (sigmoid losses; Cui et al.'s released CIFAR code
+    initialises its sigmoid and focal heads so, src/model_base.py ``_fully_connected``)."""
 
     loss: str
     head: str
@@ -113,12 +116,13 @@ class MethodSpec:
     ga: bool = False
     mixup: bool = False
     options: Mapping[str, Any] = field(default_factory=dict)
+    prior_bias: bool = False
 
 
 METHODS: dict[str, MethodSpec] = {
     "ce": MethodSpec("ce", "linear"),
     "focal": MethodSpec("focal", "linear"),
-    "cb_focal": MethodSpec("cb_focal", "linear"),
+    "cb_focal": MethodSpec("cb_focal", "linear", prior_bias=True),
     "cosface": MethodSpec("cosface", "cosine"),
     "arcface": MethodSpec("arcface", "cosine"),
     "ldam_drw": MethodSpec("ldam", "cosine", drw=True),

@@ -317,7 +317,9 @@ class ClassBalancedFocalLoss(_LongTailLoss):
     averaged over the batch (sum / B), as in Cui et al.'s released code (which
     the KPS paper's CB-Focal numbers come from).  The modulator is computed as
     exp(-gamma (y z + softplus(-z))) for stability.  A DRW ``weight``, if set,
-    multiplies w.  Defaults beta = 0.9999, gamma = 1.0.
+    multiplies w.  Defaults beta = 0.9999, gamma = 1.0.  The method ``cb_focal``
+    starts its linear head's bias at -log(C - 1), as that code does
+    (:class:`kps.configs.MethodSpec` ``prior_bias``).
     """
 
     input_kind = "logits"

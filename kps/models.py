@@ -14,6 +14,8 @@ loss (eq. 15) and LDAM/CosFace/ArcFace work on; ``"linear"`` returns logits.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -119,17 +121,26 @@ def resnet32(num_classes: int, head: str = "cosine") -> Classifier:
     return model
 
 
-def make_model(arch: str, num_classes: int, head: str = "cosine") -> Classifier:
-    """``arch`` in :data:`ARCHS` with a ``head`` in :data:`HEADS` over ``num_classes``."""
+def make_model(arch: str, num_classes: int, head: str = "cosine", prior_bias: bool = False) -> Classifier:
+    """``arch`` in :data:`ARCHS` with a ``head`` in :data:`HEADS` over ``num_classes``;
+    ``prior_bias``: a linear head's bias starts at -log(C - 1), every sigmoid at 1/C
+    (for sigmoid losses, see :class:`kps.configs.MethodSpec`)."""
     if not (isinstance(num_classes, int) and num_classes >= 1):
         raise ValueError(f"num_classes must be an int >= 1, got {num_classes!r}")
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
+    if prior_bias and (head != "linear" or num_classes < 2):
+        raise ValueError(f"prior_bias needs a linear head (it has the bias) over >= 2 classes, "
+                         f"got a {head} head over {num_classes}")
     if arch == "resnet32":
-        return resnet32(num_classes, head)
-    if arch in ("resnet50", "resnext50_32x4d"):
+        model = resnet32(num_classes, head)
+    elif arch in ("resnet50", "resnext50_32x4d"):
         body = getattr(torchvision.models, arch)(weights=None)
         in_features = body.fc.in_features
         body.fc = nn.Identity()
-        return Classifier(body, _make_head(head, in_features, num_classes))
-    raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
+        model = Classifier(body, _make_head(head, in_features, num_classes))
+    else:
+        raise ValueError(f"unknown arch {arch!r}; valid: {', '.join(ARCHS)}")
+    if prior_bias:
+        nn.init.constant_(model.head.bias, -math.log(num_classes - 1))
+    return model

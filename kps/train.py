@@ -378,7 +378,7 @@ class Trainer:
         self.n_train, self.n_test = len(_targets(data.train)), len(_targets(data.test))
 
         torch.manual_seed(config.seed)
-        model = make_model(config.arch, self.num_classes, head=self.spec.head)
+        model = make_model(config.arch, self.num_classes, head=self.spec.head, prior_bias=self.spec.prior_bias)
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.to(self.device)

@@ -79,3 +79,18 @@ def test_bad_arguments():
         make_model("resnet32", 10, "arc")
     with pytest.raises(ValueError, match="num_classes"):
         make_model("resnet32", 0)
+    with pytest.raises(ValueError, match="prior_bias needs a linear head"):
+        make_model("resnet32", 10, "cosine", prior_bias=True)
+    with pytest.raises(ValueError, match="over 1"):
+        make_model("resnet32", 1, "linear", prior_bias=True)
+
+
+def test_prior_bias_starts_every_sigmoid_at_one_over_c():
+    """Cui et al.'s sigmoid-loss head: bias -log(C - 1) (-log 9 = -2.1972 for CIFAR-10,
+    -log 99 = -4.5951 for CIFAR-100): sigmoid(bias) = 1/C; the weights keep their init."""
+    for c, bias in ((10, -2.1972246), (100, -4.5951199)):
+        model = make_model("resnet32", c, "linear", prior_bias=True)
+        assert torch.allclose(model.head.bias, torch.full((c,), bias))
+        assert torch.allclose(torch.sigmoid(model.head.bias), torch.full((c,), 1 / c))
+    plain = make_model("resnet32", 10, "linear")
+    assert plain.head.bias.abs().max() < 0.2 and plain.head.bias.std() > 0  # nn.Linear's uniform init

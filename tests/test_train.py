@@ -415,3 +415,11 @@ def test_dataset_path_for_large_image_sets(tmp_path):
     assert isinstance(trainer.source, kt.LoaderBatches)
     x, y = next(trainer.source.train_batches(trainer.epoch_indices(), 16, trainer.aug_gen))
     assert x.shape == (16, 3, 32, 32) and x.dtype == torch.float32 and y.dtype == torch.long
+
+
+def test_cb_focal_head_starts_at_the_prior_bias():
+    """cb_focal (sigmoid loss) builds its linear head with bias -log(C - 1); ce does not."""
+    cb = kt.Trainer(make_config("cifar10", "cb_focal", **tiny_overrides()), synthetic_data())
+    ce = kt.Trainer(make_config("cifar10", "ce", **tiny_overrides()), synthetic_data())
+    assert torch.allclose(cb.model.head.bias, torch.full((10,), -math.log(9)))
+    assert not torch.allclose(ce.model.head.bias, torch.full((10,), -math.log(9)))
