@@ -467,22 +467,10 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
     record("reference", time_trainer(reference, **common), precision="fp32",
            data="DataLoader + CPU torchvision transforms", workers=workers, compile="none")
     del reference
-    for mode, config in fast_configs.items():
-        try:
-            trainer = FastTrainer(config, data, device)
-            timing = time_trainer(trainer, **common)
-        except Exception as err:  # one mode failing (e.g. a capture error) leaves the others measured
-            log(f"fast_{mode}: FAILED: {type(err).__name__}: {err}")
-            doc.setdefault("failed", {})[f"fast_{mode}"] = f"{type(err).__name__}: {err}"
-            emit(doc)
-            continue
-        finally:
-            trainer = None
-        record(f"fast_{mode}", timing, precision="bf16 autocast" if cuda else "fp32",
-               data="device-resident uint8 + kps.data.GPUAugment", compile=mode)
-    if together and limit_steps is not None:
-        log("together: skipped (it trains whole epochs; --limit-steps is for quick checks)")
-    elif together:
+    def measure_together() -> None:
+        if limit_steps is not None:
+            log("together: skipped (it trains whole epochs; --limit-steps is for quick checks)")
+            return
         config = replace(base, channels_last=True, fused_sgd=True, bf16=cuda, compile=together_mode)
         try:
             result = time_together(config, data, device, runs=together, epochs=epochs, warmup_epochs=warmup_epochs,
@@ -496,6 +484,27 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
             result["epoch_rate_vs_alone"] = None if alone is None else alone["epoch_s"] * result["epochs_per_s"]
             doc["together"] = result
         emit(doc)
+
+    # the runs side by side right after their mode alone (a job cut off later still has them)
+    together_pending = together > 0
+    for mode, config in fast_configs.items():
+        try:
+            trainer = FastTrainer(config, data, device)
+            timing = time_trainer(trainer, **common)
+        except Exception as err:  # one mode failing (e.g. a capture error) leaves the others measured
+            log(f"fast_{mode}: FAILED: {type(err).__name__}: {err}")
+            doc.setdefault("failed", {})[f"fast_{mode}"] = f"{type(err).__name__}: {err}"
+            emit(doc)
+        else:
+            record(f"fast_{mode}", timing, precision="bf16 autocast" if cuda else "fp32",
+                   data="device-resident uint8 + kps.data.GPUAugment", compile=mode)
+        finally:
+            trainer = None
+        if together_pending and mode == together_mode:
+            measure_together()
+            together_pending = False
+    if together_pending:
+        measure_together()
     doc["complete"] = True
     emit(doc)
     return doc

@@ -144,8 +144,12 @@ def test_bench_tiny_cpu_run(tmp_path):
 def test_bench_times_runs_together(tmp_path):
     """--together 2: two seeds side by side (kps.together); seed 0 trains exactly as
     the fast path alone does (same losses), and the rates follow from the round time."""
+    emitted = []
     result = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=2, warmup_epochs=1, workers=0,
-                                 fast_modes=("none",), batch_size=8, together=2, together_mode="none")
+                                 fast_modes=("none", "cuda-graph"), batch_size=8, together=2, together_mode="none",
+                                 emit=lambda d: emitted.append(("together" in d, sorted(d.get("failed", {})))))
+    # the runs side by side right after their mode alone, before the next mode (which fails on CPU)
+    assert emitted == [(False, []), (False, []), (True, []), (True, ["fast_cuda-graph"]), (True, ["fast_cuda-graph"])]
     t = result["together"]
     assert (t["runs"], t["compile"], t["seeds"], t["warmup_epochs"]) == (2, "none", [0, 1], 1)
     assert len(t["round_s"]) == 3 and t["round_s_median"] == pytest.approx(statistics.median(t["round_s"][1:]))
