@@ -33,15 +33,23 @@ GRAPH_MODES = ("cuda-graph", "cuda-graph-compiled")
 WARMUP_STEPS = 3  # eager steps before a capture (PyTorch's recipe uses 3)
 
 
-def _warm_up(fn: Callable[[], object], times: int, device: torch.device) -> None:
-    """Run ``fn`` ``times`` times on a side stream before a capture (lazy set-up such as
-    cuDNN's algorithm choice and compilation happens there), then rejoin the current stream."""
-    side = torch.cuda.Stream(device)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
+def _warm_up(fn: Callable[[], object], times: int, stream: torch.cuda.Stream) -> None:
+    """Run ``fn`` ``times`` times on ``stream`` (the graph's own) before a capture there:
+    lazy set-up such as cuDNN's algorithm choice, compilation and the cuBLAS workspace of
+    that stream happens here, outside the graph; then rejoin the current stream."""
+    current = torch.cuda.current_stream(stream.device)
+    stream.wait_stream(current)
+    with torch.cuda.stream(stream):
         for _ in range(times):
             fn()
-    torch.cuda.current_stream(device).wait_stream(side)
+    current.wait_stream(stream)
+
+
+def _capture(graph: torch.cuda.CUDAGraph, stream: torch.cuda.Stream) -> torch.cuda.graph:
+    """Capture into ``graph`` on ``stream``.  Each graph has a stream of its own: PyTorch
+    keeps one cuBLAS workspace per stream, so graphs captured on a shared stream would
+    share (and, replayed at once on several streams, race for) one workspace."""
+    return torch.cuda.graph(graph, stream=stream)
 
 
 class StaticBatches:
@@ -89,6 +97,7 @@ class StepGraph:
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
         self.step, self.generators, self.device = step, generators, device
+        self.stream = torch.cuda.Stream(device)  # warm-up and capture (see _capture)
         self.key: Hashable | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
 
@@ -97,13 +106,13 @@ class StepGraph:
         if self.graph is None or key != self.key:
             self.graph = None  # keys only move forward (GA on, DRW on): the old graph is not replayed again
             done = min(WARMUP_STEPS, n)
-            _warm_up(self.step, done, self.device)
+            _warm_up(self.step, done, self.stream)
             if done == n:
                 return
             graph = torch.cuda.CUDAGraph()
             for generator in self.generators:
                 graph.register_generator_state(generator)
-            with torch.cuda.graph(graph):
+            with _capture(graph, self.stream):
                 self.step()  # recorded, not run: the replays below run it
             self.graph, self.key = graph, key
         for _ in range(n - done):
@@ -123,10 +132,11 @@ class ForwardGraph:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.graph is None:
-            _warm_up(lambda: self.fn(x), WARMUP_STEPS, x.device)
+            stream = torch.cuda.Stream(x.device)  # warm-up and capture (see _capture)
+            _warm_up(lambda: self.fn(x), WARMUP_STEPS, stream)
             self.x = x.clone(memory_format=torch.preserve_format)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            with _capture(graph, stream):
                 self.out = self.fn(self.x)
             self.graph = graph
         if x.shape != self.x.shape or x.stride() != self.x.stride():

@@ -234,6 +234,7 @@ class _LongTailLoss(nn.Module):
 
     input_kind = "logits"
     check_values: bool = True  # value checks of every call's input (see the module docstring)
+    generator: torch.Generator | None = None  # the loss's random draws (EQL); None: torch's global RNG
 
     def __init__(self, counts) -> None:
         super().__init__()
@@ -448,7 +449,8 @@ class EqualizationLoss(_LongTailLoss):
         w~_k = 1 - beta_k T_lambda(f_k) (1 - [k = y]),
 
     f_k = n_k / N the class frequency, T_lambda(f) = 1 if f < lambda else 0,
-    beta_k ~ Bernoulli(gamma) drawn per sample and class (torch's global RNG).
+    beta_k ~ Bernoulli(gamma) drawn per sample and class (from ``generator``, on the
+    scores' device; torch's global RNG if None).
     So a sample's negative gradient to a rare class (frequency below lambda)
     is dropped with probability gamma; this is eq. 23 of the KPS paper with
     w~ in {0, 1}.  Defaults threshold (lambda) = 5e-3 and gamma = 0.9 are
@@ -471,7 +473,7 @@ class EqualizationLoss(_LongTailLoss):
         _check_scores_shape(scores, self.num_classes)
         exclude = None
         if self._suppresses:
-            beta = torch.rand(scores.shape, device=scores.device) < self.gamma
+            beta = torch.rand(scores.shape, device=scores.device, generator=self.generator) < self.gamma
             exclude = beta & self.rare.to(scores.device)
         return margin_softmax_loss(scores, target, exclude=exclude, weight=self.weight,
                                    validate=self.check_values)

@@ -34,7 +34,12 @@ from kps.data import LTData
 from kps.results import config_record_path, write_record
 from kps.train import Distributed, Trainer, check_outputs, data_key, load_data, make_trainer, to_device
 
-__all__ = ["Outcome", "fit_together", "train_together"]
+__all__ = ["MAX_CUDA_RUNS", "Outcome", "fit_together", "train_together"]
+
+# torch.cuda.Stream() hands out the streams of a pool of 32 per device, round robin;
+# a run uses 3 (its own, its step graph's, its evaluation graph's), and two runs
+# sharing one would wait for each other
+MAX_CUDA_RUNS = 10
 
 
 @dataclass
@@ -89,6 +94,11 @@ def fit_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path | None]
         raise ValueError("compile mode 'reduce-overhead' keeps one CUDA graph memory pool per device, shared by "
                          "every compiled function of the process: train such runs in separate processes, or "
                          "together in 'cuda-graph' / 'cuda-graph-compiled'")
+    cuda = sum(t.device.type == "cuda" for t in trainers)
+    if cuda > MAX_CUDA_RUNS:
+        raise ValueError(f"{cuda} CUDA runs side by side: at most {MAX_CUDA_RUNS} per process (each takes 3 of "
+                         f"PyTorch's pool of 32 streams: its own and its two graphs'); split them over processes "
+                         f"(train-grid --jobs, bench/grid.py --per-process)")
     _allow_recompiles(trainers)
     streams = [_stream_for(t) for t in trainers]
     steps = [t.epochs(ckpt, checkpoint_every) for t, ckpt in zip(trainers, checkpoints)]

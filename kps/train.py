@@ -406,6 +406,10 @@ class Trainer:
         self.order_gen = torch.Generator(gen_device).manual_seed(_seed_of(config.seed, 1))
         self.aug_gen = torch.Generator(gen_device).manual_seed(_seed_of(config.seed, 2, self.ctx.rank))
         self.mix_rng = np.random.default_rng(_seed_of(config.seed, 3, self.ctx.rank))
+        # the loss's own draws (EQL's masks), on the training device: no run draws from
+        # a generator another run uses (kps.together trains several in one process)
+        self.loss_gen = torch.Generator(self.device).manual_seed(_seed_of(config.seed, 4, self.ctx.rank))
+        self.loss_fn.generator = self.loss_gen
         self.lr = float("nan")  # the current epoch's, set by set_epoch
         self.static = self.step_graph = self.eval_graph = self.lr_tensor = None
         if config.compile in GRAPH_MODES:
@@ -433,7 +437,7 @@ class Trainer:
             raise ValueError(f"compile mode {c.compile!r} needs " + "; ".join(problems))
         self.lr_tensor = torch.zeros((), dtype=torch.float32, device=self.device)  # fused SGD reads a float32
         self.static = StaticBatches(self.n_train, c.batch_size, self.device)
-        self.step_graph = StepGraph(self.static_step, [self.aug_gen], self.device)
+        self.step_graph = StepGraph(self.static_step, [self.aug_gen, self.loss_gen], self.device)
         self.eval_graph = ForwardGraph(lambda x: (self.compiled_eval or self.net)(x).float())
 
     def _segment(self, from_epoch: int) -> dict[str, Any]:
@@ -556,7 +560,8 @@ class Trainer:
             seen += len(y)
             if progress is not None and step % 20 == 0:
                 progress.set_postfix_str(f"loss {loss.item():.4f} lr {lr:.4g}")
-        total = torch.stack([loss_sum, torch.tensor(float(seen), dtype=torch.float64).to(self.device)])
+        # a fill on the device: copying a host number there would wait for the queued epoch
+        total = torch.stack([loss_sum, loss_sum.new_full((), float(seen))])
         if self.ctx.world_size > 1:
             dist.all_reduce(total)
         return total[0] / total[1]
@@ -614,6 +619,7 @@ class Trainer:
             "order": self.order_gen.get_state(),
             "aug": self.aug_gen.get_state(),
             "mix": self.mix_rng.bit_generator.state,
+            "loss": self.loss_gen.get_state(),
         }
 
     def _set_rng_state(self, state: dict[str, Any]) -> None:
@@ -623,6 +629,8 @@ class Trainer:
         self.order_gen.set_state(state["order"])
         self.aug_gen.set_state(state["aug"])
         self.mix_rng.bit_generator.state = state["mix"]
+        if "loss" in state:  # checkpoints before 2026-11-27 have none (no EQL run had one)
+            self.loss_gen.set_state(state["loss"])
 
     def state(self) -> dict[str, Any]:
         """Everything needed to continue after the last finished epoch (rank 0's
@@ -664,6 +672,8 @@ class Trainer:
                              f"this run has {self.ctx.world_size}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        for group in self.optimizer.param_groups:  # the saved groups carry the writer's kernel choice
+            group["fused"], group["foreach"] = self.optimizer.defaults["fused"], self.optimizer.defaults["foreach"]
         self._set_rng_state(state["rng"][self.ctx.rank])
         self.next_epoch = state["next_epoch"]
         self.history = state["history"]

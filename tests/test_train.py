@@ -423,3 +423,31 @@ def test_cb_focal_head_starts_at_the_prior_bias():
     ce = kt.Trainer(make_config("cifar10", "ce", **tiny_overrides()), synthetic_data())
     assert torch.allclose(cb.model.head.bias, torch.full((10,), -math.log(9)))
     assert not torch.allclose(ce.model.head.bias, torch.full((10,), -math.log(9)))
+
+
+def test_resume_uses_this_runs_optimizer_kernels(tmp_path):
+    """A checkpoint of a plain-SGD run continued with fused SGD (fused_sgd may change on
+    resume) steps with the fused kernel: the saved param groups' flags do not win."""
+    plain = make_config("cifar10", "ce", **tiny_overrides(epochs=1))
+    kt.train(plain, out=tmp_path / "r", checkpoint_dir=tmp_path / "ckpt", data=synthetic_data(), quiet=True)
+    state = torch.load(kt.checkpoint_path(tmp_path / "ckpt", plain), weights_only=False)
+    assert state["optimizer"]["param_groups"][0]["fused"] in (None, False)
+    fused = kt.Trainer(kt.replace(plain, fused_sgd=True, epochs=2), synthetic_data())
+    fused.load_state(state, "ckpt")
+    assert all(g["fused"] is True for g in fused.optimizer.param_groups)
+
+
+def test_eql_draws_from_the_trainers_own_generator():
+    """EQL's Bernoulli masks come from the trainer's loss generator (seeded from the run's
+    seed, checkpointed): the global RNG does not move them."""
+    rare = synthetic_data(counts=(250, 16, 12, 8, 6, 5, 4, 2, 2, 1))  # class 9: 1 of 306 < 5e-3
+    t = kt.Trainer(make_config("cifar10", "eql", **tiny_overrides()), rare)
+    assert t.loss_fn._suppresses and t.loss_fn.generator is t.loss_gen and "loss" in t._rng_state()
+    scores, y = torch.randn(16, 10), torch.randint(0, 10, (16,))
+    start = t.loss_gen.get_state()
+    torch.manual_seed(1)
+    first = t.loss_fn(scores, y)
+    t.loss_gen.set_state(start)
+    torch.manual_seed(2)
+    assert torch.equal(t.loss_fn(scores, y), first)
+    assert not torch.equal(t.loss_fn(scores, y), first)  # the generator moved on: other masks
