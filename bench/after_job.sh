@@ -4,7 +4,8 @@
 #
 #   bash bench/after_job.sh FILES_AT STEM      e.g. STEM=nvidia-h200-2026-11-27-job3
 #
-#   FILES_AT/results.tar        -> results/ (tar --keep-old-files: a record is never replaced)
+#   FILES_AT/results.tar        -> results/ (a record is never replaced: the same one again is skipped, a
+#                                  different one at the same path is an error, after everything else)
 #   FILES_AT/<bench>.json       -> bench/results/STEM.json        (only if the job ran the bench)
 #   FILES_AT/runs.json, job.log -> bench/results/STEM.runs.json, STEM.log
 #   FILES_AT/checkpoints*.tar   -> data/job-checkpoints*.tar      (the previous ones are removed)
@@ -19,9 +20,23 @@ if [ -e "bench/results/$STEM.runs.json" ] || [ -e "bench/results/$STEM.json" ]; 
     exit 2
 fi
 
+status=0
 if [ -f "$F/results.tar" ]; then
-    tar --keep-old-files -xf "$F/results.tar" -C results/
-    echo "records: $(tar -tf "$F/results.tar" | grep -c '\.json$' || true) new"
+    unpacked=$(mktemp -d)
+    tar -xf "$F/results.tar" -C "$unpacked"
+    new=0
+    while IFS= read -r rel; do
+        if [ ! -e "results/$rel" ]; then
+            mkdir -p "results/$(dirname "$rel")" && cp "$unpacked/$rel" "results/$rel" && new=$((new + 1))
+        elif cmp -s "$unpacked/$rel" "results/$rel"; then
+            echo "already there: results/$rel"
+        else  # records are immutable: a different one at the same path needs a decision
+            echo "error: results/$rel exists and differs from the returned one (kept in $unpacked)" >&2
+            status=1
+        fi
+    done < <(cd "$unpacked" && find . -name '*.json' | sed 's|^\./||' | sort)
+    [ "$status" = 0 ] && rm -rf "$unpacked"
+    echo "records: $new new"
 fi
 for bench_json in "$F"/*.json; do
     [ -f "$bench_json" ] && [ "$(basename "$bench_json")" != runs.json ] || continue
@@ -38,3 +53,4 @@ for part in "$F"/checkpoints*.tar; do
 done
 chmod u+w data/job-checkpoints*.tar 2>/dev/null || true
 git status --short -- results bench/results
+exit "$status"

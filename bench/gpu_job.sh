@@ -123,8 +123,9 @@ stage_bench() {
 # The grid's plan, "MODE PER_PROCESS CONCURRENCY", from the bench result $1.  Forced
 # (KPS_JOB_COMPILE): that mode, KPS_JOB_PER_PROCESS (default 1) runs per process,
 # KPS_JOB_CONCURRENCY (default 8) at once.  "auto": if the whole-step graph mode "cuda-graph"
-# trained like the eager fast path (same seed and batches: last epoch's loss within 10%) and 6 runs
-# side by side in one process reached at least 1.3x the epochs/s of one alone, then "cuda-graph",
+# trained like the eager fast path (same seed and batches: last epoch's loss within 10%), 6 runs
+# side by side in one process reached at least 1.3x the epochs/s of one alone, and their seed-0 run
+# trained like the same run alone (within 10%), then "cuda-graph",
 # KPS_JOB_PER_PROCESS (default 6) runs per process, KPS_JOB_CONCURRENCY (default 12) at once;
 # else the fastest compiled mode that trained like eager ("default" without one), one run per process,
 # 8 at once (each process compiles its own: several runs in one would compile one after another).
@@ -148,7 +149,12 @@ def agrees(t):
     return not base or not mine or abs(mine[-1] - base[-1]) <= 0.1 * abs(base[-1])
 together = doc.get("together") or {}
 graph = trainers.get("fast_cuda-graph")
-if graph and agrees(graph) and together.get("compile") == "cuda-graph" and (together.get("epoch_rate_vs_alone") or 0) >= 1.3:
+def together_agrees():  # its seed-0 run trains as the same run alone (same config and seed)
+    first = (together.get("train_losses") or [[]])[0]
+    alone = (graph or {}).get("train_losses") or []
+    return not first or not alone or abs(first[-1] - alone[-1]) <= 0.1 * abs(alone[-1])
+if graph and agrees(graph) and together.get("compile") == "cuda-graph" and together_agrees() \
+        and (together.get("epoch_rate_vs_alone") or 0) >= 1.3:
     print("cuda-graph", env("KPS_JOB_PER_PROCESS", 6), env("KPS_JOB_CONCURRENCY", 12))
     sys.exit()
 timed = {m: t["epoch_s"] for m in ("default", "reduce-overhead", "cuda-graph", "cuda-graph-compiled")
@@ -187,8 +193,11 @@ stage_grid() {
         [ -f "$part" ] || continue
         log "resuming from the checkpoints in $part (a newer one already in $WORK is kept)"
         mkdir -p "$WORK/checkpoints" || return 1
-        tar --skip-old-files -xf "$part" -C "$WORK/checkpoints" 2>/dev/null \
-            || tar -xf "$part" -C "$WORK/checkpoints" || return 1  # a tar without --skip-old-files
+        if tar --help 2>/dev/null | grep -q -- --skip-old-files; then
+            tar --skip-old-files -xf "$part" -C "$WORK/checkpoints" || return 1
+        else  # an old tar: nothing newer can be in a fresh work folder, but keep what is there
+            tar --keep-old-files -xf "$part" -C "$WORK/checkpoints" 2>/dev/null || true
+        fi
     done
     local bench_json
     bench_json=$(ls -t "$OUT"/*.json 2>/dev/null | grep -v '/runs\.json$' | head -n 1)

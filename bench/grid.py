@@ -46,7 +46,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -58,7 +58,7 @@ from kps.configs import STYLES, RunConfig, authors_code_overrides, make_config  
 from kps.data import LTData, TensorSplit, build_dataset  # noqa: E402
 from kps.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from kps.results import config_record_path, load_record  # noqa: E402
-from kps.together import train_together  # noqa: E402
+from kps.together import Outcome, train_together  # noqa: E402
 from kps.train import TrainingDiverged, checkpoint_path, progress_path, read_progress  # noqa: E402
 
 __all__ = ["GridRun", "parse_runs", "make_run_config", "shrink", "predict_finish", "Scheduler", "main"]
@@ -146,6 +146,12 @@ def stop_path(checkpoint: Path) -> Path:
     return checkpoint.with_suffix(".stop")
 
 
+def failed_path(checkpoint: Path) -> Path:
+    """The file a process training several runs writes when one of them fails (its
+    error), so the scheduler learns of it before the process ends."""
+    return checkpoint.with_suffix(".failed")
+
+
 def cmd_one(args: argparse.Namespace) -> int:
     """Train one or several grid entries together in this process (kps.together: one
     CUDA stream each) and write their records; prints a one-line JSON summary per run."""
@@ -161,7 +167,7 @@ def cmd_one(args: argparse.Namespace) -> int:
         outcomes = train_together(configs, data_root=args.data_root, out=args.out, device=args.device,
                                   resume=args.resume, checkpoint_dir=args.checkpoints, data=data,
                                   checkpoint_every=args.checkpoint_every, stop=lambda c: stops[c].exists(),
-                                  quiet=True)
+                                  on_end=_report_failure(args.checkpoints), quiet=True)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -353,8 +359,9 @@ class Scheduler:
             cmd += ["--epochs", str(a.epochs)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.setdefault("OMP_NUM_THREADS", "1")
-        for slot in group:  # a request to an earlier process of this run is not for this one
+        for slot in group:  # a request to (or a failure of) an earlier process of this run is not this one's
             stop_path(slot.checkpoint).unlink(missing_ok=True)
+            failed_path(slot.checkpoint).unlink(missing_ok=True)
         log = group[0].log
         handle = open(log, "ab")
         proc = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=REPO,
@@ -370,35 +377,65 @@ class Scheduler:
     def stop(self, slot: Slot, status: str, reason: str) -> None:
         """Stop ``slot``'s run: through its stop file if its process trains other runs
         still (the process checkpoints it after its epoch in flight and goes on), else
-        by ending the process (:meth:`end_processes`)."""
+        by ending the process (:meth:`end_processes`); a run that finished meanwhile is
+        collected as done."""
         assert slot.proc is not None
         if any(s.proc is slot.proc and s is not slot for s in self.running()):
             _request_stop(slot)
         else:
-            self.end_processes([slot])
+            self.end_processes([slot], self.stop_lead())
+            if slot.record.is_file():
+                self._collect(slot, 0)
+                return
         slot.status, slot.reason, slot.ended = status, reason, self.clock()
         self.last_change = slot.ended
         self.log(f"{status} {slot.run.name} after {slot.epochs_done}/{self._epochs(slot)} epochs: {reason}")
 
+    def stop_lead(self) -> float:
+        """Seconds a run may need to stop by its stop file: up to one epoch in flight
+        (the slowest running run's epoch interval) twice over, plus 3 s for the
+        checkpoint and the exit; 10 s before any rate is known; at most 60 s."""
+        rates = [r for r in (self.rate(s) for s in self.running()) if r]
+        if not rates:
+            return 10.0
+        return min(60.0, 2.0 / min(rates) + 3.0)
+
     def end_processes(self, slots: Sequence[Slot], grace_s: float = 5.0) -> None:
         """End the processes of ``slots``: stop files for all their runs (each is
-        checkpointed after its epoch in flight, then the process exits by itself), then,
-        after ``grace_s``, SIGTERM to the process group, SIGKILL 5 s later."""
+        checkpointed after its epoch in flight, then the process exits by itself); after
+        ``grace_s``, SIGTERM to every process group still there, SIGKILL 5 s later."""
         procs = {id(s.proc): s.proc for s in slots if s.proc is not None}
         for s in self.slots:
             if id(s.proc) in procs and s.status == "running":
                 _request_stop(s)
-        until = time.monotonic() + grace_s
-        for proc in procs.values():
-            for signum, wait_s in ((None, until - time.monotonic()), (signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
-                if signum is not None:
+        for signum, wait_s in ((None, grace_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
+            alive = [proc for proc in procs.values() if proc.poll() is None]
+            if signum is not None:
+                for proc in alive:
                     with _suppress_lookup():
                         os.killpg(proc.pid, signum)
+            until = None if wait_s is None else time.monotonic() + wait_s
+            for proc in alive:
                 try:
-                    proc.wait(timeout=None if wait_s is None else max(wait_s, 0.0))
-                    break
+                    proc.wait(timeout=None if until is None else max(until - time.monotonic(), 0.0))
                 except subprocess.TimeoutExpired:
-                    continue
+                    pass
+            if all(proc.poll() is not None for proc in procs.values()):
+                return
+
+    def collect_ended_run(self, slot: Slot) -> None:
+        """A run of a process that trains others may end before its process: its record
+        (done) or its failure file (failed) says so; collect it now, so it frees its place."""
+        failure = failed_path(slot.checkpoint)
+        if slot.record.is_file():
+            self._collect(slot, 0)
+            self.pack_records()
+        elif failure.is_file():
+            slot.status, slot.ended = "failed", self.clock()
+            slot.reason = f"failed in its process (which goes on): {failure.read_text(errors='replace').strip()}"
+            self.log(f"failed {slot.run.name}: {slot.reason}")
+        if slot.status != "running":
+            self.last_change = self.clock()
 
     def reap(self, slot: Slot) -> bool:
         """Collect a finished process: each run of it still running is done if its record
@@ -440,9 +477,12 @@ class Scheduler:
         for slot in self.running():
             if slot.status == "running":  # a process's end collects all its runs at once
                 self.poll_progress(slot)
+                self.collect_ended_run(slot)
+            if slot.status == "running":
                 self.reap(slot)
-        if now >= self.deadline:
-            self.stop_all("killed", "deadline reached")
+        lead = self.stop_lead()
+        if now >= self.deadline - lead:  # stop files early enough for every run to checkpoint
+            self.stop_all("killed", "deadline reached", lead)
             return False
         est = self.estimates()
         running = self.running()
@@ -520,13 +560,13 @@ class Scheduler:
             self.finish()
         return self.slots
 
-    def stop_all(self, status: str, reason: str) -> None:
-        """Stop every running run (all processes at once, each given its grace time);
-        a run that finished meanwhile is collected as done."""
+    def stop_all(self, status: str, reason: str, grace_s: float = 5.0) -> None:
+        """Stop every running run (all processes at once, ``grace_s`` to stop by their
+        stop files); a run that finished meanwhile is collected as done."""
         running = self.running()
         if not running:
             return
-        self.end_processes(running)
+        self.end_processes(running, grace_s)
         for slot in running:
             if slot.record.is_file():
                 self._collect(slot, 0)
@@ -621,6 +661,16 @@ class Scheduler:
             + (f"  final {s.result['top1_error']:.2f}  best {s.result['best_top1_error']:.2f}"
                f"  {s.result['wall_time_s']:.0f} s" if s.result else f"  {s.reason}")
             for s in self.slots))
+
+
+def _report_failure(checkpoints: str | Path) -> Callable[[RunConfig, Outcome], None]:
+    """``train_together``'s on_end for ``one``: a failed run leaves its failure file."""
+    def report(config: RunConfig, outcome: Outcome) -> None:
+        if outcome.error is not None:
+            path = failed_path(checkpoint_path(checkpoints, config))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, f"{type(outcome.error).__name__}: {outcome.error}\n")
+    return report
 
 
 def _request_stop(slot: Slot) -> None:

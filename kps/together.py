@@ -143,10 +143,12 @@ def train_together(configs: Sequence[RunConfig], *, data_root: str | Path = "dat
                    device: str = "cuda", resume: bool = False, force: bool = False,
                    checkpoint_dir: str | Path = "checkpoints", checkpoint_every: int = 1,
                    data: LTData | None = None, stop: Callable[[RunConfig], bool] | None = None,
+                   on_end: Callable[[RunConfig, Outcome], None] | None = None,
                    quiet: bool = False) -> list[Outcome]:
     """:func:`kps.train.train` for several configurations at once (:func:`fit_together`):
     every output is checked before any work; each dataset is loaded (and moved to the
-    device) once, unless ``data`` is given; each record is written as its run ends."""
+    device) once, unless ``data`` is given; each record is written as its run ends,
+    then ``on_end(config, outcome)`` is called."""
     if Distributed.current().world_size > 1:
         raise ValueError("train_together runs in one process; under torchrun use kps.train.train")
     paths = [config_record_path(out, c) for c in configs]
@@ -174,6 +176,8 @@ def train_together(configs: Sequence[RunConfig], *, data_root: str | Path = "dat
                    else f"failed: {outcome.error}" if outcome.error is not None
                    else f"stopped after {outcome.epochs_done} epochs (checkpointed)")
             tqdm.write(f"{c.method} seed {c.seed}: {how}")
+        if on_end is not None:
+            on_end(configs[i], outcome)
 
     return fit_together(trainers, checkpoints, checkpoint_every=checkpoint_every,
                         stop=None if stop is None else (lambda i: stop(configs[i])), on_end=write,

@@ -326,9 +326,17 @@ def test_scheduler_groups_runs_per_process_and_stops_them_by_stop_files(tmp_path
 
     tiny = synthetic_data(counts=(3, 2, 2, 2, 2, 2, 2, 2, 2, 1), n_test=1)
     train(ce.config, out=sched.records, checkpoint_dir=tmp_path / "ckpt", quiet=True, data=tiny)
+    sched.step()  # ce's record is there while its process lives on: done at once, its place freed
+    assert procs[0].code is None and (ce.status, focal.status) == ("done", "shed") and ce.result["top1_error"] >= 0
     procs[0].code = 0
-    assert sched.reap(ce) is True
-    assert (ce.status, focal.status) == ("done", "shed") and ce.result["top1_error"] >= 0
+    assert sched.reap(ce) is True and ce.status == "done"
+
+    # a run of a living process that failed (its failure file) is collected at once
+    grid.failed_path(eql.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+    grid.failed_path(eql.checkpoint).write_text("TrainingDiverged: loss nan in epoch 3\n")
+    sched.collect_ended_run(eql)
+    assert eql.status == "failed" and "TrainingDiverged: loss nan in epoch 3" in eql.reason
+    eql.status = "running"  # (back, for the deadline path below)
 
     sched.stop_all("killed", "deadline reached")  # eql's process exits on its stop file: no signal
     assert eql.status == "killed" and grid.stop_path(eql.checkpoint).exists() and signals == []
@@ -336,6 +344,20 @@ def test_scheduler_groups_runs_per_process_and_stops_them_by_stop_files(tmp_path
     sched.end_processes([grid.Slot(ce.run, 9, ce.config, ce.record, ce.checkpoint, ce.log, proc=procs[-1])],
                         grace_s=0.0)
     assert [signum for _, signum in signals] == [grid.signal.SIGTERM, grid.signal.SIGKILL]
+
+
+def test_stop_lead_covers_an_epoch_in_flight(tmp_path):
+    """Stop files go out before the deadline by twice the slowest run's epoch interval
+    plus 3 s (10 s before any rate, at most 60 s)."""
+    now = [1000.0]
+    sched = _scheduler(tmp_path, "--epochs", "200", clock=lambda: now[0])
+    assert sched.stop_lead() == 10.0
+    for slot, (a, b) in zip(sched.slots, ((30, 50), (45, 50))):  # 1 and 0.25 epochs/s over 20 s
+        slot.status, slot.started, slot.first_epoch_at = "running", 900.0, 950.0
+        slot.samples, slot.epochs_done = [(980.0, a), (1000.0, b)], b
+    assert sched.stop_lead() == pytest.approx(2 / 0.25 + 3)
+    sched.slots[1].samples = [(960.0, 49), (1000.0, 50)]  # 0.025 epochs/s: 83 s, capped
+    assert sched.stop_lead() == 60.0
 
 
 def test_time_guard_refuses_a_hopeless_first_run_unless_partial(tmp_path):
@@ -406,6 +428,9 @@ def test_job_plans_the_grid_from_the_bench(tmp_path):
     assert plan("auto", losses) == "cuda-graph 1 8"
     together = {"compile": "cuda-graph", "epoch_rate_vs_alone": 2.5}
     assert plan("auto", losses, together) == "cuda-graph 6 12"
+    # its seed-0 run trains unlike the same run alone (1.95): runs side by side are not trusted
+    assert plan("auto", losses, dict(together, train_losses=[[3.0, 2.4], [3.1, 2.0]])) == "cuda-graph 1 8"
+    assert plan("auto", losses, dict(together, train_losses=[[3.0, 1.9], [3.1, 2.4]])) == "cuda-graph 6 12"
     assert plan("auto", losses, together, KPS_JOB_PER_PROCESS="3") == "cuda-graph 3 12"
     assert plan("auto", losses, dict(together, epoch_rate_vs_alone=1.1)) == "cuda-graph 1 8"
     losses["fast_cuda-graph"]["train_losses"] = [3.0, 2.21]
@@ -466,5 +491,11 @@ def test_after_job_puts_what_came_back_in_place(tmp_path):
     assert sorted(p.name for p in (repo / "data").iterdir()) == ["job-checkpoints-2.tar", "job-checkpoints.tar"]
     again = after("nvidia-h100-2026-11-27-job3")
     assert again.returncode == 2 and "choose another STEM" in again.stderr
-    clash = after("nvidia-h100-2026-11-27-job4")  # the same record again: tar refuses to replace it
-    assert clash.returncode != 0 and "seed0.json" in clash.stderr
+    same = after("nvidia-h100-2026-11-27-job4")  # the same record again: skipped, the rest done
+    assert same.returncode == 0 and "already there: results/cifar10-jpeg/ce/imb100/seed0.json" in same.stdout
+    assert (results / "nvidia-h100-2026-11-27-job4.runs.json").exists()
+    (repo / "results" / "cifar10-jpeg" / "ce" / "imb100" / "seed0.json").write_text('{"other": 1}')
+    clash = after("nvidia-h100-2026-11-27-job5")  # a different record at that path: never replaced
+    assert clash.returncode == 1 and "seed0.json exists and differs" in clash.stderr
+    assert (repo / "results" / "cifar10-jpeg" / "ce" / "imb100" / "seed0.json").read_text() == '{"other": 1}'
+    assert (results / "nvidia-h100-2026-11-27-job5.runs.json").exists()  # everything else still done
