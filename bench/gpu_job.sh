@@ -143,17 +143,16 @@ try:
 except (OSError, ValueError):
     doc = {}
 trainers = doc.get("trainers", {})
+def close(mine, base):  # last epoch within 10% (no verdict without both)
+    return not base or not mine or abs(mine[-1] - base[-1]) <= 0.1 * abs(base[-1])
 base = trainers.get("fast_none", {}).get("train_losses") or []
 def agrees(t):
-    mine = t.get("train_losses") or []
-    return not base or not mine or abs(mine[-1] - base[-1]) <= 0.1 * abs(base[-1])
+    return close(t.get("train_losses") or [], base)
 together = doc.get("together") or {}
 graph = trainers.get("fast_cuda-graph")
-def together_agrees():  # its seed-0 run trains as the same run alone (same config and seed)
-    first = (together.get("train_losses") or [[]])[0]
-    alone = (graph or {}).get("train_losses") or []
-    return not first or not alone or abs(first[-1] - alone[-1]) <= 0.1 * abs(alone[-1])
-if graph and agrees(graph) and together.get("compile") == "cuda-graph" and together_agrees() \
+# the seed-0 run side by side trains as the same run alone (same config and seed)
+together_agrees = close((together.get("train_losses") or [[]])[0], (graph or {}).get("train_losses") or [])
+if graph and agrees(graph) and together.get("compile") == "cuda-graph" and together_agrees \
         and (together.get("epoch_rate_vs_alone") or 0) >= 1.3:
     print("cuda-graph", env("KPS_JOB_PER_PROCESS", 6), env("KPS_JOB_CONCURRENCY", 12))
     sys.exit()

@@ -384,12 +384,17 @@ class Scheduler:
             _request_stop(slot)
         else:
             self.end_processes([slot], self.stop_lead())
-            if slot.record.is_file():
-                self._collect(slot, 0)
-                return
-        slot.status, slot.reason, slot.ended = status, reason, self.clock()
-        self.last_change = slot.ended
-        self.log(f"{status} {slot.run.name} after {slot.epochs_done}/{self._epochs(slot)} epochs: {reason}")
+        self._mark_stopped(slot, status, reason)
+
+    def _mark_stopped(self, slot: Slot, status: str, reason: str) -> None:
+        """Book a stopped run: done if its record is there after all, else ``status``."""
+        if slot.record.is_file():
+            self._collect(slot, 0)
+        else:
+            self.poll_progress(slot)
+            slot.status, slot.reason, slot.ended = status, reason, self.clock()
+            self.log(f"{status} {slot.run.name} after {slot.epochs_done}/{self._epochs(slot)} epochs: {reason}")
+        self.last_change = self.clock()
 
     def stop_lead(self) -> float:
         """Seconds a run may need to stop by its stop file: up to one epoch in flight
@@ -568,13 +573,7 @@ class Scheduler:
             return
         self.end_processes(running, grace_s)
         for slot in running:
-            if slot.record.is_file():
-                self._collect(slot, 0)
-                continue
-            self.poll_progress(slot)
-            slot.status, slot.reason, slot.ended = status, reason, self.clock()
-            self.log(f"{status} {slot.run.name} after {slot.epochs_done}/{self._epochs(slot)} epochs: {reason}")
-        self.last_change = self.clock()
+            self._mark_stopped(slot, status, reason)
 
     def skip_if_recorded(self, slot: Slot, existing: Path) -> None:
         """Skip ``slot`` if ``existing`` holds its record of a full run (as many epochs);

@@ -1,4 +1,5 @@
-"""Tiny synthetic long-tailed data for the trainer tests (CPU, seconds)."""
+"""Tiny synthetic long-tailed data for the trainer tests (CPU, seconds), and the
+comparison of run records without their timing."""
 
 import torch
 
@@ -52,3 +53,13 @@ def folder_data() -> LTData:
     data = synthetic_data()
     data.train, data.test = FolderLike(data.train), FolderLike(data.test)
     return data
+
+
+# when it ran, and which commit (others may commit while the suite runs)
+TIMING = ("wall_time_s", "started_at", "git_commit", "git_dirty", "segments")
+
+
+def strip_timing(record: dict) -> dict:
+    out = {k: v for k, v in record.items() if k not in TIMING}
+    out["history"] = [{k: v for k, v in row.items() if k != "time_s"} for row in record["history"]]
+    return out

@@ -3,7 +3,7 @@ a stopped run resumes to the same record; one run's failure ends that run only."
 
 import pytest
 import torch
-from synthetic import synthetic_data, tiny_overrides
+from synthetic import strip_timing, synthetic_data, tiny_overrides
 
 import kps.train as kt
 from kps.configs import make_config
@@ -12,17 +12,10 @@ from kps.together import Outcome, fit_together, train_together
 
 torch.set_num_threads(1)
 
-TIMING = ("wall_time_s", "started_at", "git_commit", "git_dirty", "segments")
 # three epochs: GA switches on at epoch 1 (kps_ga), DRW weights start at epoch 2 (ldam_drw)
 SWITCHES = {"kps_ga": dict(ga_switch_epoch=1), "ldam_drw": dict(drw_epoch=2), "ce": {}}
 # eql draws random masks: from the trainer's own generator, else another run's set-up would move them
 WITH_EQL = {**SWITCHES, "eql": {}}
-
-
-def strip_timing(record: dict) -> dict:
-    out = {k: v for k, v in record.items() if k not in TIMING}
-    out["history"] = [{k: v for k, v in row.items() if k != "time_s"} for row in record["history"]]
-    return out
 
 
 def config(method, **more):

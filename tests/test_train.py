@@ -8,23 +8,13 @@ import subprocess
 import numpy as np
 import pytest
 import torch
-from synthetic import folder_data, synthetic_data, tiny_overrides
+from synthetic import folder_data, strip_timing, synthetic_data, tiny_overrides
 
 import kps.train as kt
 from kps.configs import make_config
 from kps.results import config_record_path, load_record, load_records
 
 torch.set_num_threads(1)
-
-# when it ran, and which commit (others may commit while the suite runs)
-TIMING = ("wall_time_s", "started_at", "git_commit", "git_dirty", "segments")
-
-
-def strip_timing(record: dict) -> dict:
-    out = {k: v for k, v in record.items() if k not in TIMING}
-    out["history"] = [{k: v for k, v in row.items() if k != "time_s"} for row in record["history"]]
-    return out
-
 
 def run(tmp_path, method="kps_ga", data=None, **overrides):
     config = make_config("cifar10", method, **tiny_overrides(**overrides))
