@@ -143,6 +143,8 @@ def cmd_train_grid(args: argparse.Namespace) -> int:
         return _spawn_jobs(args)
     index, count = args.shard
     mine = configs[index::count]
+    if args.stack and not args.together:
+        raise ValueError("train-grid --stack needs --together (stacked runs train in one process)")
     if args.together:
         return _train_together(mine, args)
     records = train_grid(mine, data_root=args.data_root, out=args.out, device=_device(args.device),
@@ -168,7 +170,7 @@ def _train_together(configs: list, args: argparse.Namespace) -> int:
         configs = [c for c in configs if not config_record_path(args.out, c).exists()]
     outcomes = train_together(configs, data_root=args.data_root, out=args.out, device=_device(args.device),
                               resume=args.resume, force=args.force, checkpoint_dir=args.checkpoints,
-                              quiet=args.quiet)
+                              quiet=args.quiet, stack=args.stack)
     for config, outcome in zip(configs, outcomes):
         if outcome.record is not None:
             _print_summary(outcome.record)
@@ -271,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--together", action="store_true",
                    help="train the configurations side by side, each on its own CUDA stream (one process; "
                         "on CPU they take turns), instead of one after another")
+    g.add_argument("--stack", action="store_true",
+                   help="with --together: methods of one seed train as one network (grouped convolutions, "
+                        "kps.stack; ResNet-32 without mixup), the same numbers as apart, one GPU kernel for all")
     _add_run_options(g)
     g.set_defaults(func=cmd_train_grid)
 

@@ -54,16 +54,17 @@ def _capture(graph: torch.cuda.CUDAGraph, stream: torch.cuda.Stream) -> torch.cu
 
 class StaticBatches:
     """The device buffers a captured step reads: the epoch's permutation, the step
-    counter k (batch k = ``order[k B : (k + 1) B]``) and the epoch's loss sum."""
+    counter k (batch k = ``order[k B : (k + 1) B]``) and the epoch's loss sum, one per
+    run (``runs`` > 1: a stack of runs, :mod:`kps.stack`, whose step returns ``runs`` losses)."""
 
-    def __init__(self, n_train: int, batch_size: int, device: torch.device | str) -> None:
+    def __init__(self, n_train: int, batch_size: int, device: torch.device | str, runs: int = 1) -> None:
         if batch_size < 1 or n_train < batch_size:
             raise ValueError(f"need 1 <= batch size <= training images, got {batch_size} and {n_train}")
         self.batch_size = batch_size
         self.order = torch.zeros(n_train, dtype=torch.long, device=device)
         self.offsets = torch.arange(batch_size, device=device)
         self.step = torch.zeros((), dtype=torch.long, device=device)
-        self.loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.loss_sum = torch.zeros(() if runs == 1 else (runs,), dtype=torch.float64, device=device)
 
     def start_epoch(self, order: torch.Tensor) -> int:
         """Load the epoch's permutation; returns the number of full batches."""
@@ -79,7 +80,7 @@ class StaticBatches:
         return self.order.index_select(0, self.step * self.batch_size + self.offsets)
 
     def finish_step(self, loss: torch.Tensor) -> None:
-        """Add the batch's mean loss times its size to the sum; advance k."""
+        """Add the batch's mean loss(es) times its size to the sum(s); advance k."""
         self.loss_sum.add_(loss.detach().double() * self.batch_size)
         self.step.add_(1)
 

@@ -43,21 +43,28 @@ class CosineLinear(nn.Module):
 
 
 class _BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers with an identity or option-A (parameter-free) shortcut."""
+    """Two 3x3 conv-BN layers with an identity or option-A (parameter-free) shortcut;
+    ``copies`` independent blocks side by side along the channels (grouped convolutions)."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int, copies: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.stride, self.extra = stride, planes - in_planes
+        k = copies
+        self.conv1 = nn.Conv2d(in_planes * k, planes * k, 3, stride=stride, padding=1, bias=False, groups=k)
+        self.bn1 = nn.BatchNorm2d(planes * k)
+        self.conv2 = nn.Conv2d(planes * k, planes * k, 3, stride=1, padding=1, bias=False, groups=k)
+        self.bn2 = nn.BatchNorm2d(planes * k)
+        self.stride, self.extra, self.copies = stride, planes - in_planes, copies
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1 and self.extra == 0:
             return x
         x = x[:, :, :: self.stride, :: self.stride]
-        return F.pad(x, (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+        pad = (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2)  # zero channels each side
+        if self.copies == 1:
+            return F.pad(x, pad)
+        out = F.pad(x.unflatten(1, (self.copies, -1)), pad).flatten(1, 2)  # each copy's own channels
+        layout = torch.channels_last if x.stride(1) == 1 else torch.contiguous_format  # keep NHWC
+        return out.contiguous(memory_format=layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -66,19 +73,27 @@ class _BasicBlock(nn.Module):
 
 
 class ResNet32Body(nn.Module):
-    """CIFAR ResNet-32 up to global average pooling: (B, 3, H, W) -> (B, 64)."""
+    """CIFAR ResNet-32 up to global average pooling: (B, 3, H, W) -> (B, 64).
 
-    out_features = 64
+    ``copies`` = k > 1 holds k independent networks that read the same images, side
+    by side along the channels: the first convolution has 16 k filters, every later one
+    is grouped (k groups), BatchNorm is per channel anyway, and the output is
+    (B, 64 k), copy c's features in columns 64 c .. 64 c + 63 (:mod:`kps.stack`)."""
 
-    def __init__(self, blocks_per_stage: int = 5) -> None:
+    out_features = 64  # per copy
+
+    def __init__(self, blocks_per_stage: int = 5, copies: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16)
+        if not (isinstance(copies, int) and copies >= 1):
+            raise ValueError(f"copies must be an int >= 1, got {copies!r}")
+        self.copies = copies
+        self.conv1 = nn.Conv2d(3, 16 * copies, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16 * copies)
         stages, in_planes = [], 16
         for planes, stride in ((16, 1), (32, 2), (64, 2)):
             blocks = []
             for i in range(blocks_per_stage):
-                blocks.append(_BasicBlock(in_planes, planes, stride if i == 0 else 1))
+                blocks.append(_BasicBlock(in_planes, planes, stride if i == 0 else 1, copies))
                 in_planes = planes
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages

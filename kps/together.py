@@ -16,6 +16,12 @@ no number: on CPU (no streams; the runs simply take turns) every run trains bit
 for bit as it does alone (tests/test_together.py).  A run that fails (e.g. its
 loss diverges) ends alone; the others go on.  ``stop`` lets a watcher end a run
 early: it is checkpointed after its epoch in flight, to be resumed later.
+
+Runs that read the same batches can also train as one network (:mod:`kps.stack`,
+``train_together(..., stack=True)``): a stack's members take their turns like the
+other runs, booking their epoch, and the stack trains it for all of them at the end
+of each round, on the stack's one stream.  A stack counts as one run for the
+limits below.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from tqdm import tqdm
 from kps.configs import RunConfig
 from kps.data import LTData
 from kps.results import config_record_path, write_record
+from kps.stack import Stack, stack_trainers
 from kps.train import Distributed, Trainer, check_outputs, data_key, load_data, make_trainer, to_device
 
 __all__ = ["MAX_CUDA_RUNS", "Outcome", "fit_together", "train_together"]
@@ -53,13 +60,13 @@ class Outcome:
     epochs_done: int = 0
 
 
-def _stream_for(trainer: Trainer) -> torch.cuda.Stream | None:
-    """A new stream on the trainer's CUDA device, after the work queued so far there
+def _stream_for(device: torch.device) -> torch.cuda.Stream | None:
+    """A new stream on the CUDA ``device``, after the work queued so far there
     (model set-up, data upload); None on CPU."""
-    if trainer.device.type != "cuda":
+    if device.type != "cuda":
         return None
-    stream = torch.cuda.Stream(trainer.device)
-    stream.wait_stream(torch.cuda.current_stream(trainer.device))
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
     return stream
 
 
@@ -90,24 +97,39 @@ def fit_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path | None]
         raise ValueError(f"{len(trainers)} trainers but {len(checkpoints)} checkpoint paths")
     if any(t.ctx.world_size > 1 for t in trainers):
         raise ValueError("runs trained together are single-process runs, not DistributedDataParallel")
-    if len(trainers) > 1 and any(t.config.compile == "reduce-overhead" for t in trainers):
+    units: dict[int, Trainer | Stack] = {}  # what runs on a stream of its own: a stack, or a run
+    for t in trainers:
+        unit = t.stack if t.stack is not None else t
+        units.setdefault(id(unit), unit)
+    if len(units) > 1 and any(t.config.compile == "reduce-overhead" for t in trainers):
         raise ValueError("compile mode 'reduce-overhead' keeps one CUDA graph memory pool per device, shared by "
                          "every compiled function of the process: train such runs in separate processes, or "
                          "together in 'cuda-graph' / 'cuda-graph-compiled'")
-    cuda = sum(t.device.type == "cuda" for t in trainers)
+    cuda = sum(u.device.type == "cuda" for u in units.values())
     if cuda > MAX_CUDA_RUNS:
-        raise ValueError(f"{cuda} CUDA runs side by side: at most {MAX_CUDA_RUNS} per process (each takes 3 of "
-                         f"PyTorch's pool of 32 streams: its own and its two graphs'); split them over processes "
-                         f"(train-grid --jobs, bench/grid.py --per-process)")
-    _allow_recompiles(trainers)
-    streams = [_stream_for(t) for t in trainers]
+        raise ValueError(f"{cuda} CUDA runs or stacks side by side: at most {MAX_CUDA_RUNS} per process (each "
+                         f"takes 3 of PyTorch's pool of 32 streams: its own and its two graphs'); split them over "
+                         f"processes (train-grid --jobs, bench/grid.py --per-process), or stack them")
+    _allow_recompiles([u for u in units.values() if isinstance(u, Trainer)])
+    unit_streams = {key: _stream_for(u.device) for key, u in units.items()}
+    streams = [unit_streams[id(t.stack if t.stack is not None else t)] for t in trainers]
+    stacks = [u for u in units.values() if isinstance(u, Stack)]
     steps = [t.epochs(ckpt, checkpoint_every) for t, ckpt in zip(trainers, checkpoints)]
     outcomes: list[Outcome | None] = [None] * len(trainers)
     started = [False] * len(trainers)
     total = sum(t.config.epochs - t.next_epoch for t in trainers)
+    active = list(range(len(trainers)))
+
+    def finish(i: int, outcome: Outcome) -> None:
+        outcomes[i] = outcome
+        active.remove(i)
+        if streams[i] is not None:
+            torch.cuda.current_stream(trainers[i].device).wait_stream(streams[i])
+        if on_end is not None:
+            on_end(i, outcome)
+
     with tqdm(total=total, desc=f"{len(trainers)} runs together", unit="epoch", disable=not progress,
               dynamic_ncols=True) as bar:
-        active = list(range(len(trainers)))
         while active:
             for i in list(active):
                 trainer = trainers[i]
@@ -129,14 +151,21 @@ def fit_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path | None]
                             outcome = Outcome(error=err, epochs_done=trainer.next_epoch)
                     bar.update(trainer.next_epoch - epochs_before)
                 if outcome is not None:
-                    outcomes[i] = outcome
-                    active.remove(i)
-                    if streams[i] is not None:
-                        torch.cuda.current_stream(trainer.device).wait_stream(streams[i])
-                    if on_end is not None:
-                        on_end(i, outcome)
+                    finish(i, outcome)
+            for stack in stacks:  # train the epoch the stack's members booked this round
+                with _on(unit_streams[id(stack)]):
+                    try:
+                        stack.flush()
+                    except Exception as err:  # noqa: BLE001 -- ends the stack's runs only
+                        for i in [i for i in active if trainers[i].stack is stack]:
+                            steps[i].close()
+                            finish(i, Outcome(error=err, epochs_done=trainers[i].next_epoch))
             bar.set_postfix_str(f"{len(active)} running", refresh=False)
     return [o for o in outcomes if o is not None]
+
+
+def _run_name(config: RunConfig) -> str:
+    return config.method if config.ga_variant == "paper" else f"{config.method}:{config.ga_variant}"
 
 
 def train_together(configs: Sequence[RunConfig], *, data_root: str | Path = "data", out: str | Path = "results",
@@ -144,11 +173,12 @@ def train_together(configs: Sequence[RunConfig], *, data_root: str | Path = "dat
                    checkpoint_dir: str | Path = "checkpoints", checkpoint_every: int = 1,
                    data: LTData | None = None, stop: Callable[[RunConfig], bool] | None = None,
                    on_end: Callable[[RunConfig, Outcome], None] | None = None,
-                   quiet: bool = False) -> list[Outcome]:
+                   quiet: bool = False, stack: bool = False) -> list[Outcome]:
     """:func:`kps.train.train` for several configurations at once (:func:`fit_together`):
     every output is checked before any work; each dataset is loaded (and moved to the
     device) once, unless ``data`` is given; each record is written as its run ends,
-    then ``on_end(config, outcome)`` is called."""
+    then ``on_end(config, outcome)`` is called.  ``stack``: the runs that can share
+    one network (:func:`kps.stack.stack_trainers`) train stacked."""
     if Distributed.current().world_size > 1:
         raise ValueError("train_together runs in one process; under torchrun use kps.train.train")
     paths = [config_record_path(out, c) for c in configs]
@@ -166,6 +196,11 @@ def train_together(configs: Sequence[RunConfig], *, data_root: str | Path = "dat
         trainer, ckpt = make_trainer(config, cache[key], dev, checkpoint_dir, resume=resume, quiet=quiet)
         trainers.append(trainer)
         checkpoints.append(ckpt)
+    if stack:
+        stacks = stack_trainers(trainers)
+        if not quiet:
+            for s in stacks:
+                tqdm.write(f"stacked as one network: {', '.join(_run_name(m.config) for m in s.members)}")
 
     def write(i: int, outcome: Outcome) -> None:
         if outcome.record is not None:

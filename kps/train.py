@@ -50,7 +50,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -278,6 +278,13 @@ class TensorBatches:
         for chunk in indices.split(batch_size):
             yield self.augment.normalize(self.test.images[chunk]), self.test.targets[chunk]
 
+    def static_batch(self, static: StaticBatches, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch k of ``static`` (k and the permutation read from the device), augmented:
+        the input of a captured step."""
+        idx = static.indices()
+        return (self.augment(self.train.images.index_select(0, idx), generator),
+                self.train.targets.index_select(0, idx))
+
 
 class LoaderBatches:
     """A map-style dataset (ImageNet-LT, iNat) read by a DataLoader with CPU
@@ -346,6 +353,50 @@ def _make_optimizer(params, config: RunConfig, device: torch.device) -> torch.op
         except RuntimeError as err:  # fused kernels missing for this device type
             raise ValueError(f"fused SGD is not available on {device}: {err}") from err
     return torch.optim.SGD(params, **kwargs)
+
+
+def sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """Backward ``loss`` into fresh gradients (None before: a captured backward
+    allocates them in the graph's memory) and take the optimizer's step."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
+def new_graph_step(compile_mode: str) -> None:
+    """Under torch.compile's CUDA graphs ("reduce-overhead"), start a new step: the
+    previous replay's outputs have been consumed and may be overwritten."""
+    if compile_mode == "reduce-overhead":
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+def eval_scores(x: torch.Tensor, net: nn.Module, compiled: Any, graph: ForwardGraph | None,
+                config: RunConfig) -> torch.Tensor:
+    """``net(x)`` in float32 for a test batch, through the captured graph or the
+    compiled function where there is one (full batches of :data:`EVAL_BATCH` only)."""
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if graph is not None and len(x) == EVAL_BATCH:
+        return graph(x)
+    if compiled is not None and len(x) == EVAL_BATCH:
+        new_graph_step(config.compile)
+        return compiled(x).float()
+    return net(x).float()
+
+
+def count_correct(batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                  scores_of: Callable[[torch.Tensor], torch.Tensor], radius: torch.Tensor,
+                  counts: torch.Tensor) -> None:
+    """Add to ``counts`` (runs, 3, classes) per run and class: test images, correct
+    under argmax score, correct under argmax r_j * score (``radius`` (runs, classes);
+    KPS's r_j cos(theta_j), ones for other methods), over ``batches`` of (x, y);
+    ``scores_of(x)`` is (runs, B, classes)."""
+    for x, y in batches:
+        scores = scores_of(x)
+        labels = y.expand(len(counts), -1)
+        counts[:, 0].scatter_add_(1, labels, torch.ones_like(labels))
+        counts[:, 1].scatter_add_(1, labels, (scores.argmax(2) == y).long())
+        counts[:, 2].scatter_add_(1, labels, ((scores * radius.unsqueeze(1)).argmax(2) == y).long())
 
 
 # --------------------------------------------------------------------------- trainer
@@ -422,6 +473,7 @@ class Trainer:
         self.process_started_at = self.started_at  # this process's
         self.git = git_state()  # the code this session runs (others may commit while it trains)
         self.segments = [self._segment(0)]
+        self.stack: Any = None  # a kps.stack.Stack that trains this run with others as one network
 
     def _setup_graphs(self) -> None:
         """Whole-step CUDA graphs (:mod:`kps.graphs`), after checking that this run can use them."""
@@ -490,18 +542,13 @@ class Trainer:
         if self.config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         loss = self._loss(x, y, full)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        sgd_step(self.optimizer, loss)
         return loss
 
     def static_step(self) -> None:
         """:meth:`step` on batch k of :attr:`static` (k and the permutation read from
         the device), adding its loss to the epoch's sum: the unit a CUDA graph holds."""
-        s, train = self.static, self.source.train
-        idx = s.indices()
-        x = self.source.augment(train.images.index_select(0, idx), self.aug_gen)
-        s.finish_step(self.step(x, train.targets.index_select(0, idx), s.batch_size))
+        self.static.finish_step(self.step(*self.source.static_batch(self.static, self.aug_gen), self.static.batch_size))
 
     def batch_loss(self, x: torch.Tensor, y: torch.Tensor, mix: tuple[torch.Tensor, ...] | None = None
                    ) -> torch.Tensor:
@@ -525,15 +572,9 @@ class Trainer:
             coefficients = torch.tensor([lam, 1 - lam], dtype=torch.float32).to(y.device, non_blocking=True)
             mix = (coefficients[0], coefficients[1], perm)
         if self.compiled_loss is not None and len(y) == full:
-            self._new_graph_step()
+            new_graph_step(self.config.compile)
             return self.compiled_loss(x, y, mix)
         return self.batch_loss(x, y, mix)
-
-    def _new_graph_step(self) -> None:
-        """Under CUDA graphs ("reduce-overhead"), start a new step: the previous
-        replay's outputs have been consumed and may be overwritten."""
-        if self.config.compile == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()
 
     def train_epoch(self, epoch: int, indices: torch.Tensor, progress: tqdm | None = None) -> float:
         """One pass over ``indices`` (this rank's shard); returns the mean loss over all
@@ -543,7 +584,10 @@ class Trainer:
     def submit_epoch(self, epoch: int, indices: torch.Tensor, progress: tqdm | None = None) -> torch.Tensor:
         """Queue one pass over ``indices`` on the device; returns the mean loss over all
         ranks as a device scalar, without waiting for it (no host synchronisation, except
-        every 20 steps for the ``progress`` bar's loss, if given)."""
+        every 20 steps for the ``progress`` bar's loss, if given).  A stacked run only
+        books the epoch: its stack trains it, with its other members, at its next flush."""
+        if self.stack is not None:
+            return self.stack.request_epoch(self, epoch, indices)
         lr = self.set_epoch(epoch)
         self.train_net.train()
         per_rank = self.config.batch_size // self.ctx.world_size
@@ -571,33 +615,31 @@ class Trainer:
     def evaluate(self) -> dict[str, np.ndarray]:
         """Per-class correct counts under argmax score (cos, or logits) and, for
         KPS, argmax r_j cos(theta_j); the test set is sharded over ranks and summed."""
-        return self.read_evaluation(self.submit_evaluation())
+        counts = self.submit_evaluation()
+        if self.stack is not None:
+            self.stack.flush()
+        return self.read_evaluation(counts)
 
     @torch.no_grad()
     def submit_evaluation(self) -> torch.Tensor:
         """Queue :meth:`evaluate` on the device: (3, classes) counts (test images,
-        correct, correct under r_j cos), summed over ranks, not yet read back."""
+        correct, correct under r_j cos), summed over ranks, not yet read back (a
+        stacked run's: filled at its stack's next flush)."""
+        if self.stack is not None:
+            return self.stack.request_evaluation(self)
         self.net.eval()
         if self.ctx.world_size > 1:  # BN statistics: every rank evaluates rank 0's (the checkpointed) model
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, 0)
         indices = torch.arange(self.ctx.rank, self.n_test, self.ctx.world_size, device=self.source.generator_device)
-        c = self.num_classes
-        counts = torch.zeros(3, c, dtype=torch.long, device=self.device)
-        for x, y in self.source.test_batches(indices, EVAL_BATCH):
-            if self.config.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            if self.eval_graph is not None and len(y) == EVAL_BATCH:
-                scores = self.eval_graph(x)
-            elif self.compiled_eval is not None and len(y) == EVAL_BATCH:
-                self._new_graph_step()
-                scores = self.compiled_eval(x).float()
-            else:
-                scores = self.net(x).float()
-            counts[0].scatter_add_(0, y, torch.ones_like(y))
-            counts[1].scatter_add_(0, y, (scores.argmax(1) == y).long())
-            if self.radius is not None:
-                counts[2].scatter_add_(0, y, ((scores * self.radius).argmax(1) == y).long())
+        counts = torch.zeros(1, 3, self.num_classes, dtype=torch.long, device=self.device)
+        radius = torch.ones(self.num_classes, device=self.device) if self.radius is None else self.radius
+
+        def scores(x: torch.Tensor) -> torch.Tensor:
+            return eval_scores(x, self.net, self.compiled_eval, self.eval_graph, self.config).unsqueeze(0)
+
+        count_correct(self.source.test_batches(indices, EVAL_BATCH), scores, radius.unsqueeze(0), counts)
+        counts = counts[0]
         if self.ctx.world_size > 1:
             dist.all_reduce(counts)
         return counts
@@ -635,6 +677,8 @@ class Trainer:
     def state(self) -> dict[str, Any]:
         """Everything needed to continue after the last finished epoch (rank 0's
         view plus every rank's random states)."""
+        if self.stack is not None:  # this run's weights and momenta live in the stack
+            self.stack.export(self)
         rng = self._rng_state()
         if self.ctx.world_size > 1:
             gathered: list[Any] = [None] * self.ctx.world_size
@@ -695,6 +739,8 @@ class Trainer:
         TrainingDiverged on a NaN/inf epoch loss, with the last good checkpoint left
         in place."""
         _check_every(checkpoint_every)
+        if self.stack is not None:
+            raise ValueError("a stacked run trains with its stack: kps.together.fit_together")
         c = self.config
         show = self.ctx.main and not quiet
         with tqdm(total=c.epochs, initial=self.next_epoch, desc=f"{c.method} seed {c.seed}", unit="epoch",

@@ -107,6 +107,15 @@ def test_train_grid_together_writes_the_same_records(tmp_path, fake_data, capsys
     assert [row["loss"] for row in mine["history"]] == [row["loss"] for row in theirs["history"]]
 
 
+def test_train_grid_stack_trains_the_methods_of_a_seed_as_one_network(tmp_path, fake_data, capsys):
+    argv = ["train-grid", "--methods", "kps", "ce", "--seeds", "0", *TINY, "--together", "--stack"]
+    assert cli.main([*argv, *folders(tmp_path)]) == 0
+    assert capsys.readouterr().out.count("final") == 2
+    records = load_records(tmp_path / "results")
+    assert sorted(r["config"]["method"] for r in records) == ["ce", "kps"]
+    assert all(r["segments"][-1]["stacked_runs"] == 2 for r in records)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -121,6 +130,7 @@ def test_train_grid_together_writes_the_same_records(tmp_path, fake_data, capsys
         (["train", "--dataset", "cifar10"], "give --method"),
         (["train-grid", "--methods", "kps", "nope", "--dataset", "cifar10"], "unknown method 'nope'"),
         (["download", "imagenet_lt", "--data-root", "x"], "imagenet_lt cannot be downloaded automatically"),
+        (["train-grid", "--methods", "kps", "ce", "--dataset", "cifar10", "--stack"], "--stack needs --together"),
     ],
 )
 def test_bad_input(tmp_path, capsys, argv, message):
