@@ -22,6 +22,14 @@ cosine head, the KPS loss of eq. 15 with the eqs. 26-30 parameters):
   own CUDA stream (:func:`kps.together.fit_together`, as the GPU job's grid trains
   them): the time of one round (every run one epoch, training + evaluation) and
   the aggregate rate, against one run alone.
+* ``stacked`` (``--stack K``): K copies of one run (the same configuration and
+  seed 0, so one data stream) trained as one network (:class:`kps.stack.Stack`:
+  their ResNet-32 bodies side by side along the channels, one kernel for all K,
+  as the grid trains runs of equal stack key with ``--stack``), in
+  ``--together-mode``: the same rates as ``together`` (aggregates of K runs, not
+  one run's speed), against one run alone and against K runs on streams, and
+  each copy's training loss per epoch, which must equal the same run's alone up
+  to the order of floating-point sums (``train_loss_max_rel_diff_vs_alone``).
 
 Each trainer runs ``--warmup-epochs`` untimed epochs (train + evaluation; the
 compilation happens there and is reported as ``compile_overhead_s``), then
@@ -72,6 +80,7 @@ from kps.io import atomic_write_text  # noqa: E402
 from kps.losses import make_loss  # noqa: E402
 from kps.models import make_model  # noqa: E402
 from kps.schedules import learning_rate  # noqa: E402
+from kps.stack import Stack  # noqa: E402
 from kps.together import fit_together  # noqa: E402
 from kps.train import Trainer, device_name, git_state, loss_options  # noqa: E402
 
@@ -85,6 +94,7 @@ __all__ = [
     "device_slug",
     "time_trainer",
     "time_together",
+    "loss_agreement",
     "run_benchmark",
     "output_path",
     "write_result",
@@ -327,17 +337,25 @@ def time_trainer(trainer: Any, device: torch.device, *, epochs: int, warmup_epoc
 
 
 def time_together(config: RunConfig, data: LTData, device: torch.device, *, runs: int, epochs: int,
-                  warmup_epochs: int, log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+                  warmup_epochs: int, stack: bool = False,
+                  log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     """``runs`` copies of ``config`` (seeds 0..runs-1) trained side by side for
-    ``warmup_epochs + epochs`` epochs (:func:`kps.together.fit_together`).  A round
-    (every run one epoch: training and evaluation) takes about as long as each run's
-    epoch from queueing to read-back, the ``time_s`` of its history: the round time
-    is their mean, its median over the timed rounds is reported, and the aggregate
-    rates follow from it (training images/s counts the evaluation time too)."""
-    if runs < 1 or epochs < 1 or warmup_epochs < 0:
-        raise ValueError(f"need runs >= 1, epochs >= 1 and warmup_epochs >= 0, got {runs}, {epochs}, {warmup_epochs}")
+    ``warmup_epochs + epochs`` epochs (:func:`kps.together.fit_together`); with
+    ``stack``, ``runs`` copies of seed 0 trained as one network (:class:`kps.stack.Stack`,
+    at least 2).  A round (every run one epoch: training and evaluation) takes about as
+    long as each run's epoch from queueing to read-back, the ``time_s`` of its history
+    (a stacked run's is its stack's): the round time is their mean, its median over the
+    timed rounds is reported, and the aggregate rates follow from it (training images/s
+    counts the evaluation time too)."""
+    if runs < (2 if stack else 1) or epochs < 1 or warmup_epochs < 0:
+        raise ValueError(f"need runs >= {2 if stack else 1}, epochs >= 1 and warmup_epochs >= 0, "
+                         f"got {runs}, {epochs}, {warmup_epochs}")
     total = warmup_epochs + epochs
-    trainers = [Trainer(replace(config, seed=k, epochs=total), data, device) for k in range(runs)]
+    seeds = [0] * runs if stack else list(range(runs))
+    trainers = [Trainer(replace(config, seed=seed, epochs=total), data, device) for seed in seeds]
+    what = "stacked" if stack else "together"
+    if stack:
+        Stack(trainers)  # the trainers now book their epochs; the stack trains them
     _sync(device)
     t0 = time.perf_counter()
     outcomes = fit_together(trainers, [None] * runs, progress=False)
@@ -345,18 +363,18 @@ def time_together(config: RunConfig, data: LTData, device: torch.device, *, runs
     wall = time.perf_counter() - t0
     for k, outcome in enumerate(outcomes):
         if outcome.record is None:
-            raise RuntimeError(f"together: run {k} ended without a record: {outcome.error}")
+            raise RuntimeError(f"{what}: run {k} ended without a record: {outcome.error}")
     histories = [o.record["history"] for o in outcomes]
     rounds = [statistics.mean(h[e]["time_s"] for h in histories) for e in range(total)]
     for e, seconds in enumerate(rounds):
-        log(f"together x{runs} ({config.compile}): round {e}{' (warm-up)' if e < warmup_epochs else ''}: "
+        log(f"{what} x{runs} ({config.compile}): round {e}{' (warm-up)' if e < warmup_epochs else ''}: "
             f"{seconds:.3f} s")
     round_s = statistics.median(rounds[warmup_epochs:])
     n_train = len(data.train)
     return {
         "runs": runs,
         "compile": config.compile,
-        "seeds": list(range(runs)),
+        "seeds": seeds,
         "warmup_epochs": warmup_epochs,
         "round_s": rounds,
         "round_s_median": round_s,
@@ -364,7 +382,20 @@ def time_together(config: RunConfig, data: LTData, device: torch.device, *, runs
         "train_images_per_s": runs * n_train / round_s,
         "wall_s": wall,
         "train_losses": [[row["loss"] for row in h] for h in histories],
+        **({"stacked_runs": [o.record["segments"][-1].get("stacked_runs") for o in outcomes]} if stack else {}),
     }
+
+
+def loss_agreement(runs: Sequence[Sequence[float]], alone: Sequence[float]) -> dict[str, Any]:
+    """How far the per-epoch training losses of ``runs`` (copies of one run) lie from
+    the same run's ``alone``: the largest absolute and relative difference over every
+    run and epoch (epochs both recorded); None for both where nothing compares."""
+    pairs = [(x, a) for run in runs for x, a in zip(run, alone)]
+    if not pairs or any(not (math.isfinite(x) and math.isfinite(a)) for x, a in pairs):
+        return {"max_abs_diff": None, "max_rel_diff": None, "epochs_compared": 0}
+    return {"max_abs_diff": max(abs(x - a) for x, a in pairs),
+            "max_rel_diff": max(abs(x - a) / max(abs(a), 1e-12) for x, a in pairs),
+            "epochs_compared": min(len(alone), min(len(run) for run in runs))}
 
 
 def _limit_test(data: LTData, limit_steps: int | None, batch: int) -> LTData:
@@ -389,13 +420,14 @@ def _ratios(trainers: dict[str, Any]) -> dict[str, dict[str, float]]:
 def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float, epochs: int = 3,
                   warmup_epochs: int = 1, limit_steps: int | None = None, workers: int = 4,
                   fast_modes: Sequence[str] = ("none", "default"), batch_size: int | None = None,
-                  together: int = 0, together_mode: str = "none",
+                  together: int = 0, together_mode: str = "none", stack: int = 0,
                   log: Callable[[str], None] = lambda s: None,
                   emit: Callable[[dict[str, Any]], None] = lambda doc: None) -> dict[str, Any]:
     """Time the reference-style trainer and the fast path in each compile mode of
     ``fast_modes`` on ``data`` (mini-batch ``batch_size``, default the preset's 64);
-    and, with ``together`` = K > 0, K runs side by side in ``together_mode``;
-    returns the result document (see module docstring).  ``emit`` receives the
+    and, with ``together`` = K > 0, K runs side by side in ``together_mode``; with
+    ``stack`` = S > 0 (at least 2), S copies of one run stacked as one network in
+    ``together_mode`` (both right after ``together_mode`` alone, if timed); returns the result document (see module docstring).  ``emit`` receives the
     document after each trainer (``complete`` false until the last), so a job
     stopped during a long compilation keeps what was measured before it."""
     device = torch.device(device)
@@ -409,6 +441,8 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
     if together < 0 or together_mode not in COMPILE_MODES:
         raise ValueError(f"together needs K >= 0 runs and a compile mode of {', '.join(COMPILE_MODES)}, "
                          f"got {together}, {together_mode!r}")
+    if stack < 0 or stack == 1:
+        raise ValueError(f"stack needs S >= 2 runs (0: not measured), got {stack}")
     cuda = device.type == "cuda"
     base = make_config(data.name, METHOD, imbalance=imbalance, seed=0,
                        **({} if batch_size is None else {"batch_size": batch_size}))
@@ -485,8 +519,37 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
             doc["together"] = result
         emit(doc)
 
+    def measure_stacked() -> None:
+        if limit_steps is not None:
+            log("stacked: skipped (it trains whole epochs; --limit-steps is for quick checks)")
+            return
+        config = replace(base, channels_last=True, fused_sgd=True, bf16=cuda, compile=together_mode)
+        try:
+            result = time_together(config, data, device, runs=stack, epochs=epochs, warmup_epochs=warmup_epochs,
+                                   stack=True, log=log)
+        except Exception as err:  # recorded, the rest of the document stands
+            log(f"stacked: FAILED: {type(err).__name__}: {err}")
+            doc.setdefault("failed", {})["stacked"] = f"{type(err).__name__}: {err}"
+        else:
+            ref, alone = doc["trainers"]["reference"], doc["trainers"].get(f"fast_{together_mode}")
+            side = doc.get("together")
+            result["epoch_rate_vs_reference"] = ref["epoch_s"] * result["epochs_per_s"]
+            result["epoch_rate_vs_alone"] = None if alone is None else alone["epoch_s"] * result["epochs_per_s"]
+            # against the same number of runs on streams in the same mode (the grid's other plan)
+            same = side is not None and side["runs"] == stack and side["compile"] == together_mode
+            result["epoch_rate_vs_together"] = result["epochs_per_s"] / side["epochs_per_s"] if same else None
+            result["train_loss_vs_alone"] = (None if alone is None or not alone.get("train_losses") else
+                                             loss_agreement(result["train_losses"], alone["train_losses"]))
+            doc["stacked"] = result
+            agree = result["train_loss_vs_alone"]
+            if agree and agree["max_rel_diff"] is not None:
+                log(f"stacked: losses of the {stack} copies vs alone: at most {agree['max_rel_diff']:.2e} apart "
+                    f"(relative), {agree['max_abs_diff']:.2e} (absolute)")
+        emit(doc)
+
     # the runs side by side right after their mode alone (a job cut off later still has them)
     together_pending = together > 0
+    stack_pending = stack > 0
     for mode, config in fast_configs.items():
         try:
             trainer = FastTrainer(config, data, device)
@@ -503,8 +566,13 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
         if together_pending and mode == together_mode:
             measure_together()
             together_pending = False
+        if stack_pending and mode == together_mode:
+            measure_stacked()
+            stack_pending = False
     if together_pending:
         measure_together()
+    if stack_pending:
+        measure_stacked()
     doc["complete"] = True
     emit(doc)
     return doc
@@ -550,6 +618,15 @@ def _summary(result: dict[str, Any]) -> str:
     if t:
         rows.append(f"together: {t['runs']} runs ({t['compile']}) one round {t['round_s_median']:.3f} s, "
                     f"{t['epochs_per_s']:.2f} epochs/s, x{t['epoch_rate_vs_reference']:.2f} the reference's epoch rate")
+    t = result.get("stacked")
+    if t:
+        vs = t.get("epoch_rate_vs_together")
+        agree = (t.get("train_loss_vs_alone") or {}).get("max_rel_diff")
+        rows.append(f"stacked: {t['runs']} copies of one run as one network ({t['compile']}), one round "
+                    f"{t['round_s_median']:.3f} s, {t['epochs_per_s']:.2f} epochs/s (aggregate), "
+                    f"x{t['epoch_rate_vs_reference']:.2f} the reference's epoch rate"
+                    + (f", x{vs:.2f} the runs side by side" if vs else "")
+                    + (f"; losses within {agree:.1e} (relative) of the run alone" if agree is not None else ""))
     return "\n".join(rows)
 
 
@@ -569,6 +646,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--together", type=int, default=0, metavar="K",
                    help="also time K runs side by side in one process (default 0: not)")
     p.add_argument("--together-mode", default="none", help="compile mode of those runs (default none)")
+    p.add_argument("--stack", type=int, nargs="?", const=-1, default=0, metavar="S",
+                   help="also time S copies of one run stacked as one network (kps.stack) in --together-mode; "
+                        "--stack alone: as many as --together (default: not)")
     p.add_argument("--out", help="result file (required on CPU)")
     p.add_argument("--out-dir", help="folder for <device-slug>-<date>.json (default bench/results on CUDA)")
     args = p.parse_args(argv)
@@ -581,6 +661,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                               else ("cpu" if args.device == "auto" else args.device))
         if device.type != "cuda" and args.out is None and args.out_dir is None:
             raise ValueError("a CPU run is a check, not a result: give --out FILE (outside bench/results)")
+        if args.stack == -1 and args.together < 2:
+            raise ValueError("--stack without a count takes --together's K: give --together K (K >= 2) or --stack S")
         modes_text = args.fast_modes or ("none,default" if device.type == "cuda" else "none")
         modes = [m.strip() for m in modes_text.split(",") if m.strip()]
         t0 = time.perf_counter()
@@ -597,7 +679,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_benchmark(data, device, imbalance=args.imbalance, epochs=args.epochs,
                                warmup_epochs=args.warmup_epochs, limit_steps=args.limit_steps,
                                workers=args.workers, fast_modes=modes, batch_size=args.batch_size,
-                               together=args.together, together_mode=args.together_mode, log=log, emit=emit)
+                               together=args.together, together_mode=args.together_mode,
+                               stack=args.together if args.stack == -1 else args.stack, log=log, emit=emit)
         path = target[0]
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -13,8 +13,10 @@
 # KPS_JOB_MPS (default 1: run the grid under CUDA MPS if it works there), KPS_JOB_CONCURRENCY (runs at
 # once), KPS_JOB_PER_PROCESS (runs one process trains side by side, one CUDA stream each),
 # KPS_JOB_COMPILE (compile mode of the runs' training step; default "auto": the bench times eager,
-# "reduce-overhead", "cuda-graph" and "cuda-graph-compiled" (CUDA graphs, GPU only), and 6 runs side
-# by side in one process in "cuda-graph"; see grid_plan), KPS_JOB_CHECKPOINT_EVERY (epochs between
+# "reduce-overhead", "cuda-graph" and "cuda-graph-compiled" (CUDA graphs, GPU only), 6 runs side
+# by side in one process in "cuda-graph", and 6 copies of one run stacked as one network; see grid_plan),
+# KPS_JOB_STACK (with a forced KPS_JOB_COMPILE: 1 trains runs of equal stack key as one network, grid.py
+# --stack; default 0; the CPU smoke: default 1), KPS_JOB_CHECKPOINT_EVERY (epochs between
 # checkpoints, default 10),
 # KPS_JOB_PARTIAL (default 1: start the first wave even when the bench predicts that no run finishes in
 # time; 0: the strict time guard), KPS_JOB_BENCH=0 (skip the bench), KPS_JOB_BENCH_MAX_S, KPS_JOB_RUNS (another run list), KPS_JOB_DATA_ROOT, KPS_JOB_ARCHIVE,
@@ -51,7 +53,8 @@ ARCHIVE=${KPS_JOB_ARCHIVE:-data/cifar10-jpeg.tar.gz}
 CHECKPOINTS_TAR=${KPS_JOB_CHECKPOINTS:-data/job-checkpoints.tar}
 if [ "$SMOKE" = 1 ]; then
     DEVICE=cpu
-    BENCH_ARGS=(--device cpu --epochs 1 --warmup-epochs 1 --limit-steps 2 --workers 1)
+    # (--together and --stack are skipped under --limit-steps: whole epochs; the grid below stacks)
+    BENCH_ARGS=(--device cpu --epochs 1 --warmup-epochs 1 --limit-steps 2 --workers 1 --together 2 --stack)
     GRID_ARGS=(--epochs 1 --shrink 50)
     CHECKPOINTS_TAR=${KPS_JOB_CHECKPOINTS:-}  # a GPU job's checkpoints continue on a GPU only
     BENCH_MAX=${KPS_JOB_BENCH_MAX_S:-300}
@@ -64,7 +67,9 @@ else
     esac
     BENCH_ARGS=(--device cuda --epochs 3 --warmup-epochs 1 --workers 4 --fast-modes "$FAST_MODES")
     case ",$FAST_MODES," in
-        *,cuda-graph,*) BENCH_ARGS+=(--together "${KPS_JOB_PER_PROCESS:-6}" --together-mode cuda-graph) ;;
+        *,cuda-graph,*)  # K runs on streams, and K copies of one run stacked as one network (K >= 2)
+            together_k=${KPS_JOB_PER_PROCESS:-6}
+            BENCH_ARGS+=(--together "$together_k" --together-mode cuda-graph --stack "$((together_k < 2 ? 2 : together_k))") ;;
     esac
     GRID_ARGS=()
     BENCH_MAX=${KPS_JOB_BENCH_MAX_S:-240}
@@ -120,23 +125,30 @@ stage_bench() {
     timeout -k 10 "$BENCH_MAX" "$PY" bench/bench.py "${BENCH_ARGS[@]}" --data-root "$DATA_ROOT" --out-dir "$OUT"
 }
 
-# The grid's plan, "MODE PER_PROCESS CONCURRENCY", from the bench result $1.  Forced
-# (KPS_JOB_COMPILE): that mode, KPS_JOB_PER_PROCESS (default 1) runs per process,
-# KPS_JOB_CONCURRENCY (default 8) at once.  "auto": if the whole-step graph mode "cuda-graph"
-# trained like the eager fast path (same seed and batches: last epoch's loss within 10%), 6 runs
-# side by side in one process reached at least 1.3x the epochs/s of one alone, and their seed-0 run
-# trained like the same run alone (within 10%), then "cuda-graph",
-# KPS_JOB_PER_PROCESS (default 6) runs per process, KPS_JOB_CONCURRENCY (default 12) at once;
+# The grid's plan, "MODE PER_PROCESS CONCURRENCY STACK", from the bench result $1 (STACK 1: grid.py
+# --stack).  Forced (KPS_JOB_COMPILE): that mode, KPS_JOB_PER_PROCESS (default 1) runs per process,
+# KPS_JOB_CONCURRENCY (default 8) at once, KPS_JOB_STACK (default 0).  "auto": the whole-step graph mode
+# "cuda-graph" must train like the eager fast path (same seed and batches: last epoch's loss within 10%)
+# for either plan with several runs per process:
+#   streams: K runs side by side in one process reached at least 1.3x the epochs/s of one alone, and their
+#     seed-0 run trained like the same run alone (within 10%);
+#   stacked: K copies of one run stacked as one network reached at least 1.3x the epochs/s of one alone and
+#     more than the streams' K runs (where those qualify), and every copy trained like the run alone
+#     (within 10%; they should agree to float noise).
+# Stacked wins: "cuda-graph", as many runs per process as the largest group of runs in $RUNS that can
+# stack (equal kps.stack.stack_key: all but kps_ga:authors; runs resumed at other epochs train beside the
+# stack), KPS_JOB_CONCURRENCY (default 12) but at least every run at once, STACK 1.  Else streams:
+# "cuda-graph", KPS_JOB_PER_PROCESS (default 6) runs per process, KPS_JOB_CONCURRENCY (default 12) at once;
 # else the fastest compiled mode that trained like eager ("default" without one), one run per process,
 # 8 at once (each process compiles its own: several runs in one would compile one after another).
 # A mode whose bench trainer failed or was cut off is not in the result.
 grid_plan() {
-    COMPILE=$COMPILE "$PY" -c 'import json, os, sys
+    COMPILE=$COMPILE RUNS=$RUNS "$PY" -c 'import json, os, sys
 compile_mode = os.environ.get("COMPILE", "auto")
 def env(name, default):
     return int(os.environ.get(name) or default)
 if compile_mode != "auto":
-    print(compile_mode, env("KPS_JOB_PER_PROCESS", 1), env("KPS_JOB_CONCURRENCY", 8))
+    print(compile_mode, env("KPS_JOB_PER_PROCESS", 1), env("KPS_JOB_CONCURRENCY", 8), env("KPS_JOB_STACK", 0))
     sys.exit()
 try:
     doc = json.load(open(sys.argv[1]))
@@ -149,16 +161,35 @@ base = trainers.get("fast_none", {}).get("train_losses") or []
 def agrees(t):
     return close(t.get("train_losses") or [], base)
 together = doc.get("together") or {}
+stacked = doc.get("stacked") or {}
 graph = trainers.get("fast_cuda-graph")
+graph_ok = bool(graph) and agrees(graph)
+alone = (graph or {}).get("train_losses") or []
 # the seed-0 run side by side trains as the same run alone (same config and seed)
-together_agrees = close((together.get("train_losses") or [[]])[0], (graph or {}).get("train_losses") or [])
-if graph and agrees(graph) and together.get("compile") == "cuda-graph" and together_agrees \
-        and (together.get("epoch_rate_vs_alone") or 0) >= 1.3:
-    print("cuda-graph", env("KPS_JOB_PER_PROCESS", 6), env("KPS_JOB_CONCURRENCY", 12))
+together_agrees = close((together.get("train_losses") or [[]])[0], alone)
+streams = graph_ok and together.get("compile") == "cuda-graph" and together_agrees \
+    and (together.get("epoch_rate_vs_alone") or 0) >= 1.3
+stacked_agrees = bool(stacked.get("train_losses")) and all(close(run, alone) for run in stacked["train_losses"])
+stack = graph_ok and stacked.get("compile") == "cuda-graph" and stacked_agrees \
+    and (stacked.get("epoch_rate_vs_alone") or 0) >= 1.3 \
+    and (not streams or stacked.get("epochs_per_s", 0) > together.get("epochs_per_s", 0))
+if stack:
+    from collections import Counter
+    sys.path.insert(0, os.path.join(os.environ.get("ROOT") or ".", "bench"))
+    from grid import make_run_config, parse_runs
+    from kps.stack import stack_key
+    runs = parse_runs(os.environ["RUNS"])
+    keys = Counter(k for r in runs if (k := stack_key(make_run_config(r, device="cuda", compile_mode="cuda-graph")))
+                   is not None)
+    if keys and max(keys.values()) >= 2:
+        print("cuda-graph", max(keys.values()), max(env("KPS_JOB_CONCURRENCY", 12), len(runs)), 1)
+        sys.exit()
+if streams:
+    print("cuda-graph", env("KPS_JOB_PER_PROCESS", 6), env("KPS_JOB_CONCURRENCY", 12), 0)
     sys.exit()
 timed = {m: t["epoch_s"] for m in ("default", "reduce-overhead", "cuda-graph", "cuda-graph-compiled")
          if (t := trainers.get(f"fast_{m}")) and agrees(t)}
-print(min(timed, key=timed.get) if timed else "default", 1, env("KPS_JOB_CONCURRENCY", 8))' "${1:-/nonexistent}"
+print(min(timed, key=timed.get) if timed else "default", 1, env("KPS_JOB_CONCURRENCY", 8), 0)' "${1:-/nonexistent}"
 }
 
 # CUDA MPS (KPS_JOB_MPS=1, the default on CUDA): the grid's processes then share the GPU's
@@ -200,18 +231,18 @@ stage_grid() {
     done
     local bench_json
     bench_json=$(ls -t "$OUT"/*.json 2>/dev/null | grep -v '/runs\.json$' | head -n 1)
-    local mode per_process concurrency
-    if [ "$SMOKE" = 1 ]; then
-        mode=$COMPILE per_process=${KPS_JOB_PER_PROCESS:-2} concurrency=${KPS_JOB_CONCURRENCY:-4}
+    local mode per_process concurrency stack
+    if [ "$SMOKE" = 1 ]; then  # the smoke stacks (runs of equal stack key, 2 per process) unless KPS_JOB_STACK=0
+        mode=$COMPILE per_process=${KPS_JOB_PER_PROCESS:-2} concurrency=${KPS_JOB_CONCURRENCY:-4} stack=${KPS_JOB_STACK:-1}
         [ "$mode" = auto ] && mode=none
     else
-        read -r mode per_process concurrency < <(grid_plan "$bench_json")
+        read -r mode per_process concurrency stack < <(grid_plan "$bench_json")
     fi
-    log "grid: compile mode $mode (asked: $COMPILE), $per_process runs per process, $concurrency at once, checkpoint every $CHECKPOINT_EVERY epochs"
+    log "grid: compile mode $mode (asked: $COMPILE), $per_process runs per process, $concurrency at once, $([ "${stack:-0}" = 1 ] && echo 'stacked where they can' || echo 'not stacked'), checkpoint every $CHECKPOINT_EVERY epochs"
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-4} \
         "$PY" bench/grid.py run --runs "$RUNS" --device "$DEVICE" \
         --data-root "$DATA_ROOT" --work "$WORK" --out "$OUT" --existing results --deadline "$DEADLINE" \
-        --concurrency "$concurrency" --per-process "$per_process" --compile "$mode" --checkpoint-every "$CHECKPOINT_EVERY" ${bench_json:+--bench "$bench_json"} $([ "$PARTIAL" = 1 ] && echo --partial) ${GRID_ARGS[@]+"${GRID_ARGS[@]}"}
+        --concurrency "$concurrency" --per-process "$per_process" --compile "$mode" --checkpoint-every "$CHECKPOINT_EVERY" ${bench_json:+--bench "$bench_json"} $([ "$PARTIAL" = 1 ] && echo --partial) $([ "${stack:-0}" = 1 ] && echo --stack) ${GRID_ARGS[@]+"${GRID_ARGS[@]}"}
 }
 
 main() {

@@ -9,11 +9,17 @@ channels_last, fused SGD, and on CUDA bf16 autocast and the ``--compile``
 mode), quietly (no progress bar, so no read-back of the loss during an epoch),
 with a checkpoint every ``--checkpoint-every`` epochs (and after the last).
 A run whose stop file (:func:`stop_path`) appears is checkpointed after its
-epoch in flight and dropped; the others go on.
+epoch in flight and dropped; the others go on.  With ``--stack`` the runs that
+may share one network (equal :func:`kps.stack.stack_key`, same epoch reached,
+same random-generator states: e.g. every fresh run of seed 0) are trained as
+one (``train_together(stack=True)``: their ResNet-32 bodies concatenated along
+channels, one kernel does their work); the others side by side.  A stacked run
+stopped by its stop file is checkpointed after its epoch; its stack goes on.
 
 ``python bench/grid.py run ...`` schedules the runs in processes of at most
 ``--per-process`` runs each (a failure stops only its own run), in the given
-priority order, at most ``--concurrency`` runs at a time.  It follows each run's progress through the
+priority order (with ``--stack``, runs of equal stack key go into one process
+where they can: :func:`plan_processes`), at most ``--concurrency`` runs at a time.  It follows each run's progress through the
 trainer's per-epoch progress file (``kps.train.read_progress``: ``next_epoch``,
 and ``checkpoint_next_epoch`` of the checkpoint it would resume from), estimates the aggregate rate
 (epochs/s over the running runs) and the single-run rate (from the benchmark's
@@ -61,7 +67,8 @@ from kps.results import config_record_path, load_record  # noqa: E402
 from kps.together import Outcome, train_together  # noqa: E402
 from kps.train import TrainingDiverged, checkpoint_path, progress_path, read_progress  # noqa: E402
 
-__all__ = ["GridRun", "parse_runs", "make_run_config", "shrink", "predict_finish", "Scheduler", "main"]
+__all__ = ["GridRun", "parse_runs", "make_run_config", "shrink", "predict_finish", "plan_processes", "Scheduler",
+           "main"]
 
 DATASET = "cifar10-jpeg"
 VARIANTS = (*STYLES, "authors")  # GA variants, and "authors": the authors' code in every switch
@@ -167,7 +174,7 @@ def cmd_one(args: argparse.Namespace) -> int:
         outcomes = train_together(configs, data_root=args.data_root, out=args.out, device=args.device,
                                   resume=args.resume, checkpoint_dir=args.checkpoints, data=data,
                                   checkpoint_every=args.checkpoint_every, stop=lambda c: stops[c].exists(),
-                                  on_end=_report_failure(args.checkpoints), quiet=True)
+                                  on_end=_report_failure(args.checkpoints), quiet=True, stack=args.stack)
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -176,7 +183,8 @@ def cmd_one(args: argparse.Namespace) -> int:
         summary: dict[str, Any] = {"run": run.name, "epochs_done": outcome.epochs_done}
         if outcome.record is not None:
             summary.update(record=str(config_record_path(args.out, config)),
-                           **{k: outcome.record[k] for k in ("top1_error", "best_top1_error", "wall_time_s", "device")})
+                           **{k: outcome.record[k] for k in ("top1_error", "best_top1_error", "wall_time_s", "device")},
+                           stacked_runs=stacked_runs(outcome.record))
         elif outcome.stopped:
             summary["stopped"] = True
         else:
@@ -219,6 +227,66 @@ def predict_finish(now: float, jobs: Sequence[tuple[float, float]], capacity: fl
             if startup[i] == 0 and left[i] == 0:
                 finish[i] = t
     return finish
+
+
+# --------------------------------------------------------------------------- grouping
+
+
+def plan_processes(items: Sequence[Any], per_process: int, key: Callable[[Any], Any] | None = None,
+                   resumed: Callable[[Any], bool] = lambda item: False,
+                   max_units: int | None = None) -> list[list[Any]]:
+    """``items`` (in priority order) into processes of at most ``per_process`` each.
+
+    Without ``key``: consecutive chunks, as they come.  With ``key`` (the stack key;
+    None: the item cannot stack): items of a key that two or more share go into
+    processes of their own, that key's items in order, chunked; items left alone by
+    their key (None, a key of one, or one left over from chunking) are packed together
+    in order, side by side as without stacking.
+    ``max_units`` caps a stacking process's units (each CUDA stream of
+    kps.together.fit_together): a ``resumed`` item (from a checkpoint, at an epoch of its
+    own) may train beside the stack rather than in it, so it counts one unit; the fresh
+    items of a key stack (same epoch 0, same seed) and count one together.  Processes
+    are returned in order of their first item's priority."""
+    if per_process < 1:
+        raise ValueError(f"per_process must be >= 1, got {per_process}")
+    order = {id(item): k for k, item in enumerate(items)}
+    if key is None:
+        return [list(items[i:i + per_process]) for i in range(0, len(items), per_process)]
+    buckets: dict[Any, list[Any]] = {}
+    alone: list[Any] = []
+    for item in items:
+        k = key(item)
+        if k is None:  # it cannot stack at all (kps.stack.stack_key)
+            alone.append(item)
+        else:
+            buckets.setdefault(k, []).append(item)
+    groups: list[list[Any]] = []
+    for bucket in buckets.values():
+        if len(bucket) == 1:
+            alone.extend(bucket)
+            continue
+        chunk: list[Any] = []
+        for item in bucket:
+            units = sum(resumed(x) for x in [*chunk, item]) + any(not resumed(x) for x in [*chunk, item])
+            if len(chunk) == per_process or (max_units is not None and chunk and units > max_units):
+                groups.append(chunk)
+                chunk = []
+            chunk.append(item)
+        if len(chunk) == 1:
+            alone.extend(chunk)
+        else:
+            groups.append(chunk)
+    alone.sort(key=lambda item: order[id(item)])
+    step = per_process if max_units is None else min(per_process, max_units)
+    groups += [alone[i:i + step] for i in range(0, len(alone), step)]
+    return sorted(groups, key=lambda group: order[id(group[0])])
+
+
+def stacked_runs(record: dict[str, Any]) -> int:
+    """How many runs the last process of a record trained as one network (its last
+    segment's ``stacked_runs``; 1: not stacked, or a record from before stacking)."""
+    segments = record.get("segments") or [{}]
+    return int(segments[-1].get("stacked_runs") or 1)
 
 
 # --------------------------------------------------------------------------- scheduling
@@ -355,6 +423,8 @@ class Scheduler:
                 "--data-root", a.data_root, "--out", str(self.records), "--checkpoints", str(self.checkpoints),
                 "--compile", a.compile, "--shrink", str(a.shrink), "--checkpoint-every", str(a.checkpoint_every),
                 "--resume"]
+        if a.stack:
+            cmd.append("--stack")
         if a.epochs is not None:
             cmd += ["--epochs", str(a.epochs)]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -465,6 +535,7 @@ class Scheduler:
                 slot.status = "done"
                 slot.result = {k: record[k] for k in ("top1_error", "best_top1_error", "best_epoch",
                                                        "top1_error_rcos", "wall_time_s", "device")}
+                slot.result["stacked_runs"] = stacked_runs(record)
                 self.log(f"done {slot.run.name}: final {record['top1_error']:.2f}, best "
                          f"{record['best_top1_error']:.2f}, {record['wall_time_s']:.0f} s of training")
             except (OSError, ValueError) as err:
@@ -495,10 +566,11 @@ class Scheduler:
         # Shedding helps only when the device is saturated (finite capacity): then
         # stopping the lowest-priority run speeds up the others.  Unsaturated, a run
         # that will miss costs the others nothing and leaves a checkpoint to resume.
-        if est is not None and math.isfinite(est[0]) and settled and len(running) >= 2:
+        sheddable = [s for s in running if not self.stacked_with_another(s)]
+        if est is not None and math.isfinite(est[0]) and settled and len(running) >= 2 and sheddable:
             finish = predict_finish(now, self.jobs(running), *est)
             if max(finish) > self.deadline and self.shedding_helps(running, est):
-                victim = max(running, key=lambda s: s.priority)
+                victim = max(sheddable, key=lambda s: s.priority)
                 self.stop(victim, "shed", f"a run was predicted to miss the deadline by "
                                           f"{max(finish) - self.deadline:.0f} s (device saturated at "
                                           f"{est[0]:.2f} epochs/s, one run alone {est[1]:.2f} epochs/s)")
@@ -507,10 +579,35 @@ class Scheduler:
         wave: list[Slot] = []
         while queued and len(self.running()) + len(wave) < self.args.concurrency and self.fits(est, len(wave) + 1):
             wave.append(queued.pop(0))
-        k = self.args.per_process
-        for i in range(0, len(wave), k):
-            self.start(wave[i:i + k])
+        for group in self.process_groups(wave):
+            self.start(group)
         return bool(self.running() or (queued and self.clock() < self.deadline and self.may_start_later(est)))
+
+    def process_groups(self, wave: Sequence[Slot]) -> list[list[Slot]]:
+        """``wave`` into processes of at most ``--per-process`` runs (:func:`plan_processes`):
+        in order, or with ``--stack`` the runs of equal stack key together (on CUDA at
+        most kps.together.MAX_CUDA_RUNS units a process, a run with a checkpoint to
+        resume from counting one)."""
+        if not self.args.stack:
+            return plan_processes(wave, self.args.per_process)
+        from kps.stack import stack_key
+        from kps.together import MAX_CUDA_RUNS
+
+        return plan_processes(wave, self.args.per_process, key=lambda s: stack_key(s.config),
+                              resumed=lambda s: s.checkpoint.is_file(),
+                              max_units=MAX_CUDA_RUNS if self.device_type == "cuda" else None)
+
+    def stacked_with_another(self, slot: Slot) -> bool:
+        """With ``--stack``: does ``slot`` seem to train in one network with another running
+        run (same process, same stack key, within one epoch of it)?  Shedding it would not
+        speed its stack up (the stack's kernels do its work anyway), so it is not shed."""
+        if not self.args.stack:
+            return False
+        from kps.stack import stack_key
+
+        key = stack_key(slot.config)
+        return any(s is not slot and s.proc is slot.proc and abs(s.epochs_done - slot.epochs_done) <= 1
+                   and stack_key(s.config) == key for s in self.running())
 
     def shedding_helps(self, running: Sequence[Slot], est: tuple[float, float]) -> bool:
         """True if stopping the lowest-priority runs one by one reaches a set that all
@@ -637,6 +734,7 @@ class Scheduler:
             "finished_unix": self.clock(),
             "concurrency": self.args.concurrency,
             "per_process": self.args.per_process,
+            "stack": bool(self.args.stack),
             "compile": self.args.compile,
             "epochs": self._epochs(self.slots[0]),
             "checkpoints_packed": [str(p.relative_to(self.checkpoints)) for p in kept],
@@ -775,6 +873,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--checkpoint-every", type=int, default=10,
                        help="save the checkpoint every k epochs and after the last (default: 10)")
         q.add_argument("--shrink", type=int, default=1, help="keep every k-th image (smoke checks only)")
+        q.add_argument("--stack", action="store_true",
+                       help="train the runs of a process that may share one network as one (kps.stack: same "
+                            "stack key, epoch and generator states); the others side by side")
 
     one = sub.add_parser("one", help="train grid entries together in one process")
     one.add_argument("--run", required=True, action="append",

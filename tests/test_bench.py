@@ -167,6 +167,61 @@ def test_bench_times_runs_together(tmp_path):
         bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, together=2, together_mode="fastest")
 
 
+def test_bench_times_runs_stacked(tmp_path):
+    """--stack 3: three copies of seed 0 trained as one network (kps.stack), right after
+    their mode alone and the runs side by side; every copy trains as the run alone (the
+    first epoch to float noise; later ones drift apart only as float noise grows), the
+    copies agree among themselves bit for bit, and the rates follow from the round time."""
+    emitted = []
+    result = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=2, warmup_epochs=1, workers=0,
+                                 fast_modes=("none", "cuda-graph"), batch_size=32, together=2, together_mode="none",
+                                 stack=3, emit=lambda d: emitted.append(("together" in d, "stacked" in d,
+                                                                         sorted(d.get("failed", {})))))
+    assert emitted == [(False, False, []), (False, False, []), (True, False, []), (True, True, []),
+                       (True, True, ["fast_cuda-graph"]), (True, True, ["fast_cuda-graph"])]
+    s, t = result["stacked"], result["together"]
+    assert (s["runs"], s["compile"], s["seeds"], s["warmup_epochs"], s["stacked_runs"]) == (3, "none", [0, 0, 0], 1,
+                                                                                          [3, 3, 3])
+    assert len(s["round_s"]) == 3 and s["round_s_median"] == pytest.approx(statistics.median(s["round_s"][1:]))
+    assert s["epochs_per_s"] == pytest.approx(3 / s["round_s_median"])
+    assert s["train_images_per_s"] == pytest.approx(3 * result["config"]["train_images"] / s["round_s_median"])
+    assert s["epoch_rate_vs_reference"] == pytest.approx(result["trainers"]["reference"]["epoch_s"] * s["epochs_per_s"])
+    assert s["epoch_rate_vs_alone"] == pytest.approx(result["trainers"]["fast_none"]["epoch_s"] * s["epochs_per_s"])
+    assert t["runs"] == 2 and s["epoch_rate_vs_together"] is None  # 3 stacked, 2 side by side: not comparable
+    alone = result["trainers"]["fast_none"]["train_losses"]
+    copies = s["train_losses"]
+    assert len(copies) == 3 and copies[1] == copies[0] and copies[2] == copies[0]
+    assert copies[0][0] == pytest.approx(alone[0], rel=1e-5) and copies[0] == pytest.approx(alone, rel=1e-2)
+    assert copies[0][0] != pytest.approx(t["train_losses"][1][0], rel=1e-3)  # another seed is further off
+    agree = s["train_loss_vs_alone"]
+    assert agree["epochs_compared"] == 3
+    assert agree["max_abs_diff"] == pytest.approx(max(abs(x - a) for x, a in zip(copies[0], alone)))
+    assert agree["max_rel_diff"] == pytest.approx(max(abs(x - a) / a for x, a in zip(copies[0], alone)))
+    assert "stacked: 3 copies of one run as one network (none)" in bench._summary(result)
+    same = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=1, warmup_epochs=0, workers=0,
+                               fast_modes=("none",), batch_size=32, together=2, stack=2)
+    assert same["stacked"]["epoch_rate_vs_together"] == pytest.approx(
+        same["stacked"]["epochs_per_s"] / same["together"]["epochs_per_s"])
+    skipped = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=1, warmup_epochs=0, workers=0,
+                                  limit_steps=1, fast_modes=("none",), batch_size=8, stack=2)
+    assert "stacked" not in skipped and "failed" not in skipped
+    with pytest.raises(ValueError, match="stack needs S >= 2"):
+        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, stack=1)
+
+
+def test_loss_agreement_by_hand():
+    agree = bench.loss_agreement([[2.0, 1.0], [2.0, 1.1, 9.0]], [2.0, 1.2])
+    assert agree == {"max_abs_diff": pytest.approx(0.2), "max_rel_diff": pytest.approx(0.2 / 1.2),
+                     "epochs_compared": 2}
+    assert bench.loss_agreement([[1.0]], []) == {"max_abs_diff": None, "max_rel_diff": None, "epochs_compared": 0}
+    assert bench.loss_agreement([[math.nan]], [1.0])["max_rel_diff"] is None
+
+
+def test_bench_script_stack_without_count_needs_together(capsys):
+    assert bench.main(["--device", "cpu", "--out", "x.json", "--stack", "--data-root", "/nonexistent"]) == 2
+    assert "--stack without a count" in capsys.readouterr().err
+
+
 def test_bench_refuses_bad_modes_and_limits():
     with pytest.raises(ValueError, match="unknown compile mode"):
         bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, fast_modes=("fastest",))
@@ -396,47 +451,192 @@ def test_scheduler_reads_progress_files_not_checkpoints(tmp_path):
 
 
 def test_job_plans_the_grid_from_the_bench(tmp_path):
-    """gpu_job.sh's grid_plan ("MODE PER_PROCESS CONCURRENCY"): with KPS_JOB_COMPILE=auto,
+    """gpu_job.sh's grid_plan ("MODE PER_PROCESS CONCURRENCY STACK"): with KPS_JOB_COMPILE=auto,
     "cuda-graph" with 6 runs per process when it trained like eager and 6 runs side by side
     beat one alone by 1.3x; else the fastest compiled mode that trained like eager (a mode
     absent from the bench JSON is not chosen), one run per process; a forced mode is kept.
     The runs checkpoint every 10 epochs by default."""
-    script = (REPO / "bench" / "gpu_job.sh").read_text()
-    function = script[script.index("grid_plan() {"):]
-    function = function[: function.index("\n}\n") + 3]
-
-    def plan(compile_mode, trainers, together=None, **env):
-        path = tmp_path / "bench.json"
-        path.write_text(json.dumps({"trainers": trainers, **({"together": together} if together else {})}))
-        out = subprocess.run(["bash", "-c", f'{function}\ngrid_plan "$1"', "x", str(path)],
-                             env=dict(os.environ, PY=sys.executable, COMPILE=compile_mode, **env),
-                             capture_output=True, text=True, check=True)
-        return out.stdout.strip()
+    def plan(compile_mode, trainers, together=None, stacked=None, **env):
+        return _grid_plan(tmp_path, compile_mode, trainers, together, stacked, **env)
 
     both = {"fast_none": {"epoch_s": 5.0}, "fast_default": {"epoch_s": 0.5}, "fast_reduce-overhead": {"epoch_s": 0.3}}
-    assert plan("auto", both) == "reduce-overhead 1 8"
-    assert plan("auto", dict(both, **{"fast_reduce-overhead": {"epoch_s": 0.7}})) == "default 1 8"
-    assert plan("auto", {"fast_none": {"epoch_s": 5.0}, "fast_default": {"epoch_s": 0.5}}) == "default 1 8"
-    assert plan("auto", {}) == "default 1 8"
-    assert plan("default", both) == "default 1 8"
-    assert plan("cuda-graph", both, KPS_JOB_PER_PROCESS="4", KPS_JOB_CONCURRENCY="8") == "cuda-graph 4 8"
+    assert plan("auto", both) == "reduce-overhead 1 8 0"
+    assert plan("auto", dict(both, **{"fast_reduce-overhead": {"epoch_s": 0.7}})) == "default 1 8 0"
+    assert plan("auto", {"fast_none": {"epoch_s": 5.0}, "fast_default": {"epoch_s": 0.5}}) == "default 1 8 0"
+    assert plan("auto", {}) == "default 1 8 0"
+    assert plan("default", both) == "default 1 8 0"
+    assert plan("cuda-graph", both, KPS_JOB_PER_PROCESS="4", KPS_JOB_CONCURRENCY="8") == "cuda-graph 4 8 0"
+    assert plan("cuda-graph", both, KPS_JOB_PER_PROCESS="12", KPS_JOB_STACK="1") == "cuda-graph 12 8 1"
     # the whole-step graph modes compete too, but only while they train like the eager fast path
     losses = {"fast_none": {"epoch_s": 5.0, "train_losses": [3.0, 2.0]},
               "fast_reduce-overhead": {"epoch_s": 0.3, "train_losses": [3.0, 2.05]},
               "fast_cuda-graph": {"epoch_s": 0.2, "train_losses": [3.0, 1.95]},
               "fast_cuda-graph-compiled": {"epoch_s": 0.1, "train_losses": [3.0, 2.3]}}  # 15% off: never
-    assert plan("auto", losses) == "cuda-graph 1 8"
+    assert plan("auto", losses) == "cuda-graph 1 8 0"
     together = {"compile": "cuda-graph", "epoch_rate_vs_alone": 2.5}
-    assert plan("auto", losses, together) == "cuda-graph 6 12"
+    assert plan("auto", losses, together) == "cuda-graph 6 12 0"
     # its seed-0 run trains unlike the same run alone (1.95): runs side by side are not trusted
-    assert plan("auto", losses, dict(together, train_losses=[[3.0, 2.4], [3.1, 2.0]])) == "cuda-graph 1 8"
-    assert plan("auto", losses, dict(together, train_losses=[[3.0, 1.9], [3.1, 2.4]])) == "cuda-graph 6 12"
-    assert plan("auto", losses, together, KPS_JOB_PER_PROCESS="3") == "cuda-graph 3 12"
-    assert plan("auto", losses, dict(together, epoch_rate_vs_alone=1.1)) == "cuda-graph 1 8"
+    assert plan("auto", losses, dict(together, train_losses=[[3.0, 2.4], [3.1, 2.0]])) == "cuda-graph 1 8 0"
+    assert plan("auto", losses, dict(together, train_losses=[[3.0, 1.9], [3.1, 2.4]])) == "cuda-graph 6 12 0"
+    assert plan("auto", losses, together, KPS_JOB_PER_PROCESS="3") == "cuda-graph 3 12 0"
+    assert plan("auto", losses, dict(together, epoch_rate_vs_alone=1.1)) == "cuda-graph 1 8 0"
     losses["fast_cuda-graph"]["train_losses"] = [3.0, 2.21]
-    assert plan("auto", losses) == "reduce-overhead 1 8"
-    assert plan("auto", losses, together) == "reduce-overhead 1 8"  # trains unlike eager: not together either
+    assert plan("auto", losses) == "reduce-overhead 1 8 0"
+    assert plan("auto", losses, together) == "reduce-overhead 1 8 0"  # trains unlike eager: not together either
     assert grid.build_parser().parse_args(["one", "--run", "ce", "--out", "o", "--checkpoints", "c"]).checkpoint_every == 10
+
+
+def _grid_plan(tmp_path, compile_mode, trainers, together=None, stacked=None, **env):
+    """gpu_job.sh's grid_plan on a bench JSON of these parts, in the repository root."""
+    script = (REPO / "bench" / "gpu_job.sh").read_text()
+    function = script[script.index("grid_plan() {"):]
+    function = function[: function.index("\n}\n") + 3]
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps({"trainers": trainers, **({"together": together} if together else {}),
+                                **({"stacked": stacked} if stacked else {})}))
+    runs = subprocess.run(["bash", str(REPO / "bench" / "gpu_job.sh"), "--list"], capture_output=True, text=True,
+                          check=True, env={k: v for k, v in os.environ.items() if k != "KPS_JOB_RUNS"}).stdout.split()
+    env = dict(os.environ, PY=sys.executable, COMPILE=compile_mode, **dict({"RUNS": " ".join(runs)}, **env))
+    out = subprocess.run(["bash", "-c", f'{function}\ngrid_plan "$1"', "x", str(path)], cwd=REPO, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_job_plans_stacking_from_the_bench(tmp_path):
+    """grid_plan's stacked plan: when "cuda-graph" trains like eager, K copies stacked as one
+    network trained like the run alone (every copy's last epoch within 10%), beat one run
+    alone by 1.3x and the K runs side by side (where those qualify), the grid runs with
+    --stack, as many runs per process as the largest stackable group of the job's run list
+    (12: all but kps_ga:authors), every run at once (13)."""
+    def plan(trainers, together=None, stacked=None, **env):
+        return _grid_plan(tmp_path, "auto", trainers, together, stacked, **env)
+
+    losses = {"fast_none": {"epoch_s": 5.0, "train_losses": [3.0, 2.0]},
+              "fast_cuda-graph": {"epoch_s": 0.5, "train_losses": [3.0, 1.95]}}
+    together = {"compile": "cuda-graph", "epoch_rate_vs_alone": 2.5, "epochs_per_s": 5.0,
+                "train_losses": [[3.0, 1.96], [3.1, 2.1]]}
+    stacked = {"compile": "cuda-graph", "epoch_rate_vs_alone": 4.0, "epochs_per_s": 8.0,
+               "train_losses": [[3.0, 1.9501]] * 6}
+    assert plan(losses, together, stacked) == "cuda-graph 12 13 1"
+    assert plan(losses, together, stacked, KPS_JOB_CONCURRENCY="20") == "cuda-graph 12 20 1"
+    assert plan(losses, together, dict(stacked, epochs_per_s=4.9)) == "cuda-graph 6 12 0"  # slower than streams
+    assert plan(losses, None, dict(stacked, epochs_per_s=4.9)) == "cuda-graph 12 13 1"  # no streams to beat
+    assert plan(losses, dict(together, epoch_rate_vs_alone=1.2), dict(stacked, epochs_per_s=4.9)) == \
+        "cuda-graph 12 13 1"  # the streams do not qualify: only 1.3x alone counts
+    assert plan(losses, together, dict(stacked, epoch_rate_vs_alone=1.25)) == "cuda-graph 6 12 0"
+    # one copy trains unlike the run alone (2.2 vs 1.95, 13% off): never stacked
+    assert plan(losses, together, dict(stacked, train_losses=[[3.0, 1.95]] * 5 + [[3.0, 2.2]])) == "cuda-graph 6 12 0"
+    assert plan(losses, together, dict(stacked, train_losses=[])) == "cuda-graph 6 12 0"  # no loss record
+    assert plan(losses, together, dict(stacked, compile="none")) == "cuda-graph 6 12 0"
+    off = dict(losses, **{"fast_cuda-graph": {"epoch_s": 0.5, "train_losses": [3.0, 2.3]}})
+    assert plan(off, together, dict(stacked, train_losses=[[3.0, 2.3]] * 6)) == "default 1 8 0"  # unlike eager
+    assert plan(losses, together, stacked, RUNS="kps_ga:authors ce") == "cuda-graph 6 12 0"  # nothing stacks
+
+
+def test_plan_processes_by_hand():
+    """Items (priority order) into processes: without a key consecutive chunks; with the
+    stack key, runs of a shared key together, runs alone by their key (None, a key of
+    one, a chunk's leftover) packed side by side; a resumed run counts one unit."""
+    assert grid.plan_processes(list("abcde"), 2) == [["a", "b"], ["c", "d"], ["e"]]
+    key = {"a1": "a", "a2": "a", "a3": "a", "b1": "b", "c1": "c", "n1": None, "n2": None}.get
+    items = ["a1", "b1", "a2", "c1", "a3", "n1"]
+    assert grid.plan_processes(items, 3, key=key) == [["a1", "a2", "a3"], ["b1", "c1", "n1"]]
+    assert grid.plan_processes(items, 2, key=key) == [["a1", "a2"], ["b1", "c1"], ["a3", "n1"]]
+    assert grid.plan_processes(["n1", "n2"], 2, key=key) == [["n1", "n2"]]  # None never stacks, still packed
+    # 4 runs of one key, 3 resumed (their own epochs): units 3 + 1 (the fresh one); at most 3 units a process
+    resumed = {"a1", "a2", "a3"}.__contains__
+    assert grid.plan_processes(["a1", "a2", "a3", "a4"], 12, key=lambda x: "a", resumed=resumed) == \
+        [["a1", "a2", "a3", "a4"]]
+    assert grid.plan_processes(["a1", "a2", "a3", "a4"], 12, key=lambda x: "a", resumed=resumed, max_units=3) == \
+        [["a1", "a2", "a3"], ["a4"]]
+    assert grid.plan_processes(["a4", "a5", "a1", "a2"], 12, key=lambda x: "a", resumed=resumed, max_units=2) == \
+        [["a4", "a5", "a1"], ["a2"]]
+    with pytest.raises(ValueError, match="per_process"):
+        grid.plan_processes(items, 0)
+
+
+def test_scheduler_stacks_runs_of_equal_key(tmp_path, monkeypatch):
+    """--stack: one process per group of stackable runs (kps_ga:authors has its own
+    lr schedule and subset: never with the others), each started with --stack; a run
+    stacked with another in its process is not shed; runs.json says stacking was on."""
+    args = grid.build_parser().parse_args(["run", "--runs", "kps_ga kps_ga:authors kps ce focal", "--device", "cpu",
+                                           "--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"),
+                                           "--budget-s", "1", "--epochs", "1", "--per-process", "3",
+                                           "--concurrency", "5", "--partial", "--stack"])
+    sched = grid.Scheduler(grid.parse_runs(args.runs), args, deadline=math.inf)
+    procs = []
+
+    def popen(cmd, **kw):
+        names = [cmd[i + 1] for i, word in enumerate(cmd) if word == "--run"]
+        procs.append(FakeProcess(cmd, lambda: [s.checkpoint for s in sched.slots if s.run.name in names], **kw))
+        return procs[-1]
+
+    with monkeypatch.context() as patch:
+        patch.setattr(grid.subprocess, "Popen", popen)
+        assert sched.step() is True
+    assert [p.runs for p in procs] == [["kps_ga", "kps", "ce"], ["kps_ga:authors", "focal"]]
+    assert all("--stack" in p.cmd for p in procs)
+    kps_ga, authors, kps, ce, focal = sched.slots
+    for slot, done in ((kps_ga, 5), (kps, 5), (ce, 4), (authors, 5), (focal, 5)):
+        slot.epochs_done = done
+    assert [sched.stacked_with_another(s) for s in sched.slots] == [True, False, True, True, False]
+    ce.epochs_done = 2  # two epochs behind: not in their stack (resumed from its own epoch)
+    assert not sched.stacked_with_another(ce) and sched.stacked_with_another(kps)
+    sched.args.stack = False
+    assert not any(sched.stacked_with_another(s) for s in sched.slots)
+    assert sched.process_groups(sched.slots) == [[kps_ga, authors, kps], [ce, focal]]
+    sched.args.stack = True
+    for slot in sched.slots:
+        slot.status = "killed"
+    sched.finish()
+    summary = json.loads((tmp_path / "out" / "runs.json").read_text())
+    assert summary["stack"] is True and summary["per_process"] == 3
+
+
+def test_grid_one_trains_stacked_runs_and_stops_one(tmp_path, jpeg_root, monkeypatch, capsys):
+    """``one --stack``: ce and focal (same data stream) train as one network, each with its
+    own record saying so; focal's stop file, which appears after its first epoch, stops it
+    with a checkpoint after its epoch in flight while ce goes on; resumed (alone), focal
+    finishes."""
+    real = grid.train_together
+    asked = []
+
+    def spy(configs, **kw):
+        stop = kw["stop"]
+
+        def stop_focal_later(config):
+            asked.append(config.method)
+            if config.method == "focal" and asked.count("focal") == 2:  # before its second epoch
+                path = grid.stop_path(grid.checkpoint_path(tmp_path / "ckpt", config))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+            return stop(config)
+        return real(configs, **dict(kw, stop=stop_focal_later))
+
+    monkeypatch.setattr(grid, "train_together", spy)
+    common = ["--device", "cpu", "--epochs", "3", "--shrink", "50", "--data-root", str(jpeg_root), "--out",
+              str(tmp_path / "rec"), "--checkpoints", str(tmp_path / "ckpt"), "--checkpoint-every", "1", "--resume"]
+    assert grid.main(["one", "--run", "ce", "--run", "focal", "--stack", *common]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    ce, focal = lines
+    assert ce["run"] == "ce" and ce["stacked_runs"] == 2 and ce["epochs_done"] == 3
+    assert focal == {"run": "focal", "epochs_done": focal["epochs_done"], "stopped": True}
+    assert focal["epochs_done"] == 1  # asked before its epoch 1, with epoch 0 in flight
+    from kps.results import load_record
+    from kps.train import read_progress
+    config = grid.make_run_config(grid.GridRun("focal"), device="cpu", epochs=3)
+    checkpoint = grid.checkpoint_path(tmp_path / "ckpt", config)
+    assert checkpoint.is_file() and read_progress(checkpoint)["checkpoint_next_epoch"] == focal["epochs_done"]
+    assert not config_record_path(tmp_path / "rec", config).exists()
+    record = load_record(tmp_path / "rec" / "cifar10-jpeg" / "ce" / "imb100" / "seed0.json")
+    assert record["segments"][-1]["stacked_runs"] == 2 and grid.stacked_runs(record) == 2
+    monkeypatch.setattr(grid, "train_together", real)
+    grid.stop_path(checkpoint).unlink()
+    assert grid.main(["one", "--run", "focal", "--stack", *common]) == 0
+    done = json.loads([line for line in capsys.readouterr().out.splitlines() if line.startswith("{")][0])
+    assert done["epochs_done"] == 3 and done["stacked_runs"] == 1  # alone: nothing to stack with
+    assert grid.stacked_runs({"segments": [{"from_epoch": 0}]}) == 1 and grid.stacked_runs({}) == 1
 
 
 def test_checkpoints_are_packed_into_returnable_parts():
