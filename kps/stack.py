@@ -39,8 +39,8 @@ import torch.nn as nn
 from kps.configs import RunConfig
 from kps.graphs import GRAPH_MODES, ForwardGraph, StaticBatches, StepGraph
 from kps.models import Classifier, ResNet32Body
-from kps.train import (EVAL_BATCH, Scores, Trainer, _make_optimizer, count_correct, eval_scores, new_graph_step,
-                       sgd_step)
+from kps.train import (EVAL_BATCH, Scores, Trainer, apply_lr, count_correct, eval_scores, make_optimizer,
+                       new_graph_step, queue_epoch, sgd_step)
 
 __all__ = ["STACK_FREE_KEYS", "stack_key", "stack_states", "member_state", "Stack", "stack_trainers"]
 
@@ -106,7 +106,7 @@ class Stack:
             body = body.to(memory_format=torch.channels_last)
         self.model = Classifier(body.to(self.device), _Heads([m.model.head for m in members]))
         self.net = Scores(self.model, c.bf16)
-        self.optimizer = _make_optimizer(self.model.parameters(), c, self.device)
+        self.optimizer = make_optimizer(self.model.parameters(), c, self.device)
         self._import_momenta()
         self.aug_gen = first.aug_gen  # every member's augmentation draws are the same
         self.radius = torch.stack([torch.ones(first.num_classes, device=self.device) if m.radius is None
@@ -198,22 +198,11 @@ class Stack:
 
     def _train_epoch(self, epoch: int, indices: torch.Tensor) -> None:
         lr = [m.set_epoch(epoch) for m in self.members][0]  # every member's GA switch and DRW weights
-        if self.lr_tensor is not None:
-            self.lr_tensor.fill_(lr)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr if self.lr_tensor is None else self.lr_tensor
+        apply_lr(self.optimizer, lr, self.lr_tensor)
         self.model.train()
-        first, size = self.members[0], self.config.batch_size
-        loss_sum = torch.zeros(self.k, dtype=torch.float64, device=self.device)
-        seen = 0
-        if self.step_graph is not None and len(indices) == first.n_train:  # a whole epoch: replays
-            full = self.static.start_epoch(indices)
-            self.step_graph.run(self.graph_key(), full)
-            loss_sum, seen = self.static.loss_sum.clone(), full * size
-            indices = indices[seen:]  # the last, partial batch: eagerly, below
-        for x, y in first.source.train_batches(indices, size, self.aug_gen):
-            loss_sum += self.step(x, y, size).detach().double() * len(y)
-            seen += len(y)
+        first = self.members[0]
+        loss_sum, seen = queue_epoch(self, first.source, self.aug_gen, indices, first.n_train, self.config.batch_size,
+                                     torch.zeros(self.k, dtype=torch.float64, device=self.device))
         self.losses.copy_(loss_sum / seen)
 
     def batch_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

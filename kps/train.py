@@ -344,7 +344,7 @@ def _seed_of(*words: int) -> int:
     return int(np.random.SeedSequence(list(words)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def _make_optimizer(params, config: RunConfig, device: torch.device) -> torch.optim.SGD:
+def make_optimizer(params, config: RunConfig, device: torch.device) -> torch.optim.SGD:
     kwargs = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                   nesterov=config.nesterov)
     if config.fused_sgd:
@@ -361,6 +361,38 @@ def sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
+
+
+def apply_lr(optimizer: torch.optim.Optimizer, lr: float, lr_tensor: torch.Tensor | None) -> None:
+    """Set the epoch's learning rate; in graph modes (``lr_tensor``) refill the one
+    device tensor the captured fused SGD reads."""
+    if lr_tensor is not None:
+        lr_tensor.fill_(lr)
+    for group in optimizer.param_groups:
+        group["lr"] = lr if lr_tensor is None else lr_tensor
+
+
+def queue_epoch(runner: Any, source: TensorBatches | LoaderBatches, generator: torch.Generator,
+                indices: torch.Tensor, n_train: int, size: int, loss_sum: torch.Tensor,
+                on_step: Callable[[int, torch.Tensor], None] | None = None) -> tuple[torch.Tensor, int]:
+    """Queue one pass over ``indices`` in batches of ``size`` for ``runner`` (a Trainer
+    or a kps.stack.Stack: ``step``, ``step_graph``, ``static``, ``graph_key``): a whole
+    epoch as replays of its step graph where it has one, the rest (all, or the last
+    partial batch) eagerly, calling ``on_step(step, loss)``.  Returns ``loss_sum`` plus
+    the batch losses times their sizes, and the number of images."""
+    seen = 0
+    if runner.step_graph is not None and len(indices) == n_train:  # a whole epoch: replays
+        full = runner.static.start_epoch(indices)
+        runner.step_graph.run(runner.graph_key(), full)
+        loss_sum, seen = runner.static.loss_sum.clone(), full * size
+        indices = indices[seen:]  # the last, partial batch: eagerly, below
+    for step, (x, y) in enumerate(source.train_batches(indices, size, generator)):
+        loss = runner.step(x, y, size)
+        loss_sum += loss.detach().double() * len(y)
+        seen += len(y)
+        if on_step is not None:
+            on_step(step, loss)
+    return loss_sum, seen
 
 
 def new_graph_step(compile_mode: str) -> None:
@@ -443,7 +475,7 @@ class Trainer:
         if mode != "none":
             self.compiled_loss = torch.compile(self.batch_loss, mode=mode, dynamic=False)
             self.compiled_eval = torch.compile(self.net, mode=mode, dynamic=False)
-        self.optimizer = _make_optimizer(self.model.parameters(), config, self.device)
+        self.optimizer = make_optimizer(self.model.parameters(), config, self.device)
         self.loss_fn = make_loss(self.spec.loss, self.counts, **loss_options(config)).to(self.device)
         # no per-step value checks (each is a host synchronisation): a diverged run shows
         # as a non-finite epoch loss, which fit() turns into TrainingDiverged
@@ -520,10 +552,7 @@ class Trainer:
         lr = learning_rate(epoch, base_lr=c.lr, warmup_epochs=c.warmup_epochs, decay_epochs=c.decay_epochs,
                            decay_ratio=c.decay_ratio, style=c.lr_style)
         self.lr = lr
-        if self.lr_tensor is not None:  # graph modes: one device tensor, refilled
-            self.lr_tensor.fill_(lr)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr if self.lr_tensor is None else self.lr_tensor
+        apply_lr(self.optimizer, lr, self.lr_tensor)
         if self.spec.ga:
             self.loss_fn.ga = ga_active(epoch, c.ga_switch_epoch)
         if self.spec.drw:
@@ -590,20 +619,14 @@ class Trainer:
             return self.stack.request_epoch(self, epoch, indices)
         lr = self.set_epoch(epoch)
         self.train_net.train()
-        per_rank = self.config.batch_size // self.ctx.world_size
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        seen = 0
-        if self.step_graph is not None and len(indices) == self.n_train:  # a whole epoch: replays
-            full = self.static.start_epoch(indices)
-            self.step_graph.run(self.graph_key(), full)
-            loss_sum, seen = self.static.loss_sum.clone(), full * per_rank
-            indices = indices[seen:]  # the last, partial batch: eagerly, below
-        for step, (x, y) in enumerate(self.source.train_batches(indices, per_rank, self.aug_gen)):
-            loss = self.step(x, y, per_rank)
-            loss_sum += loss.detach().double() * len(y)
-            seen += len(y)
+
+        def show(step: int, loss: torch.Tensor) -> None:
             if progress is not None and step % 20 == 0:
                 progress.set_postfix_str(f"loss {loss.item():.4f} lr {lr:.4g}")
+
+        loss_sum, seen = queue_epoch(self, self.source, self.aug_gen, indices, self.n_train,
+                                     self.config.batch_size // self.ctx.world_size,
+                                     torch.zeros((), dtype=torch.float64, device=self.device), show)
         # a fill on the device: copying a host number there would wait for the queued epoch
         total = torch.stack([loss_sum, loss_sum.new_full((), float(seen))])
         if self.ctx.world_size > 1:
