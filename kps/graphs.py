@@ -98,7 +98,9 @@ class StepGraph:
         if device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, got {device}")
         self.step, self.generators, self.device = step, generators, device
-        self.stream = torch.cuda.Stream(device)  # warm-up and capture (see _capture)
+        # warm-up and capture (see _capture); taken from the device's pool of streams at the first
+        # capture, so that a trainer that never captures (a member of a kps.stack.Stack) takes none
+        self.stream: torch.cuda.Stream | None = None
         self.key: Hashable | None = None
         self.graph: torch.cuda.CUDAGraph | None = None
 
@@ -107,6 +109,7 @@ class StepGraph:
         if self.graph is None or key != self.key:
             self.graph = None  # keys only move forward (GA on, DRW on): the old graph is not replayed again
             done = min(WARMUP_STEPS, n)
+            self.stream = self.stream or torch.cuda.Stream(self.device)
             _warm_up(self.step, done, self.stream)
             if done == n:
                 return
