@@ -82,6 +82,10 @@ __all__ = [
     "together_table",
     "together_note",
     "together_failures",
+    "STACKED_COLUMNS",
+    "stacked_table",
+    "stacked_note",
+    "stacked_failures",
     "train_loss_epoch_labels",
     "train_loss_table",
     "train_loss_verdict",
@@ -863,7 +867,7 @@ def bench_header(bench: Mapping[str, Any], file: str, notes: Iterable[Provenance
             f"warm-up; bf16 peak taken as {peak['assumed_bf16_dense_tflops']:g} TFLOP/s ({peak.get('source', '')}"
             + (f"; a bf16 matrix product measured {measured:.0f} TFLOP/s" if measured else "") + ")."
             + "".join(f" Trainer `{name}` failed: {why}." for name, why in sorted((bench.get("failed") or {}).items())
-                      if name != "together")  # not a trainer: together_failures shows it
+                      if name not in ("together", "stacked"))  # not trainers: together/stacked_failures show them
             + ("" if bench.get("complete", True) else " The bench was cut off before every trainer ran."))
 
 
@@ -912,7 +916,8 @@ def grid_table(runs: Mapping[str, Any]) -> pd.DataFrame:
     """A grid's runs.json, one row per run in priority order: status, epochs
     done (of the grid's epochs), epochs kept in its last checkpoint, wall
     seconds (process start to end), final and best top-1 error (finished runs
-    only) and why a run stopped."""
+    only), how many runs its (last) process trained as one network with it
+    (``stacked_runs``, 1: not stacked; blank where not recorded) and why a run stopped."""
     epochs = runs.get("epochs")
     rows = []
     for r in sorted(runs["runs"], key=lambda r: r.get("priority", 0)):
@@ -922,6 +927,7 @@ def grid_table(runs: Mapping[str, Any]) -> pd.DataFrame:
             "epochs done": f"{r.get('epochs_done', 0)}/{epochs}" if epochs else r.get("epochs_done", 0),
             "checkpoint epochs": r.get("checkpoint_epochs"),
             "wall s": r.get("wall_s"),
+            "stacked runs": r.get("stacked_runs") if done and r.get("stacked_runs") is not None else "",
             "final error (%)": f"{r['top1_error']:.2f}" if done and r.get("top1_error") is not None else "",
             "best error (%)": f"{r['best_top1_error']:.2f}" if done and r.get("best_top1_error") is not None else "",
             "why it stopped": r.get("reason", ""),
@@ -930,10 +936,15 @@ def grid_table(runs: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def grid_per_process(runs: Mapping[str, Any]) -> str:
-    """Runs trained side by side in one process (runs.json ``per_process``).  A
-    runs.json without the key is from a grid.py before ``--per-process``, which
-    gave every process exactly one ``--run``: "1 (one run per process)"."""
+    """Runs trained side by side in one process (runs.json ``per_process``), and
+    whether runs of equal stack key were stacked as one network (``stack``).  A
+    runs.json without ``per_process`` is from a grid.py before ``--per-process``,
+    which gave every process exactly one ``--run``: "1 (one run per process)"; one
+    without ``stack`` from before ``--stack``: not stacked."""
     k = runs.get("per_process", 1)
+    if runs.get("stack"):
+        return (f"up to {k} (runs that can share a network stacked as one, the others side by side, "
+                "one CUDA stream each)")
     return "1 (one run per process)" if k == 1 else f"up to {k} (side by side in one process, one CUDA stream each)"
 
 
@@ -999,6 +1010,68 @@ def together_failures(benches: Mapping[str, Mapping[str, Any]]) -> str:
     (``failed["together"]``) with the recorded error; "" when none failed."""
     return "\n".join(f"- `{name}`: the runs side by side **failed**: {bench['failed']['together']}"
                      for name, bench in benches.items() if (bench.get("failed") or {}).get("together"))
+
+
+STACKED_COLUMNS = ("device", "date", "runs stacked", "compile mode", "one round (s)",
+                   "epochs/s, all stacked runs", "training images/s, all stacked runs (eval time included)",
+                   "× one run alone (epoch rate)", "× the same runs side by side (epoch rate)",
+                   "× reference (epoch rate)", "largest training-loss difference to the run alone (relative)")
+
+
+def stacked_table(benches: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
+    """One row per bench result with a ``stacked`` measurement (bench.py --stack S:
+    S copies of one run, seed 0, trained as one network by kps.stack), indexed by
+    bench: device, date, S, compile mode, the median round (every copy one epoch of
+    training and evaluation) in s, the aggregate epochs/s and training images/s of
+    all S, that epoch rate divided by one fast run's alone (NaN where not timed
+    alone), by the same number of runs side by side on streams (NaN where the bench
+    did not time as many in that mode) and by the reference trainer's, and the
+    largest relative difference of a copy's training loss per epoch to the run alone
+    (NaN where not compared), as the bench wrote them.  No rows without one."""
+    rows = []
+    for name, bench in benches.items():
+        t = bench.get("stacked")
+        if not t:
+            continue
+        agree = (t.get("train_loss_vs_alone") or {}).get("max_rel_diff")
+        rows.append(dict(zip(STACKED_COLUMNS, (
+            bench["device"], bench["date"], t["runs"], t["compile"], t["round_s_median"], t["epochs_per_s"],
+            t["train_images_per_s"], *(math.nan if t.get(k) is None else t[k] for k in (
+                "epoch_rate_vs_alone", "epoch_rate_vs_together")),
+            t["epoch_rate_vs_reference"], math.nan if agree is None else agree)), bench=name))
+    return pd.DataFrame(rows, columns=["bench", *STACKED_COLUMNS]).set_index("bench")
+
+
+def stacked_note(benches: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown over :func:`stacked_table`: what stacking is, that its rates are
+    aggregates of k runs stacked as one network, not one run's speed, and which
+    bench results predate the measurement ("not measured yet"); or, where none has
+    one, that stacking is not measured yet."""
+    missing = [name for name, b in benches.items()
+               if not b.get("stacked") and not (b.get("failed") or {}).get("stacked")]
+    if not any(b.get("stacked") for b in benches.values()):
+        return ("**Stacked runs: not measured yet**: no bench result here has a `stacked` measurement "
+                "(`bench/bench.py --stack S` writes one; the bench results so far predate it).")
+    return ("**k runs stacked as one network: aggregate, not one run.** The bench trains S copies of one run (the "
+            "same configuration and seed, so the same batches) as one network: their ResNet-32 bodies side by side "
+            "along the channels (grouped convolutions), each with its own head and loss, one SGD step for all "
+            "(`kps.stack`, as the grid trains runs that differ only in method and loss with `--stack`). Every copy "
+            "does one epoch per round, so one run's own epoch rate is the aggregate divided by S. **× one run "
+            "alone** divides the aggregate by one fast run's alone on the card, **× the same runs side by side** by "
+            "S runs on their own CUDA streams in one process (the table above; blank where the bench did not time "
+            "as many), **× reference** by the reference trainer's. The last column is how far a copy's training "
+            "loss per epoch lies from the same run trained alone: the same computation up to the order of "
+            "floating-point sums, so it should be small (the GPU job stacks the grid only if every copy's last "
+            f"epoch is within 10%). Issue 6's {SPEED_TARGETS['speedup']:g}× target is about one run against the "
+            "reference, not about these sums."
+            + "".join(f"\n- `{name}`: not measured yet (this bench predates `--stack`)." for name in missing))
+
+
+def stacked_failures(benches: Mapping[str, Mapping[str, Any]]) -> str:
+    """Markdown list of the bench results whose stacked runs failed
+    (``failed["stacked"]``) with the recorded error; "" when none failed."""
+    return "\n".join(f"- `{name}`: the stacked runs **failed**: {bench['failed']['stacked']}"
+                     for name, bench in benches.items() if (bench.get("failed") or {}).get("stacked"))
 
 
 # Do the trainers train alike?  Issue 6: the fast path and the plain path agree

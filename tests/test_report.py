@@ -469,6 +469,11 @@ def test_grid_table_and_job_wall(benches):
     assert g.loc["kps_ga:official", "final error (%)"] == f"{done['kps_ga:official']['top1_error']:.2f}"
     assert g.loc["kps", "epochs done"] == f"{done['kps']['epochs_done']}/200" and g.loc["kps", "final error (%)"] == ""
     assert g.loc["kps_ga", "wall s"] == done["kps_ga"]["wall_s"]
+    assert set(g["stacked runs"]) == {""}  # written before stacking: not recorded
+    stacked = dict(runs, runs=[dict(r, stacked_runs=6 if r["run"] == "kps_ga" else 1) for r in runs["runs"]])
+    g = report.grid_table(stacked)
+    assert g.loc["kps_ga", "stacked runs"] == 6 and g.loc["kps_ga:official", "stacked runs"] == 1
+    assert g.loc["kps", "stacked runs"] == ""  # not done: its record would say
     log = (BENCH / "nvidia-h200-2026-11-26-job2.log").read_text()
     last = [line for line in log.splitlines() if line.startswith("[job ")][-1]
     assert report.job_wall_s(log) == float(last.split("+")[1].split("s]")[0])
@@ -602,6 +607,76 @@ def test_grid_runs_per_process(benches):
     assert report.grid_per_process(dict(runs, per_process=1)) == "1 (one run per process)"
     assert report.grid_header(newer).endswith(
         "The checkpoints of 1 unfinished run did not fit the returned parts: `cifar10-jpeg/ce/imb100/seed0.pt`.")
+
+
+def stacked_doc(name="s", *, copies=6, round_s=4.0, together=6, losses=((2.0, 1.5, 1.2), (2.0, 1.5, 1.2)),
+                max_rel=1e-3, failed=None):
+    """bench_doc with a ``stacked`` entry derived from the round time as bench/bench.py
+    derives it (``together`` runs side by side with a round of 8 s; 0: none)."""
+    doc = bench_doc(name, runs=together, mode="none", failed=failed)
+    rate = copies / round_s
+    side = doc.get("together")
+    doc["stacked"] = {"runs": copies, "compile": "none", "seeds": [0] * copies, "warmup_epochs": 1,
+                      "round_s": [20.0, round_s, round_s], "round_s_median": round_s, "epochs_per_s": rate,
+                      "train_images_per_s": copies * 12000 / round_s, "wall_s": 30.0,
+                      "train_losses": [list(x) for x in losses], "stacked_runs": [copies] * copies,
+                      "epoch_rate_vs_reference": 20.0 * rate, "epoch_rate_vs_alone": 4.0 * rate,
+                      "epoch_rate_vs_together": rate / side["epochs_per_s"] if side and side["runs"] == copies else None,
+                      "train_loss_vs_alone": {"max_abs_diff": 1.2 * max_rel, "max_rel_diff": max_rel,
+                                              "epochs_compared": 3} if max_rel is not None else None}
+    return doc
+
+
+def test_stacked_table_reads_the_aggregate_rates():
+    benches = {"s": stacked_doc("s"),                          # 6 copies, a round 4 s: 1.5 epochs/s
+               "old": bench_doc("old"),                        # predates --stack
+               "t": stacked_doc("t", copies=4, together=2, max_rel=None)}
+    t = report.stacked_table(benches)
+    assert list(t.index) == ["s", "t"] and tuple(t.columns) == report.STACKED_COLUMNS
+    s = t.loc["s"]
+    assert (s["device"], s["runs stacked"], s["compile mode"], s["one round (s)"]) == ("GPU s", 6, "none", 4.0)
+    assert s["epochs/s, all stacked runs"] == 1.5
+    assert s["training images/s, all stacked runs (eval time included)"] == 18000.0   # 6 x 12000 / 4 s
+    assert s["× one run alone (epoch rate)"] == 6.0             # alone 4 s/epoch: 0.25 epochs/s
+    assert s["× the same runs side by side (epoch rate)"] == 2.0  # 6 runs side by side, a round 8 s: 0.75
+    assert s["× reference (epoch rate)"] == 30.0                # reference 20 s/epoch: 0.05
+    assert s["largest training-loss difference to the run alone (relative)"] == 1e-3
+    u = t.loc["t"]  # 4 stacked, 2 side by side: not comparable; no loss comparison
+    assert math.isnan(u["× the same runs side by side (epoch rate)"])
+    assert math.isnan(u["largest training-loss difference to the run alone (relative)"])
+    empty = report.stacked_table({"old": bench_doc("old")})
+    assert empty.empty and tuple(empty.columns) == report.STACKED_COLUMNS
+
+
+def test_stacked_note_labels_the_aggregate_or_not_measured(benches):
+    note = report.stacked_note({"s": stacked_doc("s"), "old": bench_doc("old"),
+                                "broken": bench_doc("broken", failed={"stacked": "RuntimeError: x"})})
+    assert note.startswith("**k runs stacked as one network: aggregate, not one run.**")
+    assert "not the speed of one run" not in note and "one run's own epoch rate is the aggregate divided by S" in note
+    assert note.endswith("\n- `old`: not measured yet (this bench predates `--stack`).")  # the failed one: not listed
+    assert "`broken`" not in note
+    for docs in ({}, {"old": bench_doc("old")}, benches):  # the committed jobs predate it
+        assert report.stacked_note(docs).startswith("**Stacked runs: not measured yet**")
+
+
+def test_stacked_failures_and_the_header(benches):
+    oom = "RuntimeError: CUDA out of memory"
+    docs = {"ok": stacked_doc("ok"), "bad": bench_doc("bad", failed={"stacked": oom})}
+    assert report.stacked_failures(docs) == f"- `bad`: the stacked runs **failed**: {oom}"
+    assert report.stacked_failures({"ok": stacked_doc("ok")}) == ""
+    broken = dict(benches["nvidia-h200-2026-11-26-job2"], failed={"stacked": oom, "fast_default": "E"})
+    h = report.bench_header(broken, "elsewhere.json")
+    assert "Trainer `fast_default` failed: E." in h and "stacked" not in h and oom not in h
+
+
+def test_grid_header_says_stacked():
+    runs = load_json(BENCH / "nvidia-h200-2026-11-26-job2.runs.json")
+    stacked = dict(runs, per_process=12, stack=True)
+    assert report.grid_per_process(stacked) == ("up to 12 (runs that can share a network stacked as one, the others "
+                                                "side by side, one CUDA stream each)")
+    assert "runs per process: up to 12 (runs that can share a network stacked as one" in report.grid_header(stacked)
+    assert report.grid_per_process(dict(runs, per_process=6, stack=False)) == \
+        "up to 6 (side by side in one process, one CUDA stream each)"
 
 
 SEED_LAST = [1.0, 1.04, 1.08, 1.12, 1.16, 1.2]   # last-epoch losses of seeds 0..5: the band is [1.0, 1.2]
