@@ -569,7 +569,7 @@ class Scheduler:
         sheddable = [s for s in running if not self.stacked_with_another(s)]
         if est is not None and math.isfinite(est[0]) and settled and len(running) >= 2 and sheddable:
             finish = predict_finish(now, self.jobs(running), *est)
-            if max(finish) > self.deadline and self.shedding_helps(running, est):
+            if max(finish) > self.deadline and self.shedding_helps(running, est, sheddable):
                 victim = max(sheddable, key=lambda s: s.priority)
                 self.stop(victim, "shed", f"a run was predicted to miss the deadline by "
                                           f"{max(finish) - self.deadline:.0f} s (device saturated at "
@@ -606,15 +606,20 @@ class Scheduler:
         from kps.stack import stack_key
 
         key = stack_key(slot.config)
+        if key is None:  # it cannot stack
+            return False
         return any(s is not slot and s.proc is slot.proc and abs(s.epochs_done - slot.epochs_done) <= 1
                    and stack_key(s.config) == key for s in self.running())
 
-    def shedding_helps(self, running: Sequence[Slot], est: tuple[float, float]) -> bool:
-        """True if stopping the lowest-priority runs one by one reaches a set that all
-        finish in time (else every run is late anyway: keep them for their checkpoints)."""
-        keep = sorted(running, key=lambda s: s.priority)
-        while len(keep) > 1:
-            keep = keep[:-1]
+    def shedding_helps(self, running: Sequence[Slot], est: tuple[float, float],
+                       sheddable: Sequence[Slot] | None = None) -> bool:
+        """True if stopping the lowest-priority runs of ``sheddable`` (default: all
+        ``running``) one by one reaches a set that all finish in time (else every run is
+        late anyway: keep them for their checkpoints)."""
+        candidates = sorted(running if sheddable is None else sheddable, key=lambda s: s.priority)
+        keep = list(running)
+        while candidates and len(keep) > 1:
+            keep.remove(candidates.pop())
             if max(predict_finish(self.clock(), self.jobs(keep), *est)) <= self.deadline:
                 return True
         return False

@@ -594,6 +594,33 @@ def test_scheduler_stacks_runs_of_equal_key(tmp_path, monkeypatch):
     assert summary["stack"] is True and summary["per_process"] == 3
 
 
+def test_scheduler_never_sheds_a_run_of_a_stack(tmp_path, monkeypatch):
+    """The card is saturated and every run late: the lowest-priority run, ce, trains in
+    one network with kps (same process, key and epoch), so shedding it would not speed its
+    stack up; with --stack the time guard sheds kps_ga:authors, alone in its process, instead
+    (without --stack it would shed ce)."""
+    now = [1000.0]
+    for stack, victim in ((True, "kps_ga:authors"), (False, "ce")):
+        args = grid.build_parser().parse_args(
+            ["run", "--runs", "kps_ga:authors kps ce", "--device", "cpu", "--work", str(tmp_path / f"w{stack}"),
+             "--out", str(tmp_path / f"o{stack}"), "--budget-s", "1", "--epochs", "200", "--per-process", "3",
+             *(["--stack"] if stack else [])])
+        sched = grid.Scheduler(grid.parse_runs(args.runs), args, deadline=1120.0, clock=lambda: now[0])
+        sched.single_rate = 2.0
+        authors, kps, ce = sched.slots
+        procs = [FakeProcess(["a"], lambda: [authors.checkpoint]), FakeProcess(["b"], lambda: [kps.checkpoint,
+                                                                                              ce.checkpoint])]
+        for slot, proc in ((authors, procs[0]), (kps, procs[1]), (ce, procs[1])):
+            slot.status, slot.proc, slot.started, slot.first_epoch_at = "running", proc, 900.0, 950.0
+            slot.samples, slot.epochs_done = [(980.0, 30), (1000.0, 50)], 50  # 1 epoch/s each
+        # saturated at 3 epochs/s: 150 epochs left each, all done at +150 s, 30 s late; two alone: +100 s
+        assert sched.estimates() == (pytest.approx(3.0), 2.0)
+        assert [sched.stacked_with_another(s) for s in sched.slots] == [False, stack, stack]
+        monkeypatch.setattr(grid.os, "killpg", lambda pid, signum: None)
+        assert sched.step() is True
+        assert [s.run.name for s in sched.slots if s.status == "shed"] == [victim]
+
+
 def test_grid_one_trains_stacked_runs_and_stops_one(tmp_path, jpeg_root, monkeypatch, capsys):
     """``one --stack``: ce and focal (same data stream) train as one network, each with its
     own record saying so; focal's stop file, which appears after its first epoch, stops it
