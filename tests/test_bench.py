@@ -666,6 +666,40 @@ def test_grid_one_trains_stacked_runs_and_stops_one(tmp_path, jpeg_root, monkeyp
     assert grid.stacked_runs({"segments": [{"from_epoch": 0}]}) == 1 and grid.stacked_runs({}) == 1
 
 
+def test_grid_run_stacks_fresh_runs_beside_a_resumed_one(tmp_path, jpeg_root):
+    """The job's situation in small (real processes, CPU, every 50th image): ce resumes
+    from a checkpoint at epoch 1, focal and la start fresh, kps_ga:authors has its own
+    data subset.  ``run --stack`` puts ce, focal and la in one process, where focal and la
+    train as one network and ce beside them from its epoch; kps_ga:authors in another."""
+    from kps.data import build_dataset
+    from kps.results import load_record
+    from kps.train import make_trainer
+
+    work = tmp_path / "work"
+    data = grid.shrink(build_dataset("cifar10-jpeg", jpeg_root, 100.0, seed=0), 50)
+    config = grid.make_run_config(grid.GridRun("ce"), device="cpu", epochs=2)
+    trainer, checkpoint = make_trainer(config, data, torch.device("cpu"), work / "checkpoints", resume=False, quiet=True)
+    steps = trainer.epochs(checkpoint, 1)
+    next(steps)
+    with pytest.raises(StopIteration):
+        steps.send("stop")  # checkpointed after epoch 0
+    assert trainer.next_epoch == 1 and checkpoint.is_file()
+    code = grid.main(["run", "--runs", "ce focal la kps_ga:authors", "--device", "cpu", "--epochs", "2", "--shrink", "50",
+                      "--data-root", str(jpeg_root), "--stack", "--per-process", "12", "--concurrency", "13",
+                      "--work", str(work), "--out", str(tmp_path / "out"), "--budget-s", "600", "--partial",
+                      "--poll-s", "0.5"])
+    summary = json.loads((tmp_path / "out" / "runs.json").read_text())
+    assert code == 0 and summary["stack"] is True, summary
+    assert {r["run"]: (r["status"], r["stacked_runs"]) for r in summary["runs"]} == {
+        "ce": ("done", 1), "focal": ("done", 2), "la": ("done", 2), "kps_ga:authors": ("done", 1)}
+    logs = sorted(p.name for p in (work / "logs").glob("*.log"))
+    assert logs == ["ce.log", "kps_ga-authors.log"]  # two processes: ce's (with focal and la), and its own
+    records = {r["run"]: load_record(work / "results" / r["record"]) for r in summary["runs"]}
+    assert [s["from_epoch"] for s in records["ce"]["segments"]] == [0, 1]
+    assert records["ce"]["segments"][-1].get("stacked_runs", 1) == 1
+    assert [(s["from_epoch"], s["stacked_runs"]) for s in records["focal"]["segments"]] == [(0, 2)]
+
+
 def test_checkpoints_are_packed_into_returnable_parts():
     """At most 3 parts of at most 15 MiB (the device returns 8 files of 16 MiB); first fit
     in the given order (furthest-trained first), a file that fits no part is left out."""
