@@ -525,15 +525,21 @@ def segments_label(rec: Mapping[str, Any]) -> str:
     unknown; 130-199: 1a2b3c4d5e (H200)'."""
     segments = rec.get("segments") or []
     if len(segments) <= 1:
-        return "one"
+        return "one" + (_stacked(segments[0]) if segments else "")
     ends = [s["from_epoch"] for s in segments[1:]] + [rec["epochs"]]
     parts = []
     for seg, end in zip(segments, ends):
         who = str(seg["git_commit"])[:10] if seg.get("git_commit") else "unknown commit"
         if seg.get("device"):
             who += f" ({seg['device']})"
-        parts.append(f"{seg['from_epoch']}-{end - 1}: {who}")
+        parts.append(f"{seg['from_epoch']}-{end - 1}: {who}{_stacked(seg)}")
     return "epochs " + "; ".join(parts)
+
+
+def _stacked(segment: Mapping[str, Any]) -> str:
+    """', k runs stacked as one network' for a segment trained in a kps.stack.Stack."""
+    k = segment.get("stacked_runs")
+    return f", {k} runs stacked as one network" if k else ""
 
 
 def provenance_footnotes(notes: Iterable[ProvenanceNote], records: Iterable[Mapping[str, Any]] = (),

@@ -163,6 +163,10 @@ def test_provenance_table():
     resumed = dict(record(), epochs=200, segments=[seg, dict(seg, from_epoch=130, git_commit="abcdef0123456789",
                                                               device="NVIDIA H200")])
     assert report.segments_label(resumed) == "epochs 0-129: unknown commit; 130-199: abcdef0123 (NVIDIA H200)"
+    resumed["segments"][1]["stacked_runs"] = 2
+    assert report.segments_label(resumed).endswith("130-199: abcdef0123 (NVIDIA H200), 2 runs stacked as one network")
+    stacked = dict(record(), segments=[dict(seg, stacked_runs=10)])
+    assert report.segments_label(stacked) == "one, 10 runs stacked as one network"
 
 
 def test_table1_computed_beside_paper(tmp_path):
