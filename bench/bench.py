@@ -501,55 +501,41 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
     record("reference", time_trainer(reference, **common), precision="fp32",
            data="DataLoader + CPU torchvision transforms", workers=workers, compile="none")
     del reference
-    def measure_together() -> None:
+    def measure(key: str) -> None:
+        """``together``: runs on streams side by side; ``stacked``: copies as one network."""
+        stacked = key == "stacked"
         if limit_steps is not None:
-            log("together: skipped (it trains whole epochs; --limit-steps is for quick checks)")
+            log(f"{key}: skipped (it trains whole epochs; --limit-steps is for quick checks)")
             return
         config = replace(base, channels_last=True, fused_sgd=True, bf16=cuda, compile=together_mode)
+        runs = stack if stacked else together
         try:
-            result = time_together(config, data, device, runs=together, epochs=epochs, warmup_epochs=warmup_epochs,
-                                   log=log)
+            result = time_together(config, data, device, runs=runs, epochs=epochs, warmup_epochs=warmup_epochs,
+                                   stack=stacked, log=log)
         except Exception as err:  # as for a fast mode: recorded, the rest of the document stands
-            log(f"together: FAILED: {type(err).__name__}: {err}")
-            doc.setdefault("failed", {})["together"] = f"{type(err).__name__}: {err}"
-        else:
-            ref, alone = doc["trainers"]["reference"], doc["trainers"].get(f"fast_{together_mode}")
-            result["epoch_rate_vs_reference"] = ref["epoch_s"] * result["epochs_per_s"]
-            result["epoch_rate_vs_alone"] = None if alone is None else alone["epoch_s"] * result["epochs_per_s"]
-            doc["together"] = result
-        emit(doc)
-
-    def measure_stacked() -> None:
-        if limit_steps is not None:
-            log("stacked: skipped (it trains whole epochs; --limit-steps is for quick checks)")
+            log(f"{key}: FAILED: {type(err).__name__}: {err}")
+            doc.setdefault("failed", {})[key] = f"{type(err).__name__}: {err}"
+            emit(doc)
             return
-        config = replace(base, channels_last=True, fused_sgd=True, bf16=cuda, compile=together_mode)
-        try:
-            result = time_together(config, data, device, runs=stack, epochs=epochs, warmup_epochs=warmup_epochs,
-                                   stack=True, log=log)
-        except Exception as err:  # recorded, the rest of the document stands
-            log(f"stacked: FAILED: {type(err).__name__}: {err}")
-            doc.setdefault("failed", {})["stacked"] = f"{type(err).__name__}: {err}"
-        else:
-            ref, alone = doc["trainers"]["reference"], doc["trainers"].get(f"fast_{together_mode}")
-            side = doc.get("together")
-            result["epoch_rate_vs_reference"] = ref["epoch_s"] * result["epochs_per_s"]
-            result["epoch_rate_vs_alone"] = None if alone is None else alone["epoch_s"] * result["epochs_per_s"]
+        ref, alone = doc["trainers"]["reference"], doc["trainers"].get(f"fast_{together_mode}")
+        result["epoch_rate_vs_reference"] = ref["epoch_s"] * result["epochs_per_s"]
+        result["epoch_rate_vs_alone"] = None if alone is None else alone["epoch_s"] * result["epochs_per_s"]
+        if stacked:
             # against the same number of runs on streams in the same mode (the grid's other plan)
+            side = doc.get("together")
             same = side is not None and side["runs"] == stack and side["compile"] == together_mode
             result["epoch_rate_vs_together"] = result["epochs_per_s"] / side["epochs_per_s"] if same else None
             result["train_loss_vs_alone"] = (None if alone is None or not alone.get("train_losses") else
                                              loss_agreement(result["train_losses"], alone["train_losses"]))
-            doc["stacked"] = result
             agree = result["train_loss_vs_alone"]
             if agree and agree["max_rel_diff"] is not None:
                 log(f"stacked: losses of the {stack} copies vs alone: at most {agree['max_rel_diff']:.2e} apart "
                     f"(relative), {agree['max_abs_diff']:.2e} (absolute)")
+        doc[key] = result
         emit(doc)
 
     # the runs side by side right after their mode alone (a job cut off later still has them)
-    together_pending = together > 0
-    stack_pending = stack > 0
+    pending = [key for key, runs in (("together", together), ("stacked", stack)) if runs > 0]
     for mode, config in fast_configs.items():
         try:
             trainer = FastTrainer(config, data, device)
@@ -563,16 +549,12 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
                    data="device-resident uint8 + kps.data.GPUAugment", compile=mode)
         finally:
             trainer = None
-        if together_pending and mode == together_mode:
-            measure_together()
-            together_pending = False
-        if stack_pending and mode == together_mode:
-            measure_stacked()
-            stack_pending = False
-    if together_pending:
-        measure_together()
-    if stack_pending:
-        measure_stacked()
+        if mode == together_mode:
+            for key in pending:
+                measure(key)
+            pending = []
+    for key in pending:
+        measure(key)
     doc["complete"] = True
     emit(doc)
     return doc

@@ -81,11 +81,10 @@ __all__ = [
     "TOGETHER_COLUMNS",
     "together_table",
     "together_note",
-    "together_failures",
+    "measurement_failures",
     "STACKED_COLUMNS",
     "stacked_table",
     "stacked_note",
-    "stacked_failures",
     "train_loss_epoch_labels",
     "train_loss_table",
     "train_loss_verdict",
@@ -873,7 +872,7 @@ def bench_header(bench: Mapping[str, Any], file: str, notes: Iterable[Provenance
             f"warm-up; bf16 peak taken as {peak['assumed_bf16_dense_tflops']:g} TFLOP/s ({peak.get('source', '')}"
             + (f"; a bf16 matrix product measured {measured:.0f} TFLOP/s" if measured else "") + ")."
             + "".join(f" Trainer `{name}` failed: {why}." for name, why in sorted((bench.get("failed") or {}).items())
-                      if name not in ("together", "stacked"))  # not trainers: together/stacked_failures show them
+                      if name not in ("together", "stacked"))  # not trainers: measurement_failures shows them
             + ("" if bench.get("complete", True) else " The bench was cut off before every trainer ran."))
 
 
@@ -1011,11 +1010,12 @@ def together_note(benches: Mapping[str, Mapping[str, Any]]) -> str:
             "against the reference (the tables above), not about these sums.")
 
 
-def together_failures(benches: Mapping[str, Mapping[str, Any]]) -> str:
-    """Markdown list of the bench results whose runs side by side failed
-    (``failed["together"]``) with the recorded error; "" when none failed."""
-    return "\n".join(f"- `{name}`: the runs side by side **failed**: {bench['failed']['together']}"
-                     for name, bench in benches.items() if (bench.get("failed") or {}).get("together"))
+def measurement_failures(benches: Mapping[str, Mapping[str, Any]], key: str, what: str) -> str:
+    """Markdown list of the bench results whose ``key`` measurement ("together":
+    the runs side by side, "stacked": the stacked runs, named ``what``) failed
+    (``failed[key]``), with the recorded error; "" when none failed."""
+    return "\n".join(f"- `{name}`: {what} **failed**: {bench['failed'][key]}"
+                      for name, bench in benches.items() if (bench.get("failed") or {}).get(key))
 
 
 STACKED_COLUMNS = ("device", "date", "runs stacked", "compile mode", "one round (s)",
@@ -1071,13 +1071,6 @@ def stacked_note(benches: Mapping[str, Mapping[str, Any]]) -> str:
             f"epoch is within 10%). Issue 6's {SPEED_TARGETS['speedup']:g}× target is about one run against the "
             "reference, not about these sums."
             + "".join(f"\n- `{name}`: not measured yet (this bench predates `--stack`)." for name in missing))
-
-
-def stacked_failures(benches: Mapping[str, Mapping[str, Any]]) -> str:
-    """Markdown list of the bench results whose stacked runs failed
-    (``failed["stacked"]``) with the recorded error; "" when none failed."""
-    return "\n".join(f"- `{name}`: the stacked runs **failed**: {bench['failed']['stacked']}"
-                     for name, bench in benches.items() if (bench.get("failed") or {}).get("stacked"))
 
 
 # Do the trainers train alike?  Issue 6: the fast path and the plain path agree

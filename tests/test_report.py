@@ -590,8 +590,8 @@ def test_together_failures_and_the_header(benches):
     oom = "RuntimeError: CUDA out of memory"
     docs = {"ok": bench_doc("ok"), "bad": bench_doc("bad", runs=0, failed={"together": oom, "fast_default": "E"}),
             "trainer-only": bench_doc("t", failed={"fast_default": "E"})}
-    assert report.together_failures(docs) == f"- `bad`: the runs side by side **failed**: {oom}"
-    assert report.together_failures({"ok": bench_doc("ok")}) == ""
+    assert report.measurement_failures(docs, "together", "the runs side by side") == f"- `bad`: the runs side by side **failed**: {oom}"
+    assert report.measurement_failures({"ok": bench_doc("ok")}, "together", "the runs side by side") == ""
     broken = dict(benches["nvidia-h200-2026-11-26-job2"], failed={"together": oom, "fast_default": "E"})
     h = report.bench_header(broken, "elsewhere.json")
     assert "Trainer `fast_default` failed: E." in h and "together" not in h and oom not in h
@@ -666,8 +666,8 @@ def test_stacked_note_labels_the_aggregate_or_not_measured(benches):
 def test_stacked_failures_and_the_header(benches):
     oom = "RuntimeError: CUDA out of memory"
     docs = {"ok": stacked_doc("ok"), "bad": bench_doc("bad", failed={"stacked": oom})}
-    assert report.stacked_failures(docs) == f"- `bad`: the stacked runs **failed**: {oom}"
-    assert report.stacked_failures({"ok": stacked_doc("ok")}) == ""
+    assert report.measurement_failures(docs, "stacked", "the stacked runs") == f"- `bad`: the stacked runs **failed**: {oom}"
+    assert report.measurement_failures({"ok": stacked_doc("ok")}, "stacked", "the stacked runs") == ""
     broken = dict(benches["nvidia-h200-2026-11-26-job2"], failed={"stacked": oom, "fast_default": "E"})
     h = report.bench_header(broken, "elsewhere.json")
     assert "Trainer `fast_default` failed: E." in h and "stacked" not in h and oom not in h
