@@ -59,12 +59,13 @@ class _BasicBlock(nn.Module):
         if self.stride == 1 and self.extra == 0:
             return x
         x = x[:, :, :: self.stride, :: self.stride]
-        pad = (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2)  # zero channels each side
+        low, high = self.extra // 2, self.extra - self.extra // 2  # zero channels each side
         if self.copies == 1:
-            return F.pad(x, pad)
-        out = F.pad(x.unflatten(1, (self.copies, -1)), pad).flatten(1, 2)  # each copy's own channels
-        layout = torch.channels_last if x.stride(1) == 1 else torch.contiguous_format  # keep NHWC
-        return out.contiguous(memory_format=layout)
+            return F.pad(x, (0, 0, 0, 0, low, high))
+        if x.stride(1) == 1:  # channels_last: pad each copy's channels in an (N, H, W, k, C) view, stay NHWC
+            nhwc = x.permute(0, 2, 3, 1).unflatten(3, (self.copies, -1))
+            return F.pad(nhwc, (low, high)).flatten(3).permute(0, 3, 1, 2)
+        return F.pad(x.unflatten(1, (self.copies, -1)), (0, 0, 0, 0, low, high)).flatten(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))

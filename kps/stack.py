@@ -100,7 +100,8 @@ class Stack:
         first, k = members[0], len(members)
         c = self.config = first.config
         self.members, self.k, self.device = members, k, first.device
-        body = ResNet32Body(copies=k)
+        with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: leave the global RNG as it was
+            body = ResNet32Body(copies=k)
         body.load_state_dict(stack_states([m.model.body.state_dict() for m in members]))
         if c.channels_last:
             body = body.to(memory_format=torch.channels_last)
@@ -147,11 +148,18 @@ class Stack:
                 continue
             if any(b is None for b in buffers):
                 raise ValueError("some of the runs have SGD momenta and some have not: they cannot be stacked")
-            self.optimizer.state[stacked]["momentum_buffer"] = torch.cat(buffers)
+            self.optimizer.state[stacked]["momentum_buffer"] = torch.empty_like(stacked).copy_(torch.cat(buffers))
         for m in self.members:  # heads are the members' own parameters
             for p in m.model.head.parameters():
                 if p in m.optimizer.state:
                     self.optimizer.state[p] = m.optimizer.state[p]
+
+    def recompiles(self) -> int:
+        """How often its compiled step may compile: at the start, and once per GA or DRW
+        switch epoch among the members (each changes what the loss reads)."""
+        switches = {(m.config.ga_switch_epoch if m.spec.ga else None, m.config.drw_epoch if m.spec.drw else None)
+                    for m in self.members}
+        return 2 + len({e for pair in switches for e in pair if e is not None})
 
     def export(self, member: Trainer) -> None:
         """Copy ``member``'s slice of the stack (weights, BatchNorm statistics, momenta,

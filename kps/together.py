@@ -39,7 +39,8 @@ from kps.configs import RunConfig
 from kps.data import LTData
 from kps.results import config_record_path, write_record
 from kps.stack import Stack, stack_trainers
-from kps.train import Distributed, Trainer, check_outputs, data_key, load_data, make_trainer, to_device
+from kps.train import (CUDAGRAPH_COMPILE_MODES, Distributed, Trainer, check_outputs, data_key, load_data, make_trainer,
+                       to_device)
 
 __all__ = ["MAX_CUDA_RUNS", "Outcome", "fit_together", "train_together"]
 
@@ -74,14 +75,13 @@ def _on(stream: torch.cuda.Stream | None) -> contextlib.AbstractContextManager:
     return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
 
-def _allow_recompiles(trainers: Sequence[Trainer]) -> None:
-    """Each trainer compiles its own step (torch.compile guards on the module objects),
-    and again where GA or DRW switch on: raise Dynamo's per-function recompile limit
-    (8 by default) so that no run of the process falls back to eager."""
-    compiled = sum(t.compiled_loss is not None for t in trainers)
-    if compiled > 1:
-        config = torch._dynamo.config
-        config.recompile_limit = max(config.recompile_limit, 4 * compiled)
+def _allow_recompiles(units: Sequence[Trainer | Stack]) -> None:
+    """Each run or stack compiles its own step (torch.compile guards on the module
+    objects), and again where GA or DRW switch on: raise Dynamo's per-function
+    recompile limit (8 by default) so that no run of the process falls back to eager."""
+    need = sum(u.recompiles() if isinstance(u, Stack) else 4 for u in units if u.compiled_loss is not None)
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, need)
 
 
 def fit_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path | None], *, checkpoint_every: int = 1,
@@ -101,16 +101,17 @@ def fit_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path | None]
     for t in trainers:
         unit = t.stack if t.stack is not None else t
         units.setdefault(id(unit), unit)
-    if len(units) > 1 and any(t.config.compile == "reduce-overhead" for t in trainers):
-        raise ValueError("compile mode 'reduce-overhead' keeps one CUDA graph memory pool per device, shared by "
-                         "every compiled function of the process: train such runs in separate processes, or "
-                         "together in 'cuda-graph' / 'cuda-graph-compiled'")
+    graphed = sorted({t.config.compile for t in trainers} & set(CUDAGRAPH_COMPILE_MODES))
+    if len(units) > 1 and graphed:
+        raise ValueError(f"compile mode {graphed[0]!r} keeps one CUDA graph memory pool per device, shared by "
+                         "every compiled function of the process: train such runs in separate processes, stack "
+                         "them, or train them together in 'cuda-graph' / 'cuda-graph-compiled'")
     cuda = sum(u.device.type == "cuda" for u in units.values())
     if cuda > MAX_CUDA_RUNS:
         raise ValueError(f"{cuda} CUDA runs or stacks side by side: at most {MAX_CUDA_RUNS} per process (each "
                          f"takes 3 of PyTorch's pool of 32 streams: its own and its two graphs'); split them over "
                          f"processes (train-grid --jobs, bench/grid.py --per-process), or stack them")
-    _allow_recompiles([u for u in units.values() if isinstance(u, Trainer)])
+    _allow_recompiles(list(units.values()))
     unit_streams = {key: _stream_for(u.device) for key, u in units.items()}
     streams = [unit_streams[id(t.stack if t.stack is not None else t)] for t in trainers]
     stacks = [u for u in units.values() if isinstance(u, Stack)]

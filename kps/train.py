@@ -86,6 +86,8 @@ __all__ = [
 ]
 
 EVAL_BATCH = 1000
+# torch.compile modes that record CUDA graphs (cudagraph trees: one memory pool per device and process)
+CUDAGRAPH_COMPILE_MODES = ("reduce-overhead", "max-autotune")
 # Config keys a resumed run may change: how long it runs and how fast.
 RESUMABLE_CHANGES = ("epochs", "channels_last", "bf16", "fused_sgd", "compile")
 SHOT_BOUNDS = (100, 20)  # many > 100 >= medium >= 20 > few (training images per class)
@@ -355,6 +357,16 @@ def make_optimizer(params, config: RunConfig, device: torch.device) -> torch.opt
     return torch.optim.SGD(params, **kwargs)
 
 
+def match_momentum_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give every SGD momentum buffer its parameter's memory layout (``load_state_dict``
+    keeps a checkpoint's layout; fused SGD on CUDA needs equal strides)."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            buffer = optimizer.state.get(p, {}).get("momentum_buffer")
+            if buffer is not None and buffer.stride() != p.stride():
+                optimizer.state[p]["momentum_buffer"] = torch.empty_like(p).copy_(buffer)
+
+
 def sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     """Backward ``loss`` into fresh gradients (None before: a captured backward
     allocates them in the graph's memory) and take the optimizer's step."""
@@ -396,9 +408,9 @@ def queue_epoch(runner: Any, source: TensorBatches | LoaderBatches, generator: t
 
 
 def new_graph_step(compile_mode: str) -> None:
-    """Under torch.compile's CUDA graphs ("reduce-overhead"), start a new step: the
-    previous replay's outputs have been consumed and may be overwritten."""
-    if compile_mode == "reduce-overhead":
+    """Under torch.compile's CUDA graphs (:data:`CUDAGRAPH_COMPILE_MODES`), start a new
+    step: the previous replay's outputs have been consumed and may be overwritten."""
+    if compile_mode in CUDAGRAPH_COMPILE_MODES:
         torch.compiler.cudagraph_mark_step_begin()
 
 
@@ -739,6 +751,7 @@ class Trainer:
                              f"this run has {self.ctx.world_size}")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        match_momentum_layouts(self.optimizer)  # a run resumed with channels_last switched
         for group in self.optimizer.param_groups:  # the saved groups carry the writer's kernel choice
             group["fused"], group["foreach"] = self.optimizer.defaults["fused"], self.optimizer.defaults["foreach"]
         self._set_rng_state(state["rng"][self.ctx.rank])

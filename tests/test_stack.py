@@ -182,3 +182,31 @@ def test_only_runs_on_the_same_batches_stack():
         Stack([kt.Trainer(runs[1], data), moved])
     with pytest.raises(ValueError, match="at least 2 runs"):
         Stack([kt.Trainer(runs[0], data)])
+
+
+def test_momenta_take_their_weights_layout_and_the_global_generator_is_left_alone():
+    data = synthetic_data()
+    plain = kt.Trainer(config("ce"), data)
+    plain.train_epoch(0, plain.epoch_indices())
+    plain.next_epoch = 1
+    state = plain.state()
+    members = []
+    for method in ("ce", "la"):  # resumed with channels_last switched on (fused SGD on CUDA needs equal strides)
+        member = kt.Trainer(config(method, channels_last=True), data)
+        member.load_state(dict(state, config=member.config.to_dict()), "test")
+        members.append(member)
+    for p in members[0].model.parameters():
+        assert members[0].optimizer.state[p]["momentum_buffer"].stride() == p.stride()
+    before = torch.get_rng_state()
+    stack = Stack(members)
+    assert torch.equal(torch.get_rng_state(), before)  # building the stacked body drew nothing from it
+    stacked = [p for p in stack.model.body.parameters() if p.dim() == 4]
+    assert stacked and all(stack.optimizer.state[p]["momentum_buffer"].stride() == p.stride() for p in stacked)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in stacked)
+
+
+def test_a_stack_may_compile_once_per_switch_epoch():
+    data = synthetic_data()
+    runs = [config("kps_ga"), config("ldam_drw"), config("ce"), config("kps_ga", ga_variant="official")]
+    (stack,) = stack_trainers([kt.Trainer(c, data) for c in runs])
+    assert stack.recompiles() == 2 + 2  # GA at epoch 1 (both kps_ga runs), DRW at epoch 2
