@@ -1067,8 +1067,9 @@ def stacked_note(benches: Mapping[str, Mapping[str, Any]]) -> str:
             "S runs on their own CUDA streams in one process (the table above; blank where the bench did not time "
             "as many), **× reference** by the reference trainer's. The last column is how far a copy's training "
             "loss per epoch lies from the same run trained alone: the same computation up to the order of "
-            "floating-point sums, so it should be small (the GPU job stacks the grid only if every copy's last "
-            f"epoch is within 10%). Issue 6's {SPEED_TARGETS['speedup']:g}× target is about one run against the "
+            "floating-point sums, differences that training amplifies step by step as it would between two runs "
+            "alone whose weights differ in the last bit, so it should be small but not zero (the GPU job stacks "
+            f"the grid only if every copy's last epoch is within 10%). Issue 6's {SPEED_TARGETS['speedup']:g}× target is about one run against the "
             "reference, not about these sums."
             + "".join(f"\n- `{name}`: not measured yet (this bench predates `--stack`)." for name in missing))
 
