@@ -80,8 +80,9 @@ def _allow_recompiles(units: Sequence[Trainer | Stack]) -> None:
     objects), and again where GA or DRW switch on: raise Dynamo's per-function
     recompile limit (8 by default) so that no run of the process falls back to eager."""
     need = sum(u.recompiles() if isinstance(u, Stack) else 4 for u in units if u.compiled_loss is not None)
-    config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, need)
+    if need > 0:
+        config = torch._dynamo.config
+        config.recompile_limit = max(config.recompile_limit, need)
 
 
 def fit_together(trainers: Sequence[Trainer], checkpoints: Sequence[Path | None], *, checkpoint_every: int = 1,
