@@ -28,8 +28,9 @@ cosine head, the KPS loss of eq. 15 with the eqs. 26-30 parameters):
   as the grid trains runs of equal stack key with ``--stack``), in
   ``--together-mode``: the same rates as ``together`` (aggregates of K runs, not
   one run's speed), against one run alone and against K runs on streams, and
-  each copy's training loss per epoch, which must equal the same run's alone up
-  to the order of floating-point sums (``train_loss_max_rel_diff_vs_alone``).
+  each copy's training loss per epoch beside the same run's alone
+  (``train_loss_vs_alone``: the largest difference; the same computation up to
+  the order of floating-point sums, which training amplifies: small, not zero).
 
 Each trainer runs ``--warmup-epochs`` untimed epochs (train + evaluation; the
 compilation happens there and is reported as ``compile_overhead_s``), then
@@ -427,7 +428,8 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
     ``fast_modes`` on ``data`` (mini-batch ``batch_size``, default the preset's 64);
     and, with ``together`` = K > 0, K runs side by side in ``together_mode``; with
     ``stack`` = S > 0 (at least 2), S copies of one run stacked as one network in
-    ``together_mode`` (both right after ``together_mode`` alone, if timed); returns the result document (see module docstring).  ``emit`` receives the
+    ``together_mode`` (both right after ``together_mode`` alone, if timed); returns
+    the result document (see module docstring).  ``emit`` receives the
     document after each trainer (``complete`` false until the last), so a job
     stopped during a long compilation keeps what was measured before it."""
     device = torch.device(device)

@@ -19,8 +19,8 @@ stopped by its stop file is checkpointed after its epoch; its stack goes on.
 ``python bench/grid.py run ...`` schedules the runs in processes of at most
 ``--per-process`` runs each (a failure stops only its own run), in the given
 priority order (with ``--stack``, runs of equal stack key go into one process
-where they can: :func:`plan_processes`), at most ``--concurrency`` runs at a time.  It follows each run's progress through the
-trainer's per-epoch progress file (``kps.train.read_progress``: ``next_epoch``,
+where they can: :func:`plan_processes`), at most ``--concurrency`` runs at a time.
+It follows each run's progress through the trainer's per-epoch progress file (``kps.train.read_progress``: ``next_epoch``,
 and ``checkpoint_next_epoch`` of the checkpoint it would resume from), estimates the aggregate rate
 (epochs/s over the running runs) and the single-run rate (from the benchmark's
 result or the fastest run seen), and predicts the finish times by processor
