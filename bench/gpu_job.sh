@@ -18,7 +18,9 @@
 # KPS_JOB_STACK (with a forced KPS_JOB_COMPILE: 1 trains runs of equal stack key as one network, grid.py
 # --stack; default 0; the CPU smoke: default 1), KPS_JOB_CHECKPOINT_EVERY (epochs between
 # checkpoints, default 10),
-# KPS_JOB_PARTIAL (default 1: start the first wave even when the bench predicts that no run finishes in
+# KPS_JOB_RETRY_COMPILE (the mode a run that failed trains once more in, alone and not stacked, from its
+# last checkpoint: grid.py --retry-compile; default reduce-overhead, the mode of job 2's full runs; the smoke:
+# none; "" for no retry), KPS_JOB_PARTIAL (default 1: start the first wave even when the bench predicts that no run finishes in
 # time; 0: the strict time guard), KPS_JOB_BENCH=0 (skip the bench), KPS_JOB_BENCH_MAX_S, KPS_JOB_RUNS (another run list), KPS_JOB_DATA_ROOT, KPS_JOB_ARCHIVE,
 # KPS_JOB_CHECKPOINTS (an earlier job's checkpoints.tar to resume, default data/job-checkpoints.tar, and its
 # parts beside it: data/job-checkpoints-2.tar, ...), KPS_JOB_WORK (default data/job-work on the GPU),
@@ -57,9 +59,11 @@ if [ "$SMOKE" = 1 ]; then
     BENCH_ARGS=(--device cpu --epochs 1 --warmup-epochs 1 --limit-steps 2 --workers 1 --together 2 --stack)
     GRID_ARGS=(--epochs 1 --shrink 50)
     CHECKPOINTS_TAR=${KPS_JOB_CHECKPOINTS:-}  # a GPU job's checkpoints continue on a GPU only
+    RETRY_COMPILE=${KPS_JOB_RETRY_COMPILE-none}
     BENCH_MAX=${KPS_JOB_BENCH_MAX_S:-300}
 else
     DEVICE=cuda
+    RETRY_COMPILE=${KPS_JOB_RETRY_COMPILE-reduce-overhead}
     case "$COMPILE" in
         # cuda-graph first after eager: the side-by-side and stacked measurements follow it, and the
         # grid plan needs them even when the bench's time limit cuts off the later modes
@@ -240,11 +244,11 @@ stage_grid() {
     else
         read -r mode per_process concurrency stack < <(grid_plan "$bench_json")
     fi
-    log "grid: compile mode $mode (asked: $COMPILE), $per_process runs per process, $concurrency at once, $([ "${stack:-0}" = 1 ] && echo 'stacked where they can' || echo 'not stacked'), checkpoint every $CHECKPOINT_EVERY epochs"
+    log "grid: compile mode $mode (asked: $COMPILE), $per_process runs per process, $concurrency at once, $([ "${stack:-0}" = 1 ] && echo 'stacked where they can' || echo 'not stacked'), checkpoint every $CHECKPOINT_EVERY epochs, a failed run retried $([ -n "$RETRY_COMPILE" ] && echo "once, alone in $RETRY_COMPILE" || echo never)"
     OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TORCHINDUCTOR_COMPILE_THREADS=${TORCHINDUCTOR_COMPILE_THREADS:-4} \
         "$PY" bench/grid.py run --runs "$RUNS" --device "$DEVICE" \
         --data-root "$DATA_ROOT" --work "$WORK" --out "$OUT" --existing results --deadline "$DEADLINE" \
-        --concurrency "$concurrency" --per-process "$per_process" --compile "$mode" --checkpoint-every "$CHECKPOINT_EVERY" ${bench_json:+--bench "$bench_json"} $([ "$PARTIAL" = 1 ] && echo --partial) $([ "${stack:-0}" = 1 ] && echo --stack) ${GRID_ARGS[@]+"${GRID_ARGS[@]}"}
+        --concurrency "$concurrency" --per-process "$per_process" --compile "$mode" --checkpoint-every "$CHECKPOINT_EVERY" ${RETRY_COMPILE:+--retry-compile "$RETRY_COMPILE"} ${bench_json:+--bench "$bench_json"} $([ "$PARTIAL" = 1 ] && echo --partial) $([ "${stack:-0}" = 1 ] && echo --stack) ${GRID_ARGS[@]+"${GRID_ARGS[@]}"}
 }
 
 main() {

@@ -28,7 +28,13 @@ sharing (:func:`predict_finish`).  Time guard: a run starts only if it and the
 running ones are predicted to finish before the deadline; when a running run
 is predicted to miss it, the lowest-priority running run is stopped ("shed")
 so the others speed up; at the deadline whatever still runs is stopped (stop
-files first, so each run is checkpointed after its epoch in flight).  After
+files first, so each run is checkpointed after its epoch in flight).  With
+``--retry-compile MODE`` a run that fails (an error or a crash, not a diverged
+loss) is queued once more, in its place of priority, to train alone in its own
+process in MODE, not stacked, from its last checkpoint: the fast paths a job
+chooses from its bench are measured for a few epochs only, and a failure of one
+late in a run (a graph recaptured at the DRW or GA switch, say) should cost that
+run its last checkpoint interval, not the run.  After
 every finished run the records are packed into ``<out>/results.tar`` (layout of
 ``results/``), so an interrupted job still returns them; at the end it writes
 ``<out>/runs.json`` (status of every run), ``<out>/logs.tar`` and, for runs that
@@ -60,7 +66,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script: make the kps package importable
     sys.path.insert(0, str(REPO))
 
-from kps.configs import STYLES, RunConfig, authors_code_overrides, make_config  # noqa: E402
+from kps.configs import COMPILE_MODES, STYLES, RunConfig, authors_code_overrides, make_config  # noqa: E402
 from kps.data import LTData, TensorSplit, build_dataset  # noqa: E402
 from kps.io import atomic_write_bytes, atomic_write_text  # noqa: E402
 from kps.results import config_record_path, load_record  # noqa: E402
@@ -313,6 +319,8 @@ class Slot:
     samples: list[tuple[float, int]] = field(default_factory=list)
     progress_mtime: float = 0.0
     result: dict[str, Any] | None = None
+    attempts: int = 0  # processes started for it
+    retried_after: str = ""  # why its first attempt failed, if it was retried
 
 
 class Scheduler:
@@ -414,16 +422,19 @@ class Scheduler:
 
     def start(self, group: Sequence[Slot]) -> None:
         """One process training ``group`` side by side (``one --run A --run B ...``); the
-        group shares the first run's log."""
+        group shares the first run's log.  A retried run (:meth:`retry`) is a group of
+        its own, in ``--retry-compile``, not stacked."""
         a = self.args
+        retry = any(slot.retried_after for slot in group)
+        assert not retry or len(group) == 1, "a retried run trains alone"
         cmd = [sys.executable, str(Path(__file__).resolve()), "one"]
         for slot in group:
             cmd += ["--run", slot.run.name]
         cmd += ["--device", a.device, "--imbalance", str(a.imbalance), "--seed", str(a.seed),
                 "--data-root", a.data_root, "--out", str(self.records), "--checkpoints", str(self.checkpoints),
-                "--compile", a.compile, "--shrink", str(a.shrink), "--checkpoint-every", str(a.checkpoint_every),
-                "--resume"]
-        if a.stack:
+                "--compile", a.retry_compile if retry else a.compile, "--shrink", str(a.shrink),
+                "--checkpoint-every", str(a.checkpoint_every), "--resume"]
+        if a.stack and not retry:
             cmd.append("--stack")
         if a.epochs is not None:
             cmd += ["--epochs", str(a.epochs)]
@@ -440,9 +451,11 @@ class Scheduler:
         now = self.clock()
         for slot in group:
             slot.proc, slot.log, slot.status, slot.started = proc, log, "running", now
+            slot.attempts += 1
         self.last_change = now
         names = ", ".join(slot.run.name for slot in group)
-        self.log(f"start {names} (pid {proc.pid}{', one process' if len(group) > 1 else ''})")
+        how = ", one process" if len(group) > 1 else f", retry in {a.retry_compile}" if retry else ""
+        self.log(f"start {names} (pid {proc.pid}{how})")
 
     def stop(self, slot: Slot, status: str, reason: str) -> None:
         """Stop ``slot``'s run: through its stop file if its process trains other runs
@@ -505,10 +518,9 @@ class Scheduler:
         if slot.record.is_file():
             self._collect(slot, 0)
             self.pack_records()
-        elif failure.is_file():
-            slot.status, slot.ended = "failed", self.clock()
-            slot.reason = f"failed in its process (which goes on): {failure.read_text(errors='replace').strip()}"
-            self.log(f"failed {slot.run.name}: {slot.reason}")
+        elif failure.is_file() and slot.proc is not None and slot.proc.poll() is None:  # else reap() books it
+            slot.ended = self.clock()
+            self._fail(slot, f"failed in its process (which goes on): {_failure_text(failure)}")
         if slot.status != "running":
             self.last_change = self.clock()
 
@@ -539,11 +551,30 @@ class Scheduler:
                 self.log(f"done {slot.run.name}: final {record['top1_error']:.2f}, best "
                          f"{record['best_top1_error']:.2f}, {record['wall_time_s']:.0f} s of training")
             except (OSError, ValueError) as err:
-                slot.status, slot.reason = "failed", f"no valid record: {err}"
+                self._fail(slot, f"no valid record: {err}", retry=False)
+        elif (failure := failed_path(slot.checkpoint)).is_file():
+            self._fail(slot, f"exit status {code}: {_failure_text(failure)}")
         else:
-            slot.status, slot.reason = "failed", f"exit status {code}, no record; last lines: {_tail(slot.log)}"
-        if slot.status == "failed":
-            self.log(f"failed {slot.run.name}: {slot.reason}")
+            self._fail(slot, f"exit status {code}, no record; last lines: {_tail(slot.log)}")
+
+    def _fail(self, slot: Slot, reason: str, retry: bool = True) -> None:
+        """Book ``slot`` as failed, or queue it once more (:meth:`retry`) where ``retry``
+        and ``--retry-compile`` allow, it has not been retried yet and it did not
+        diverge (a loss that is not finite belongs to the run: retrying hides it)."""
+        slot.status, slot.reason = "failed", reason
+        self.log(f"failed {slot.run.name}: {reason}")
+        if retry and self.args.retry_compile and not slot.retried_after and TrainingDiverged.__name__ not in reason:
+            self.retry(slot)
+
+    def retry(self, slot: Slot) -> None:
+        """Queue the failed ``slot`` again, in its place of priority: alone in its own
+        process, in ``--retry-compile``, from its last checkpoint (epochs since are lost)."""
+        self.poll_progress(slot)
+        slot.retried_after, slot.reason = slot.reason, ""
+        slot.status, slot.proc, slot.started, slot.ended, slot.first_epoch_at = "queued", None, None, None, None
+        slot.samples, slot.epochs_done = [], slot.checkpoint_epochs
+        self.log(f"retry {slot.run.name}: once more, alone in {self.args.retry_compile} and not stacked, "
+                 f"from epoch {slot.checkpoint_epochs}")
 
     # ---- the loop
 
@@ -587,15 +618,19 @@ class Scheduler:
         """``wave`` into processes of at most ``--per-process`` runs (:func:`plan_processes`):
         in order, or with ``--stack`` the runs of equal stack key together (on CUDA at
         most kps.together.MAX_CUDA_RUNS units a process, a run with a checkpoint to
-        resume from counting one)."""
+        resume from counting one).  A retried run goes alone (:meth:`start`)."""
+        retried = [[slot] for slot in wave if slot.retried_after]
+        wave = [slot for slot in wave if not slot.retried_after]
         if not self.args.stack:
-            return plan_processes(wave, self.args.per_process)
-        from kps.stack import stack_key
-        from kps.together import MAX_CUDA_RUNS
+            groups = plan_processes(wave, self.args.per_process)
+        else:
+            from kps.stack import stack_key
+            from kps.together import MAX_CUDA_RUNS
 
-        return plan_processes(wave, self.args.per_process, key=lambda s: stack_key(s.config),
-                              resumed=lambda s: s.checkpoint.is_file(),
-                              max_units=MAX_CUDA_RUNS if self.device_type == "cuda" else None)
+            groups = plan_processes(wave, self.args.per_process, key=lambda s: stack_key(s.config),
+                                    resumed=lambda s: s.checkpoint.is_file(),
+                                    max_units=MAX_CUDA_RUNS if self.device_type == "cuda" else None)
+        return sorted(retried + groups, key=lambda group: group[0].priority)
 
     def stacked_with_another(self, slot: Slot) -> bool:
         """With ``--stack``: does ``slot`` seem to train in one network with another running
@@ -741,6 +776,7 @@ class Scheduler:
             "per_process": self.args.per_process,
             "stack": bool(self.args.stack),
             "compile": self.args.compile,
+            "retry_compile": self.args.retry_compile,
             "epochs": self._epochs(self.slots[0]),
             "checkpoints_packed": [str(p.relative_to(self.checkpoints)) for p in kept],
             "checkpoints_left_out": [str(s.checkpoint.relative_to(self.checkpoints)) for s in unfinished
@@ -748,7 +784,8 @@ class Scheduler:
             "runs": [
                 {"run": s.run.name, "method": s.run.method, "ga_variant": s.run.ga_variant, "priority": s.priority,
                  "status": s.status, "reason": s.reason, "epochs_done": s.epochs_done,
-                 "checkpoint_epochs": s.checkpoint_epochs,
+                 "checkpoint_epochs": s.checkpoint_epochs, "attempts": s.attempts,
+                 "retried_after": s.retried_after or None,
                  "record": str(s.record.relative_to(self.records)),
                  "wall_s": None if s.started is None else round((s.ended or self.clock()) - s.started, 1),
                  "startup_s": None if s.first_epoch_at is None else round(s.first_epoch_at - s.started, 1),
@@ -762,6 +799,7 @@ class Scheduler:
             f"  {s.run.name:<{width}} {s.status:<11} {s.epochs_done:>4}/{self._epochs(s)} epochs"
             + (f"  final {s.result['top1_error']:.2f}  best {s.result['best_top1_error']:.2f}"
                f"  {s.result['wall_time_s']:.0f} s" if s.result else f"  {s.reason}")
+            + (f"  (retried after: {s.retried_after})" if s.retried_after else "")
             for s in self.slots))
 
 
@@ -824,6 +862,14 @@ def pack_parts(files: Sequence[tuple[Path, int]], limit: int, parts: int) -> lis
     return groups
 
 
+def _failure_text(path: Path) -> str:
+    """The error a run's failure file (:func:`failed_path`) holds, on one line."""
+    try:
+        return " ".join(path.read_text(errors="replace").split()) or "(empty failure file)"
+    except OSError as err:
+        return f"(unreadable failure file: {err})"
+
+
 def _tail(path: Path, lines: int = 3) -> str:
     try:
         text = path.read_text(errors="replace").strip().splitlines()
@@ -855,6 +901,8 @@ def _bench_rate(path: str, compile_mode: str) -> float | None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     runs = parse_runs(args.runs)
+    if args.retry_compile is not None and args.retry_compile not in COMPILE_MODES:
+        raise ValueError(f"--retry-compile {args.retry_compile!r}: unknown compile mode; valid: {', '.join(COMPILE_MODES)}")
     if args.concurrency < 1 or args.per_process < 1:
         raise ValueError(f"concurrency and per-process must be >= 1, got {args.concurrency}, {args.per_process}")
     deadline = args.deadline if args.deadline is not None else time.time() + args.budget_s
@@ -900,6 +948,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--concurrency", type=int, default=6, help="runs at once (default 6)")
     run.add_argument("--per-process", type=int, default=1,
                      help="runs one process trains side by side, each on its own CUDA stream (default 1)")
+    run.add_argument("--retry-compile", metavar="MODE",
+                     help="train a run that failed (not diverged) once more, alone in its own process, in this "
+                          "compile mode, not stacked, from its last checkpoint (default: no retry)")
     run.add_argument("--partial", action="store_true",
                      help="start the first wave even if the bench predicts no run can finish: "
                           "unfinished runs leave checkpoints that a follow-up job resumes")

@@ -922,7 +922,8 @@ def grid_table(runs: Mapping[str, Any]) -> pd.DataFrame:
     done (of the grid's epochs), epochs kept in its last checkpoint, wall
     seconds (process start to end), final and best top-1 error (finished runs
     only), how many runs its (last) process trained as one network with it
-    (``stacked_runs``, 1: not stacked; blank where not recorded) and why a run stopped."""
+    (``stacked_runs``, 1: not stacked; blank where not recorded) and why a run stopped,
+    or why its first attempt failed where it was tried again (``retried_after``)."""
     epochs = runs.get("epochs")
     rows = []
     for r in sorted(runs["runs"], key=lambda r: r.get("priority", 0)):
@@ -935,7 +936,10 @@ def grid_table(runs: Mapping[str, Any]) -> pd.DataFrame:
             "stacked runs": r.get("stacked_runs") if done and r.get("stacked_runs") is not None else "",
             "final error (%)": f"{r['top1_error']:.2f}" if done and r.get("top1_error") is not None else "",
             "best error (%)": f"{r['best_top1_error']:.2f}" if done and r.get("best_top1_error") is not None else "",
-            "why it stopped": r.get("reason", ""),
+            "why it stopped": "; ".join(filter(None, [
+                r.get("reason", ""),
+                f"first attempt failed ({r['retried_after']}), tried once more alone in "
+                f"`{runs.get('retry_compile')}`" if r.get("retried_after") else ""])),
         })
     return pd.DataFrame(rows).set_index("run")
 

@@ -401,6 +401,70 @@ def test_scheduler_groups_runs_per_process_and_stops_them_by_stop_files(tmp_path
     assert [signum for _, signum in signals] == [grid.signal.SIGTERM, grid.signal.SIGKILL]
 
 
+def test_a_failed_run_is_retried_once_alone_from_its_checkpoint(tmp_path, monkeypatch):
+    """--retry-compile none: ce and focal, stacked in one process, both fail (the
+    process exits 4, each leaves its failure file); each is queued again and started
+    alone in its own process, in "none", without --stack, from its checkpoint's epoch
+    (ce: 20, although it reached 27).  A second failure is final, and a diverged run
+    (eql) is never retried; without --retry-compile nothing is."""
+    from kps.train import progress_path
+
+    sched = _scheduler(tmp_path, "--epochs", "200", "--per-process", "3", "--concurrency", "3", "--partial",
+                       "--stack", "--compile", "default", "--retry-compile", "none",
+                       "--runs", "ce focal eql")
+    sched.deadline = math.inf
+    procs = []
+
+    def popen(cmd, **kw):
+        names = [cmd[i + 1] for i, word in enumerate(cmd) if word == "--run"]
+        procs.append(FakeProcess(cmd, lambda: [s.checkpoint for s in sched.slots if s.run.name in names], **kw))
+        return procs[-1]
+
+    def fail(slot, text):
+        grid.failed_path(slot.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        grid.failed_path(slot.checkpoint).write_text(text + "\n")
+
+    ce, focal, eql = sched.slots
+    with monkeypatch.context() as patch:
+        patch.setattr(grid.subprocess, "Popen", popen)
+        assert sched.step() is True
+        assert [p.runs for p in procs] == [["ce", "focal", "eql"]] and "--stack" in procs[0].cmd
+        progress_path(ce.checkpoint).parent.mkdir(parents=True, exist_ok=True)
+        progress_path(ce.checkpoint).write_text(json.dumps({"next_epoch": 27, "checkpoint_next_epoch": 20}))
+        fail(ce, "RuntimeError: CUDA error: operation not permitted when stream is capturing")
+        fail(focal, "RuntimeError: CUDA error: operation not permitted when stream is capturing")
+        fail(eql, "TrainingDiverged: eql: loss nan in epoch 3")
+        procs[0].code = 4
+        assert sched.step() is True
+        assert [p.runs for p in procs[1:]] == [["ce"], ["focal"]]
+        for proc in procs[1:]:
+            assert "--stack" not in proc.cmd and proc.cmd[proc.cmd.index("--compile") + 1] == "none"
+        assert procs[0].cmd[procs[0].cmd.index("--compile") + 1] == "default"
+        assert [(s.status, s.attempts) for s in sched.slots] == [("running", 2), ("running", 2), ("failed", 1)]
+        assert ce.epochs_done == 20 and "when stream is capturing" in ce.retried_after
+        assert eql.reason == "exit status 4: TrainingDiverged: eql: loss nan in epoch 3"
+        assert not grid.failed_path(ce.checkpoint).exists()  # the new process's failures are its own
+        fail(focal, "RuntimeError: out of memory")
+        procs[2].code = 4
+        sched.step()
+        assert (focal.status, focal.attempts, focal.reason) == ("failed", 2, "exit status 4: RuntimeError: out of memory")
+        assert len(procs) == 3  # no third attempt
+    for slot in sched.slots:
+        slot.status = "killed" if slot.status == "running" else slot.status
+    sched.finish()
+    runs = {r["run"]: r for r in json.loads((tmp_path / "out" / "runs.json").read_text())["runs"]}
+    assert runs["focal"]["attempts"] == 2 and "stream is capturing" in runs["focal"]["retried_after"]
+    assert runs["eql"]["retried_after"] is None
+    plain = _scheduler(tmp_path / "plain", "--epochs", "200")
+    plain.slots[0].attempts = 1
+    plain._fail(plain.slots[0], "exit status 4: RuntimeError: boom")
+    assert plain.slots[0].status == "failed"
+    with pytest.raises(ValueError, match="--retry-compile 'fast': unknown compile mode"):
+        grid.cmd_run(grid.build_parser().parse_args(["run", "--runs", "ce", "--work", str(tmp_path / "w"), "--out",
+                                                     str(tmp_path / "o"), "--budget-s", "1",
+                                                     "--retry-compile", "fast"]))
+
+
 def test_stop_lead_covers_an_epoch_in_flight(tmp_path):
     """Stop files go out before the deadline by twice the slowest run's epoch interval
     plus 3 s (10 s before any rate, at most 60 s)."""
@@ -698,6 +762,36 @@ def test_grid_run_stacks_fresh_runs_beside_a_resumed_one(tmp_path, jpeg_root):
     assert [s["from_epoch"] for s in records["ce"]["segments"]] == [0, 1]
     assert records["ce"]["segments"][-1].get("stacked_runs", 1) == 1
     assert [(s["from_epoch"], s["stacked_runs"]) for s in records["focal"]["segments"]] == [(0, 2)]
+
+
+def test_grid_run_resumes_a_crashed_run_from_its_checkpoint(tmp_path, jpeg_root, monkeypatch):
+    """A real process killed (SIGKILL, as a fatal CUDA error would end it) after its
+    first checkpoint: with --retry-compile the run trains once more in a new process
+    from that checkpoint and finishes; its record shows both processes."""
+    from kps.results import load_record
+
+    work = tmp_path / "work"
+    killed = []
+    poll = grid.Scheduler.poll_progress
+
+    def poll_and_kill(self, slot):
+        poll(self, slot)
+        if not killed and slot.status == "running" and slot.checkpoint_epochs >= 1:
+            killed.append(slot.checkpoint_epochs)
+            os.killpg(slot.proc.pid, grid.signal.SIGKILL)
+            slot.proc.wait()
+
+    monkeypatch.setattr(grid.Scheduler, "poll_progress", poll_and_kill)
+    args = grid.build_parser().parse_args(
+        ["run", "--runs", "ce", "--device", "cpu", "--epochs", "8", "--shrink", "50", "--data-root", str(jpeg_root),
+         "--checkpoint-every", "1", "--retry-compile", "none", "--work", str(work), "--out", str(tmp_path / "out"),
+         "--budget-s", "600", "--partial", "--poll-s", "0.2"])
+    assert grid.cmd_run(args) == 0
+    run = json.loads((tmp_path / "out" / "runs.json").read_text())["runs"][0]
+    assert (run["status"], run["attempts"], run["epochs_done"]) == ("done", 2, 8)
+    assert run["retried_after"].startswith("exit status -9, no record")
+    record = load_record(work / "results" / run["record"])
+    assert [s["from_epoch"] for s in record["segments"]] == [0, killed[0]] and len(record["history"]) == 8
 
 
 def test_checkpoints_are_packed_into_returnable_parts():

@@ -478,6 +478,14 @@ def test_grid_table_and_job_wall(benches):
     g = report.grid_table(stacked)
     assert g.loc["kps_ga", "stacked runs"] == 6 and g.loc["kps_ga:official", "stacked runs"] == 1
     assert g.loc["kps", "stacked runs"] == ""  # not done: its record would say
+    assert g.loc["kps", "why it stopped"] == done["kps"]["reason"]
+    retried = dict(runs, retry_compile="reduce-overhead", runs=[
+        dict(r, retried_after="exit status -9, no record") if r["run"] in ("kps_ga", "kps") else r for r in runs["runs"]])
+    g = report.grid_table(retried)
+    assert g.loc["kps_ga", "why it stopped"] == ("first attempt failed (exit status -9, no record), tried once more "
+                                                 "alone in `reduce-overhead`")
+    assert g.loc["kps", "why it stopped"] == (f"{done['kps']['reason']}; first attempt failed (exit status -9, no "
+                                              "record), tried once more alone in `reduce-overhead`")
     log = (BENCH / "nvidia-h200-2026-11-26-job2.log").read_text()
     last = [line for line in log.splitlines() if line.startswith("[job ")][-1]
     assert report.job_wall_s(log) == float(last.split("+")[1].split("s]")[0])
