@@ -499,6 +499,12 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
         doc["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         emit(doc)
 
+    def failed(key: str, err: Exception) -> None:
+        """A measurement that raised: its error in the document, which stands without it."""
+        log(f"{key}: FAILED: {type(err).__name__}: {err}")
+        doc.setdefault("failed", {})[key] = f"{type(err).__name__}: {err}"
+        emit(doc)
+
     reference = ReferenceTrainer(base, data, device, workers)
     record("reference", time_trainer(reference, **common), precision="fp32",
            data="DataLoader + CPU torchvision transforms", workers=workers, compile="none")
@@ -515,9 +521,7 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
             result = time_together(config, data, device, runs=runs, epochs=epochs, warmup_epochs=warmup_epochs,
                                    stack=stacked, log=log)
         except Exception as err:  # as for a fast mode: recorded, the rest of the document stands
-            log(f"{key}: FAILED: {type(err).__name__}: {err}")
-            doc.setdefault("failed", {})[key] = f"{type(err).__name__}: {err}"
-            emit(doc)
+            failed(key, err)
             return
         ref, alone = doc["trainers"]["reference"], doc["trainers"].get(f"fast_{together_mode}")
         result["epoch_rate_vs_reference"] = ref["epoch_s"] * result["epochs_per_s"]
@@ -543,9 +547,7 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
             trainer = FastTrainer(config, data, device)
             timing = time_trainer(trainer, **common)
         except Exception as err:  # one mode failing (e.g. a capture error) leaves the others measured
-            log(f"fast_{mode}: FAILED: {type(err).__name__}: {err}")
-            doc.setdefault("failed", {})[f"fast_{mode}"] = f"{type(err).__name__}: {err}"
-            emit(doc)
+            failed(f"fast_{mode}", err)
         else:
             record(f"fast_{mode}", timing, precision="bf16 autocast" if cuda else "fp32",
                    data="device-resident uint8 + kps.data.GPUAugment", compile=mode)

@@ -37,10 +37,10 @@ import torch
 import torch.nn as nn
 
 from kps.configs import RunConfig
-from kps.graphs import GRAPH_MODES, ForwardGraph, StaticBatches, StepGraph
+from kps.graphs import GRAPH_MODES
 from kps.models import Classifier, ResNet32Body
-from kps.train import (EVAL_BATCH, Scores, Trainer, apply_lr, count_correct, eval_scores, make_optimizer,
-                       new_graph_step, queue_epoch, sgd_step)
+from kps.train import (EVAL_BATCH, Scores, Trainer, apply_lr, compile_fns, count_correct, eval_scores, graph_parts,
+                       make_optimizer, new_graph_step, queue_epoch, sgd_step)
 
 __all__ = ["STACK_FREE_KEYS", "stack_key", "stack_states", "member_state", "Stack", "stack_trainers"]
 
@@ -116,18 +116,12 @@ class Stack:
         self.counts = torch.zeros(k, 3, first.num_classes, dtype=torch.long, device=self.device)
         self.booked_epoch: tuple[int, torch.Tensor] | None = None
         self.booked_eval = False
-        self.compiled_loss = self.compiled_eval = None
-        mode = {"cuda-graph": "none", "cuda-graph-compiled": "default"}.get(c.compile, c.compile)
-        if mode != "none":
-            self.compiled_loss = torch.compile(self.batch_losses, mode=mode, dynamic=False)
-            self.compiled_eval = torch.compile(self.net, mode=mode, dynamic=False)
+        self.compiled_loss, self.compiled_eval = compile_fns(self.batch_losses, self.net, c.compile)
         self.static = self.step_graph = self.eval_graph = self.lr_tensor = None
         if c.compile in GRAPH_MODES:  # each member checked the mode's requirements when it was made
-            self.lr_tensor = torch.zeros((), dtype=torch.float32, device=self.device)
-            self.static = StaticBatches(first.n_train, c.batch_size, self.device, runs=k)
-            self.step_graph = StepGraph(self.static_step, [self.aug_gen, *(m.loss_gen for m in members)],
-                                        self.device)
-            self.eval_graph = ForwardGraph(lambda x: (self.compiled_eval or self.net)(x).float())
+            self.lr_tensor, self.static, self.step_graph, self.eval_graph = graph_parts(
+                self.static_step, [self.aug_gen, *(m.loss_gen for m in members)], self.net, self.compiled_eval,
+                first.n_train, c.batch_size, self.device, runs=k)
         for m in members:
             m.stack = self
             m.segments[-1]["stacked_runs"] = k

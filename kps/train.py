@@ -407,6 +407,28 @@ def queue_epoch(runner: Any, source: TensorBatches | LoaderBatches, generator: t
     return loss_sum, seen
 
 
+def compile_fns(loss: Callable[..., torch.Tensor], net: nn.Module, compile_mode: str) -> tuple[Any, Any]:
+    """``torch.compile`` of a training-loss function and of ``net`` (evaluation) in
+    ``compile_mode``: the graph modes' kernels are eager ("cuda-graph") or the
+    "default" mode's ("cuda-graph-compiled"); (None, None) where nothing compiles."""
+    mode = {"cuda-graph": "none", "cuda-graph-compiled": "default"}.get(compile_mode, compile_mode)
+    if mode == "none":
+        return None, None
+    return torch.compile(loss, mode=mode, dynamic=False), torch.compile(net, mode=mode, dynamic=False)
+
+
+def graph_parts(static_step: Callable[[], None], generators: list[torch.Generator], net: nn.Module,
+                compiled_eval: Any, n_train: int, batch_size: int, device: torch.device, runs: int = 1
+                ) -> tuple[torch.Tensor, StaticBatches, StepGraph, ForwardGraph]:
+    """What the whole-step CUDA graph modes (:mod:`kps.graphs`) need: the learning-rate
+    tensor the captured fused SGD reads, the static batches (``runs`` loss sums), the
+    graph of ``static_step`` (replaying ``generators``) and the evaluation graph."""
+    lr_tensor = torch.zeros((), dtype=torch.float32, device=device)  # fused SGD reads a float32
+    static = StaticBatches(n_train, batch_size, device, runs=runs)
+    scores = compiled_eval or net
+    return lr_tensor, static, StepGraph(static_step, generators, device), ForwardGraph(lambda x: scores(x).float())
+
+
 def new_graph_step(compile_mode: str) -> None:
     """Under torch.compile's CUDA graphs (:data:`CUDAGRAPH_COMPILE_MODES`), start a new
     step: the previous replay's outputs have been consumed and may be overwritten."""
@@ -482,11 +504,7 @@ class Trainer:
         if self.ctx.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
-        self.compiled_loss = self.compiled_eval = None
-        mode = {"cuda-graph": "none", "cuda-graph-compiled": "default"}.get(config.compile, config.compile)
-        if mode != "none":
-            self.compiled_loss = torch.compile(self.batch_loss, mode=mode, dynamic=False)
-            self.compiled_eval = torch.compile(self.net, mode=mode, dynamic=False)
+        self.compiled_loss, self.compiled_eval = compile_fns(self.batch_loss, self.net, config.compile)
         self.optimizer = make_optimizer(self.model.parameters(), config, self.device)
         self.loss_fn = make_loss(self.spec.loss, self.counts, **loss_options(config)).to(self.device)
         # no per-step value checks (each is a host synchronisation): a diverged run shows
@@ -531,10 +549,9 @@ class Trainer:
         ) if bad]
         if problems:
             raise ValueError(f"compile mode {c.compile!r} needs " + "; ".join(problems))
-        self.lr_tensor = torch.zeros((), dtype=torch.float32, device=self.device)  # fused SGD reads a float32
-        self.static = StaticBatches(self.n_train, c.batch_size, self.device)
-        self.step_graph = StepGraph(self.static_step, [self.aug_gen, self.loss_gen], self.device)
-        self.eval_graph = ForwardGraph(lambda x: (self.compiled_eval or self.net)(x).float())
+        self.lr_tensor, self.static, self.step_graph, self.eval_graph = graph_parts(
+            self.static_step, [self.aug_gen, self.loss_gen], self.net, self.compiled_eval, self.n_train,
+            c.batch_size, self.device)
 
     def _segment(self, from_epoch: int) -> dict[str, Any]:
         """Who trains epochs ``from_epoch``.. in this process: the record's ``segments``
