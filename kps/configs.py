@@ -32,6 +32,7 @@ __all__ = [
     "format_imbalance",
     "setting_tag",
     "RUN_ONLY_KEYS",
+    "LATER_KEYS",
 ]
 
 ARCHS = ("resnet32", "resnet50", "resnext50_32x4d")
@@ -61,6 +62,10 @@ class Preset:
     drw_epoch: int
     eval_every: int
     not_in_paper: dict[str, str] = field(default_factory=dict)
+    width: int = 16            # ResNet-32 stage widths w, 2w, 4w (He et al.: 16)
+    image_size: int = 32       # network input side; smaller than the data's: downsampled once (kps.data)
+    datasets: tuple[str, ...] = ()  # the datasets it fits
+    protocol: str = "paper"    # "paper": Table 2; else a reduced protocol, named as such everywhere
 
 
 _CIFAR_ASSUMED = {
@@ -74,17 +79,34 @@ _LARGE_ASSUMED = {
     "eval_every": "evaluation cadence not stated; every 5 epochs and at the end",
 }
 
+# The CPU-scale protocol: the cifar10_lt preset with only its cost knobs changed
+# (book/protocol.md says what was chosen and why, from a pilot on this machine):
+# half width, 16 px inputs, every epoch-valued setting x0.35 (200 -> 70 epochs; warm-up 1.75
+# rounded to 2), evaluation every 5th epoch and the last.  Everything else is Table 2's.
+SMALL_SCALE = 0.35
+_SMALL_ASSUMED = {
+    "width": "CPU-scale protocol: ResNet-32 at half width (stages 8/16/32; the paper's 16/32/64)",
+    "image_size": "CPU-scale protocol: 16x16 inputs, area-averaged once from 32x32; crop padding 2 (4 at 32 px)",
+    "epochs": "CPU-scale protocol: the paper's 200 epochs x0.35; warm-up 5 -> 2, decays 160/180 -> 56/63",
+    "ga_switch_epoch": "CPU-scale protocol: the authors' I0 = 120 x0.35",
+    "drw_epoch": "CPU-scale protocol: LDAM-DRW's epoch 160 x0.35",
+    "eval_every": "CPU-scale protocol: every 5th epoch and the last (10,000 test images cost a fifth of an epoch)",
+}
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("cifar10_lt", "resnet32", 64, 0.1, 2e-4, 5, 200, (160, 180), 0.01,
-               0.5, 50.0, 15.0, 120, 160, 1, _CIFAR_ASSUMED),
+               0.5, 50.0, 15.0, 120, 160, 1, _CIFAR_ASSUMED, datasets=("cifar10", "cifar10-jpeg")),
         Preset("cifar100_lt", "resnet32", 64, 0.1, 2e-4, 5, 200, (160, 180), 0.01,
-               0.5, 50.0, 15.0, 120, 160, 1, _CIFAR_ASSUMED),
+               0.5, 50.0, 15.0, 120, 160, 1, _CIFAR_ASSUMED, datasets=("cifar100",)),
         Preset("imagenet_lt", "resnet50", 128, 0.1, 1e-4, 0, 180, (120, 160), 0.1,
-               0.35, 50.0, 15.0, 120, 120, 5, _LARGE_ASSUMED),
+               0.35, 50.0, 15.0, 120, 120, 5, _LARGE_ASSUMED, image_size=224, datasets=("imagenet_lt",)),
         Preset("inat2018", "resnet50", 512, 0.2, 1e-4, 0, 180, (120, 160), 0.1,
-               0.3, 50.0, 15.0, 120, 120, 5, _LARGE_ASSUMED),
+               0.3, 50.0, 15.0, 120, 120, 5, _LARGE_ASSUMED, image_size=224, datasets=("inat2018",)),
+        Preset("cifar10_lt_small", "resnet32", 64, 0.1, 2e-4, 2, 70, (56, 63), 0.01,
+               0.5, 50.0, 15.0, 42, 56, 5, _SMALL_ASSUMED, width=8, image_size=16,
+               datasets=("cifar10", "cifar10-jpeg"), protocol="CPU-scale"),
     )
 }
 
@@ -192,6 +214,8 @@ class RunConfig:
     mixup_alpha: float
     subset_seed: int
     eval_every: int
+    width: int = 16
+    image_size: int = 32
     channels_last: bool = False
     bf16: bool = False
     fused_sgd: bool = False
@@ -201,6 +225,10 @@ class RunConfig:
         _choice("dataset", self.dataset, DATASET_PRESETS)
         _choice("method", self.method, METHODS)
         _choice("preset", self.preset, PRESETS)
+        if self.dataset not in PRESETS[self.preset].datasets:
+            fits = ", ".join(PRESETS[self.preset].datasets)
+            raise ValueError(f"preset {self.preset!r} does not fit dataset {self.dataset!r} (it fits: {fits}); "
+                             f"drop --preset for the dataset's own ({DATASET_PRESETS[self.dataset]!r})")
         _choice("arch", self.arch, ARCHS)
         _choice("lr_style", self.lr_style, STYLES)
         _choice("ga_variant", self.ga_variant, STYLES)
@@ -214,8 +242,16 @@ class RunConfig:
             raise ValueError(f"{self.dataset} comes long-tailed with imbalance {fixed:g}; got {self.imbalance:g}")
         for name in ("seed", "subset_seed"):
             _check_int(name, getattr(self, name), minimum=0)
-        for name in ("epochs", "batch_size", "eval_every"):
+        for name in ("epochs", "batch_size", "eval_every", "width"):
             _check_int(name, getattr(self, name), minimum=1)
+        _check_int("image_size", self.image_size, minimum=8)
+        native = PRESETS[DATASET_PRESETS[self.dataset]].image_size
+        if self.image_size > native or (native > 32 and self.image_size != native):
+            allowed = f"8..{native}" if native <= 32 else str(native)
+            raise ValueError(f"image_size {self.image_size} does not fit {self.dataset} (images are "
+                             f"{native} px; allowed: {allowed})")
+        if self.arch != "resnet32" and self.width != 16:
+            raise ValueError(f"width sets the ResNet-32 stage widths; {self.arch} has its own, keep width 16")
         _check_int("warmup_epochs", self.warmup_epochs, minimum=0)
         for name in ("lr", "decay_ratio", "n_base", "s_base"):
             _check_positive(name, getattr(self, name))
@@ -244,6 +280,11 @@ class RunConfig:
     @property
     def spec(self) -> MethodSpec:
         return METHODS[self.method]
+
+    @property
+    def protocol(self) -> str:
+        """'paper' for Table 2's presets, else the reduced protocol's name (e.g. 'CPU-scale')."""
+        return PRESETS[self.preset].protocol
 
     @property
     def preset_epochs(self) -> int:
@@ -353,10 +394,16 @@ def make_config(dataset: str, method: str, **overrides: Any) -> RunConfig:
         mixup_alpha=1.0 if spec.mixup else 0.0,
         subset_seed=0,
         eval_every=p.eval_every,
+        width=p.width,
+        image_size=p.image_size,
     )
     values.update(overrides)
     return RunConfig(**values)
 
+
+# Config keys added after records were first written: a record without them ran its
+# preset's value (before presets had them, every run had the paper's 16 / 32 px).
+LATER_KEYS = ("width", "image_size")
 
 # Keys that do not define the experiment: which seed, how long (short runs are
 # marked by their epoch count), how often it is evaluated, and how fast it runs.
@@ -375,8 +422,17 @@ def setting_tag(config: RunConfig) -> str:
     """'' for the paper's setting of ``config``'s dataset, method and imbalance;
     else its differences as ``key-value`` words joined by '.', sorted by key
     (e.g. 'ga_variant-official.lr_style-official.m_max-0.2.subset_seed-666'),
-    so that records of different settings never share a file name."""
-    reference = make_config(config.dataset, config.method, imbalance=config.imbalance).to_dict()
+    so that records of different settings never share a file name.  A run of
+    another preset than the dataset's own starts with ``preset-<name>`` and
+    lists its differences from that preset; a short run (fewer or more epochs
+    than its preset) ends with ``epochs-<n>``, so it never takes a full run's name."""
+    reference = make_config(config.dataset, config.method, imbalance=config.imbalance,
+                            preset=config.preset).to_dict()
     ours = config.to_dict()
-    words = [f"{k}-{_tag_value(ours[k])}" for k in sorted(ours) if k not in RUN_ONLY_KEYS and ours[k] != reference[k]]
+    words = [f"{k}-{_tag_value(ours[k])}" for k in sorted(ours)
+             if k not in RUN_ONLY_KEYS and k != "preset" and ours[k] != reference[k]]
+    if config.preset != DATASET_PRESETS[config.dataset]:
+        words.insert(0, f"preset-{config.preset}")
+    if config.epochs != config.preset_epochs:
+        words.append(f"epochs-{config.epochs}")
     return ".".join(words)

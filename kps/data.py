@@ -31,11 +31,13 @@ import tarfile
 import tempfile
 import zipfile
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from kps.augment import GPUAugment, IMAGENET_MEAN, IMAGENET_STD, large_image_transform
@@ -44,7 +46,7 @@ from kps.io import atomic_write_bytes
 
 __all__ = [
     "CIFAR_MEAN", "CIFAR_STD", "CIFAR10_CLASSES", "DATASETS", "DatasetSpec", "GPUAugment", "LTData",
-    "TensorSplit", "build_dataset", "download", "extract_jpeg_pack", "long_tailed_counts",
+    "TensorSplit", "build_dataset", "downsample", "download", "extract_jpeg_pack", "long_tailed_counts",
     "long_tailed_indices", "summarize_counts", "train_class_counts", "verify_archive",
 ]
 
@@ -228,6 +230,27 @@ def train_class_counts(name: str, data_root: str | Path | None = None,
 
 
 # ---------------------------------------------------------------- building a dataset
+
+def downsample(data: LTData, size: int) -> LTData:
+    """``data`` with every image of its TensorSplits averaged down to ``size`` x ``size``
+    (area averaging: each output pixel is the mean of the input pixels it covers,
+    2x2 blocks for 32 -> 16), rounded back to uint8.  Done once, before training;
+    the same images for every run.  The data's own size: ``data`` unchanged."""
+    if not (isinstance(data.train, TensorSplit) and isinstance(data.test, TensorSplit)):
+        raise ValueError(f"{data.name}: only the small-image (tensor) datasets can be downsampled")
+    height, width = data.train.images.shape[-2:]
+    if size == height == width:
+        return data
+    if not 1 <= size <= min(height, width):
+        raise ValueError(f"{data.name}: cannot downsample {height}x{width} images to {size}x{size}")
+
+    def shrink(split: TensorSplit) -> TensorSplit:
+        pieces = [F.interpolate(chunk.float(), size=(size, size), mode="area").round_().clamp_(0, 255)
+                  .to(torch.uint8) for chunk in split.images.split(4096)]
+        return TensorSplit(torch.cat(pieces), split.targets)
+
+    return dataclasses.replace(data, train=shrink(data.train), test=shrink(data.test))
+
 
 def build_dataset(name: str, data_root: str | Path, imbalance: float | None, seed: int = 0,
                   classes: Sequence[int] | None = None, counts: Sequence[int] | None = None, *,

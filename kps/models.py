@@ -74,24 +74,26 @@ class _BasicBlock(nn.Module):
 
 
 class ResNet32Body(nn.Module):
-    """CIFAR ResNet-32 up to global average pooling: (B, 3, H, W) -> (B, 64).
+    """CIFAR ResNet-32 up to global average pooling: (B, 3, H, W) -> (B, 4 w), stage
+    widths w, 2w, 4w (``width`` w = 16 in He et al. and the paper; the CPU-scale
+    protocol of kps.configs uses 8).
 
     ``copies`` = k > 1 holds k independent networks that read the same images, side
     by side along the channels: the first convolution has 16 k filters, every later one
     is grouped (k groups), BatchNorm is per channel anyway, and the output is
-    (B, 64 k), copy c's features in columns 64 c .. 64 c + 63 (:mod:`kps.stack`)."""
+    (B, 4 w k), copy c's features in columns 4 w c .. 4 w (c + 1) - 1 (:mod:`kps.stack`)."""
 
-    out_features = 64  # per copy
-
-    def __init__(self, blocks_per_stage: int = 5, copies: int = 1) -> None:
+    def __init__(self, blocks_per_stage: int = 5, copies: int = 1, width: int = 16) -> None:
         super().__init__()
-        if not (isinstance(copies, int) and copies >= 1):
-            raise ValueError(f"copies must be an int >= 1, got {copies!r}")
-        self.copies = copies
-        self.conv1 = nn.Conv2d(3, 16 * copies, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(16 * copies)
-        stages, in_planes = [], 16
-        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+        for name, value in (("copies", copies), ("width", width)):
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+        self.copies, self.width = copies, width
+        self.out_features = 4 * width  # per copy
+        self.conv1 = nn.Conv2d(3, width * copies, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width * copies)
+        stages, in_planes = [], width
+        for planes, stride in ((width, 1), (2 * width, 2), (4 * width, 2)):
             blocks = []
             for i in range(blocks_per_stage):
                 blocks.append(_BasicBlock(in_planes, planes, stride if i == 0 else 1, copies))
@@ -128,17 +130,20 @@ def _make_head(head: str, in_features: int, num_classes: int) -> nn.Module:
     raise ValueError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
 
 
-def resnet32(num_classes: int, head: str = "cosine") -> Classifier:
-    """ResNet-32 for 32x32 inputs with Kaiming-normal conv/linear weights."""
-    model = Classifier(ResNet32Body(), _make_head(head, ResNet32Body.out_features, num_classes))
+def resnet32(num_classes: int, head: str = "cosine", width: int = 16) -> Classifier:
+    """ResNet-32 (stage widths ``width``, 2x, 4x) with Kaiming-normal conv/linear weights."""
+    body = ResNet32Body(width=width)
+    model = Classifier(body, _make_head(head, body.out_features, num_classes))
     for module in model.modules():
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(module.weight)
     return model
 
 
-def make_model(arch: str, num_classes: int, head: str = "cosine", prior_bias: bool = False) -> Classifier:
-    """``arch`` in :data:`ARCHS` with a ``head`` in :data:`HEADS` over ``num_classes``;
+def make_model(arch: str, num_classes: int, head: str = "cosine", prior_bias: bool = False,
+               width: int = 16) -> Classifier:
+    """``arch`` in :data:`ARCHS` with a ``head`` in :data:`HEADS` over ``num_classes``
+    (``width``: ResNet-32's first-stage width; the ResNet-50s keep their own);
     ``prior_bias``: a linear head's bias starts at -log(C - 1), every sigmoid at 1/C
     (for sigmoid losses, see :class:`kps.configs.MethodSpec`)."""
     if not (isinstance(num_classes, int) and num_classes >= 1):
@@ -149,7 +154,7 @@ def make_model(arch: str, num_classes: int, head: str = "cosine", prior_bias: bo
         raise ValueError(f"prior_bias needs a linear head (it has the bias) over >= 2 classes, "
                          f"got a {head} head over {num_classes}")
     if arch == "resnet32":
-        model = resnet32(num_classes, head)
+        model = resnet32(num_classes, head, width)
     elif arch in ("resnet50", "resnext50_32x4d"):
         body = getattr(torchvision.models, arch)(weights=None)
         in_features = body.fc.in_features

@@ -30,7 +30,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from kps.configs import RunConfig, format_imbalance, setting_tag
+from kps.configs import LATER_KEYS, RunConfig, format_imbalance, setting_tag
 from kps.io import atomic_write_text
 
 __all__ = ["SCHEMA_VERSION", "record_path", "config_record_path", "validate_record", "write_record", "load_record", "load_records"]
@@ -134,8 +134,8 @@ def validate_record(record: Any, source: str = "record") -> dict:
     if bad:
         raise ValueError(f"{source}: bad value for key(s) {', '.join(bad)}")
     config_keys = set(RunConfig.keys())
-    if set(record["config"]) != config_keys:
-        diff = sorted(set(record["config"]) ^ config_keys)
+    if not config_keys - set(LATER_KEYS) <= set(record["config"]) <= config_keys:
+        diff = sorted((set(record["config"]) ^ config_keys) - set(LATER_KEYS))
         raise ValueError(f"{source}: config keys differ from RunConfig's: {', '.join(diff)}")
     try:
         config = RunConfig.from_dict(record["config"])
@@ -185,7 +185,10 @@ def load_record(path: str | Path) -> dict:
         record = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from err
-    return validate_record(record, source=str(path))
+    validate_record(record, source=str(path))
+    # keys the record predates (kps.configs.LATER_KEYS) with the values the run had: its preset's
+    record["config"] = RunConfig.from_dict(record["config"]).to_dict()
+    return record
 
 
 def load_records(out: str | Path = "results") -> list[dict]:

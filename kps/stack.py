@@ -101,7 +101,7 @@ class Stack:
         c = self.config = first.config
         self.members, self.k, self.device = members, k, first.device
         with torch.random.fork_rng(devices=[]):  # its initial weights are overwritten: leave the global RNG as it was
-            body = ResNet32Body(copies=k)
+            body = ResNet32Body(copies=k, width=c.width)
         body.load_state_dict(stack_states([m.model.body.state_dict() for m in members]))
         if c.channels_last:
             body = body.to(memory_format=torch.channels_last)

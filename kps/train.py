@@ -63,7 +63,7 @@ import torch.nn as nn
 from tqdm import tqdm  # plain text bar: notebooks here have no ipywidgets
 
 from kps.configs import RunConfig, format_imbalance, setting_tag
-from kps.data import DATASETS, GPUAugment, LTData, TensorSplit, build_dataset
+from kps.data import DATASETS, GPUAugment, LTData, TensorSplit, build_dataset, downsample
 from kps.graphs import GRAPH_MODES, ForwardGraph, StaticBatches, StepGraph
 from kps.io import atomic_torch_save, atomic_write_text, check_writable_dir
 from kps.losses import make_loss
@@ -317,8 +317,12 @@ def _targets(split) -> torch.Tensor:
 
 
 def load_data(config: RunConfig, data_root: str | Path) -> LTData:
-    """The long-tailed training set and the test set of ``config``."""
-    return build_dataset(config.dataset, data_root, config.imbalance, seed=config.subset_seed)
+    """The long-tailed training set and the test set of ``config``, at its input size
+    (small-image sets downsampled once, :func:`kps.data.downsample`)."""
+    data = build_dataset(config.dataset, data_root, config.imbalance, seed=config.subset_seed)
+    if isinstance(data.train, TensorSplit):
+        data = downsample(data, config.image_size)
+    return data
 
 
 # --------------------------------------------------------------------------- model wrapper
@@ -489,13 +493,18 @@ class Trainer:
             raise ValueError(f"{data.name}: {len(self.counts)} class counts for {self.num_classes} classes")
 
         if isinstance(data.train, TensorSplit):
+            size = tuple(data.train.images.shape[-2:])
+            if size != (config.image_size, config.image_size):
+                raise ValueError(f"{data.name}: images are {size[0]}x{size[1]}, the config wants "
+                                 f"{config.image_size}x{config.image_size}; load them with kps.train.load_data")
             self.source = TensorBatches(data, self.device, _augment_for(data))
         else:
             self.source = LoaderBatches(data, self.device, num_workers)
         self.n_train, self.n_test = len(_targets(data.train)), len(_targets(data.test))
 
         torch.manual_seed(config.seed)
-        model = make_model(config.arch, self.num_classes, head=self.spec.head, prior_bias=self.spec.prior_bias)
+        model = make_model(config.arch, self.num_classes, head=self.spec.head, prior_bias=self.spec.prior_bias,
+                           width=config.width)
         if config.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.to(self.device)
@@ -924,8 +933,11 @@ def _eval_errors(result: dict[str, np.ndarray]) -> dict[str, float]:
 
 
 def _augment_for(data: LTData) -> GPUAugment:
+    """Sec. 4.2.1's pad-4 crop-32 flip, the padding scaled with the image size
+    (2 at 16 px: the same fraction of the image)."""
     spec = DATASETS[data.name]
-    return GPUAugment(spec.mean, spec.std)
+    size = int(data.train.images.shape[-1])
+    return GPUAugment(spec.mean, spec.std, pad=max(1, round(4 * size / spec.image_size)), crop=size)
 
 
 def loss_options(config: RunConfig) -> dict[str, Any]:
@@ -1000,9 +1012,9 @@ def make_trainer(config: RunConfig, data: LTData, device: torch.device, checkpoi
     return trainer, ckpt
 
 
-def data_key(config: RunConfig) -> tuple[str, float, int]:
+def data_key(config: RunConfig) -> tuple[str, float, int, int]:
     """Configurations with the same key train on the same data."""
-    return config.dataset, config.imbalance, config.subset_seed
+    return config.dataset, config.imbalance, config.subset_seed, config.image_size
 
 
 def train_grid(configs: list[RunConfig], *, data_root: str | Path = "data", out: str | Path = "results",
@@ -1012,7 +1024,7 @@ def train_grid(configs: list[RunConfig], *, data_root: str | Path = "data", out:
     (and moving to the device) each dataset once.  ``skip_existing`` leaves
     configurations that already have a record alone."""
     dev = torch.device(device)
-    cache: dict[tuple[str, float, int], LTData] = {}
+    cache: dict[tuple[str, float, int, int], LTData] = {}
     records = []
     for i, config in enumerate(configs):
         path = config_record_path(out, config)

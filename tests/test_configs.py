@@ -119,9 +119,65 @@ def test_unknown_keys_rejected_listing_valid_ones():
 
 def test_setting_tag_names_every_difference_from_the_paper():
     assert setting_tag(make_config("cifar10-jpeg", "kps_ga", imbalance=50)) == ""
-    fast = dict(seed=4, epochs=3, eval_every=5, channels_last=True, bf16=True, fused_sgd=True, compile="default")
+    fast = dict(seed=4, eval_every=5, channels_last=True, bf16=True, fused_sgd=True, compile="default")
     assert setting_tag(make_config("cifar10-jpeg", "kps_ga", **fast)) == ""
+    # a short run never takes the full run's name
+    assert setting_tag(make_config("cifar10-jpeg", "kps_ga", epochs=3, **fast)) == "epochs-3"
+    small = make_config("cifar10-jpeg", "kps_ga", preset="cifar10_lt_small")
+    assert setting_tag(small) == "preset-cifar10_lt_small"
+    assert setting_tag(make_config("cifar10-jpeg", "kps_ga", preset="cifar10_lt_small", epochs=2,
+                                   ga_variant="official")) == "preset-cifar10_lt_small.ga_variant-official.epochs-2"
     assert setting_tag(make_config("cifar10-jpeg", "kps_ga", ga_variant="official")) == "ga_variant-official"
     authors = make_config("cifar10-jpeg", "kps_ga", **authors_code_overrides("cifar10-jpeg"))
     assert setting_tag(authors) == "ga_variant-official.lr_style-official.m_max-0.2.subset_seed-666"
     assert setting_tag(make_config("cifar10", "ce", decay_epochs=(1, 2))) == "decay_epochs-1-2"
+
+
+def test_cpu_scale_preset_scales_only_the_cost_knobs():
+    paper, small = PRESETS["cifar10_lt"], PRESETS["cifar10_lt_small"]
+    assert (small.width, small.image_size, small.epochs, small.eval_every) == (8, 16, 70, 5)
+    assert small.protocol == "CPU-scale" and paper.protocol == "paper"
+    # every epoch-valued setting x0.35 (warm-up 1.75 rounded to 2)
+    scale = small.epochs / paper.epochs
+    assert scale == pytest.approx(0.35)
+    assert list(small.decay_epochs) == [round(e * scale) for e in paper.decay_epochs] == [56, 63]
+    assert (small.ga_switch_epoch, small.drw_epoch) == (round(120 * scale), round(160 * scale)) == (42, 56)
+    assert small.warmup_epochs == round(paper.warmup_epochs * scale + 0.5) == 2
+    same = ("arch", "batch_size", "lr", "weight_decay", "decay_ratio", "m_max", "n_base", "s_base")
+    assert all(getattr(small, k) == getattr(paper, k) for k in same)
+    c = make_config("cifar10-jpeg", "kps_drw", preset="cifar10_lt_small")
+    assert (c.width, c.image_size, c.epochs, c.drw_epoch, c.ga_switch_epoch) == (8, 16, 70, 56, None)
+    assert c.protocol == "CPU-scale" and c.preset_epochs == 70
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(dataset="cifar100", preset="cifar10_lt_small"), "preset 'cifar10_lt_small' does not fit dataset 'cifar100'"),
+    (dict(dataset="cifar10", preset="cifar100_lt"), "does not fit dataset 'cifar10'"),
+    (dict(dataset="cifar10", image_size=64), "image_size 64 does not fit cifar10"),
+    (dict(dataset="imagenet_lt", image_size=112), "image_size 112 does not fit imagenet_lt"),
+    (dict(dataset="imagenet_lt", width=8), "keep width 16"),
+    (dict(dataset="cifar10", width=0), "width must be an integer >= 1"),
+])
+def test_bad_preset_size_or_width(overrides, message):
+    dataset = overrides.pop("dataset")
+    with pytest.raises(ValueError, match=message):
+        make_config(dataset, "ce", **overrides)
+
+
+def test_cpu_grid_is_the_fourteen_rows_in_order_with_distinct_records():
+    from kps.results import config_record_path
+    from kps.runner import CPU_GRID_ROWS, cpu_grid
+
+    grid = cpu_grid()
+    assert len(CPU_GRID_ROWS) == 14 and len(grid) == 14 * 2 * 3
+    assert {c.preset for c in grid} == {"cifar10_lt_small"} and {c.dataset for c in grid} == {"cifar10-jpeg"}
+    # rho=100 first; each row's three seeds before the next row
+    assert [(c.imbalance, c.method, c.seed) for c in grid[:4]] == [
+        (100.0, "ce", 0), (100.0, "ce", 1), (100.0, "ce", 2), (100.0, "ldam_drw", 0)]
+    assert all(c.imbalance == 100.0 for c in grid[:42]) and all(c.imbalance == 50.0 for c in grid[42:])
+    ga = [c for c in grid[:42] if c.method == "kps_ga" and c.seed == 0]
+    assert [(c.ga_variant, c.lr_style, c.m_max, c.subset_seed) for c in ga] == [
+        ("paper", "paper", 0.5, 0), ("official", "paper", 0.5, 0), ("official", "official", 0.2, 666)]
+    paths = {config_record_path("results", c) for c in grid}
+    assert len(paths) == len(grid)
+    assert all(".preset-cifar10_lt_small" in p.name for p in paths)

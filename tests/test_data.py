@@ -334,3 +334,34 @@ def test_registry():
     assert DATASETS["cifar10-jpeg"].label == "CIFAR-10 (JPEG copy)"
     with pytest.raises(ValueError, match="unknown dataset"):
         build_dataset("svhn", "data", 100)
+
+
+def test_downsample_averages_each_block_once():
+    from kps.data import LTData, TensorSplit, downsample
+
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.uint8).reshape(2, 3, 4, 4) * 3
+    split = TensorSplit(images, torch.tensor([0, 1]))
+    lt = LTData("cifar10", "CIFAR-10", 2, ["a", "b"], [1, 1], split, split)
+    small = downsample(lt, 2)
+    assert small.train.images.shape == (2, 3, 2, 2) and small.train.images.dtype == torch.uint8
+    # top-left output pixel of image 0, channel 0: mean of 0, 3, 12, 15 -> 7.5, rounded half to even: 8
+    block = images[0, 0, :2, :2].double().mean()
+    assert block == 7.5 and small.train.images[0, 0, 0, 0] == 8
+    expected = images.double().reshape(2, 3, 2, 2, 2, 2).mean(dim=(3, 5)).round().to(torch.uint8)
+    assert torch.equal(small.train.images, expected) and torch.equal(small.test.images, expected)
+    assert downsample(lt, 4) is lt
+    with pytest.raises(ValueError, match="cannot downsample 4x4 images to 8x8"):
+        downsample(lt, 8)
+
+
+def test_jpeg_pack_at_the_cpu_scale_protocol(jpeg_root):
+    from kps.configs import make_config
+    from kps.train import _augment_for, load_data
+
+    lt = load_data(make_config("cifar10-jpeg", "ce", preset="cifar10_lt_small"), jpeg_root)
+    assert lt.train.images.shape == (12406, 3, 16, 16) and lt.test.images.shape == (10000, 3, 16, 16)
+    full = build_dataset("cifar10-jpeg", jpeg_root, 100)
+    assert torch.equal(lt.train.images[7], full.train.images[7:8].double().reshape(1, 3, 16, 2, 16, 2)
+                       .mean(dim=(3, 5)).round().to(torch.uint8)[0])
+    augment = _augment_for(lt)
+    assert (augment.pad, augment.crop) == (2, 16) and augment(lt.train.images[:5]).shape == (5, 3, 16, 16)

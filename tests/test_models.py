@@ -94,3 +94,15 @@ def test_prior_bias_starts_every_sigmoid_at_one_over_c():
         assert torch.allclose(torch.sigmoid(model.head.bias), torch.full((c,), 1 / c))
     plain = make_model("resnet32", 10, "linear")
     assert plain.head.bias.abs().max() < 0.2 and plain.head.bias.std() > 0  # nn.Linear's uniform init
+
+
+def test_half_width_resnet32():
+    model = make_model("resnet32", 10, "cosine", width=8).eval()
+    assert model.body.out_features == 32 and model.head.weight.shape == (10, 32)
+    assert [model.body.layer1[0].conv1.out_channels, model.body.layer2[0].conv1.out_channels,
+            model.body.layer3[0].conv1.out_channels] == [8, 16, 32]
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 16, 16)).shape == (2, 10)
+    full = sum(p.numel() for p in make_model("resnet32", 10, "cosine").parameters())
+    half = sum(p.numel() for p in model.parameters())
+    assert 0.24 < half / full < 0.26  # conv weights scale with width squared

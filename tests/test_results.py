@@ -51,7 +51,7 @@ def test_record_path_layout(tmp_path):
 def test_write_load_round_trip_and_immutability(tmp_path):
     rec = make_record()
     path = write_record(rec, tmp_path)
-    assert path == tmp_path / "cifar10-jpeg/kps_ga/imb100/seed0.json"
+    assert path == tmp_path / "cifar10-jpeg/kps_ga/imb100/seed0.epochs-2.json"  # a short run's own name
     assert load_record(path) == rec
     assert oct(os.stat(path).st_mode & 0o077) != "0o0"  # not left at mkstemp's private 0600
     with pytest.raises(FileExistsError, match="immutable"):
@@ -101,7 +101,7 @@ def test_load_rejects_broken_json_and_misplaced_record(tmp_path):
     with pytest.raises(ValueError, match=f"{bad}: not valid JSON"):
         load_record(bad)
     atomic_write_text(bad, json.dumps(make_record("kps_ga")))
-    with pytest.raises(ValueError, match="its config belongs at .*kps_ga/imb100/seed0.json"):
+    with pytest.raises(ValueError, match="its config belongs at .*kps_ga/imb100/seed0.epochs-2.json"):
         load_records(tmp_path)
 
 
@@ -136,6 +136,20 @@ def test_other_settings_get_their_own_file(tmp_path):
     official = make_record()
     official["config"] = make_config("cifar10-jpeg", "kps_ga", epochs=2, ga_variant="official").to_dict()
     a, b = write_record(paper, tmp_path), write_record(official, tmp_path)
-    assert (a.name, b.name) == ("seed0.json", "seed0.ga_variant-official.json")
+    assert (a.name, b.name) == ("seed0.epochs-2.json", "seed0.ga_variant-official.epochs-2.json")
     assert record_path(tmp_path, "cifar10", "ce", 100, 1, "m_max-0.2").name == "seed1.m_max-0.2.json"
     assert len(load_records(tmp_path)) == 2
+
+
+def test_a_record_that_predates_width_and_image_size_loads_with_the_papers(tmp_path):
+    rec = make_record()
+    for key in ("width", "image_size"):
+        del rec["config"][key]
+    path = tmp_path / "cifar10-jpeg/kps_ga/imb100/seed0.epochs-2.json"
+    atomic_write_text(path, json.dumps(rec))
+    loaded = load_record(path)
+    assert (loaded["config"]["width"], loaded["config"]["image_size"]) == (16, 32)
+    rec["config"]["preset"] = "cifar10_lt_tiny"
+    atomic_write_text(path, json.dumps(rec))
+    with pytest.raises(ValueError, match=r"seed0.epochs-2.json: bad config: unknown preset 'cifar10_lt_tiny'"):
+        load_record(path)
