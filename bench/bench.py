@@ -76,14 +76,14 @@ if str(REPO) not in sys.path:  # run as a script: make the kps package importabl
     sys.path.insert(0, str(REPO))
 
 from kps.configs import COMPILE_MODES, RunConfig, make_config  # noqa: E402
-from kps.data import DATASETS, LTData, TensorSplit, build_dataset  # noqa: E402
+from kps.data import DATASETS, LTData, TensorSplit  # noqa: E402
 from kps.io import atomic_write_text  # noqa: E402
 from kps.losses import make_loss  # noqa: E402
 from kps.models import make_model  # noqa: E402
 from kps.schedules import learning_rate  # noqa: E402
 from kps.stack import Stack  # noqa: E402
 from kps.together import fit_together  # noqa: E402
-from kps.train import Trainer, device_name, git_state, loss_options  # noqa: E402
+from kps.train import Trainer, _augment_for, device_name, git_state, load_data, loss_options  # noqa: E402
 
 __all__ = [
     "SCHEMA",
@@ -135,9 +135,11 @@ class ReferenceCIFAR(Dataset):
         return self.transform(Image.fromarray(self.images[index])), int(self.targets[index])
 
 
-def reference_transforms(mean: Sequence[float], std: Sequence[float]) -> tuple[Callable, Callable]:
-    """(train, test) transforms of the reference CIFAR-LT scripts (Sec. 4.2.1)."""
-    train = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
+def reference_transforms(mean: Sequence[float], std: Sequence[float], size: int = 32,
+                         padding: int = 4) -> tuple[Callable, Callable]:
+    """(train, test) transforms of the reference CIFAR-LT scripts (Sec. 4.2.1); ``size``
+    and ``padding`` those of the trainer (kps.train's, scaled with the image size)."""
+    train = transforms.Compose([transforms.RandomCrop(size, padding=padding), transforms.RandomHorizontalFlip(),
                                 transforms.ToTensor(), transforms.Normalize(mean, std)])
     test = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
     return train, test
@@ -160,14 +162,15 @@ class ReferenceTrainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as cifar_train.py of LDAM-DRW does
         spec = DATASETS[data.name]
-        train_tf, test_tf = reference_transforms(spec.mean, spec.std)
+        augment = _augment_for(data)  # the same crop and padding as the trainer's
+        train_tf, test_tf = reference_transforms(spec.mean, spec.std, augment.crop, augment.pad)
         pin = device.type == "cuda"
         self.train_loader = DataLoader(ReferenceCIFAR(data.train, train_tf), batch_size=config.batch_size,
                                        shuffle=True, num_workers=workers, pin_memory=pin)
         self.test_loader = DataLoader(ReferenceCIFAR(data.test, test_tf), batch_size=REFERENCE_EVAL_BATCH,
                                       shuffle=False, num_workers=workers, pin_memory=pin)
         torch.manual_seed(config.seed)
-        self.model = make_model(config.arch, data.num_classes, head=config.spec.head).to(device)
+        self.model = make_model(config.arch, data.num_classes, head=config.spec.head, width=config.width).to(device)
         self.criterion = make_loss(config.spec.loss, data.counts, **loss_options(config)).to(device)
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=config.lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay)
@@ -236,14 +239,15 @@ class FastTrainer:
 # --------------------------------------------------------------------------- measurements
 
 
-def flops_per_image(arch: str, num_classes: int, head: str, batch: int) -> tuple[float, float]:
+def flops_per_image(arch: str, num_classes: int, head: str, batch: int, size: int = 32,
+                    width: int = 16) -> tuple[float, float]:
     """(training FLOPs, evaluation FLOPs) per image: FlopCounterMode over one batch
-    of ``batch`` 32x32 images, forward + backward and forward only, on the meta
-    device (shapes only, nothing computed)."""
+    of ``batch`` ``size`` x ``size`` images, forward + backward and forward only, on the
+    meta device (shapes only, nothing computed)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    model = make_model(arch, num_classes, head=head).to("meta")
-    x = torch.empty(batch, 3, 32, 32, device="meta")
+    model = make_model(arch, num_classes, head=head, width=width).to("meta")
+    x = torch.empty(batch, 3, size, size, device="meta")
     with FlopCounterMode(display=False) as counter:
         model(x).sum().backward()
     train = counter.get_total_flops()
@@ -421,7 +425,7 @@ def _ratios(trainers: dict[str, Any]) -> dict[str, dict[str, float]]:
 def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float, epochs: int = 3,
                   warmup_epochs: int = 1, limit_steps: int | None = None, workers: int = 4,
                   fast_modes: Sequence[str] = ("none", "default"), batch_size: int | None = None,
-                  together: int = 0, together_mode: str = "none", stack: int = 0,
+                  together: int = 0, together_mode: str = "none", stack: int = 0, preset: str | None = None,
                   log: Callable[[str], None] = lambda s: None,
                   emit: Callable[[dict[str, Any]], None] = lambda doc: None) -> dict[str, Any]:
     """Time the reference-style trainer and the fast path in each compile mode of
@@ -446,10 +450,11 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
     if stack < 0 or stack == 1:
         raise ValueError(f"stack needs S >= 2 runs (0: not measured), got {stack}")
     cuda = device.type == "cuda"
-    base = make_config(data.name, METHOD, imbalance=imbalance, seed=0,
+    base = make_config(data.name, METHOD, imbalance=imbalance, seed=0, **({} if preset is None else {"preset": preset}),
                        **({} if batch_size is None else {"batch_size": batch_size}))
     data = _limit_test(data, limit_steps, base.batch_size)
-    train_f, eval_f = flops_per_image(base.arch, data.num_classes, base.spec.head, base.batch_size)
+    train_f, eval_f = flops_per_image(base.arch, data.num_classes, base.spec.head, base.batch_size,
+                                      base.image_size, base.width)
     name = device_name(device)
     peak, peak_source = assumed_bf16_peak(name) if cuda else (None, "not a CUDA device")
     fast_configs = {mode: replace(base, channels_last=True, fused_sgd=True, bf16=cuda, compile=mode)
@@ -472,7 +477,9 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
         "git_dirty": dirty,
         "config": {
             "dataset": data.name, "dataset_label": data.label, "imbalance": imbalance, "method": METHOD,
-            "arch": base.arch, "head": base.spec.head, "batch_size": base.batch_size,
+            "arch": base.arch, "head": base.spec.head, "batch_size": base.batch_size, "preset": base.preset,
+            "protocol": base.protocol, "width": base.width, "image_size": base.image_size,
+            "threads": torch.get_num_threads(),
             "train_images": len(data.train), "test_images": len(data.test),
             "epochs_timed": epochs, "warmup_epochs": warmup_epochs, "limit_steps": limit_steps,
             "reference_workers": workers, "preset_epochs": base.preset_epochs,
@@ -482,7 +489,8 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
             "train_per_image": train_f, "eval_per_image": eval_f,
             "train_per_epoch": train_f * len(data.train), "eval_per_epoch": eval_f * len(data.test),
             "counter": "torch.utils.flop_counter.FlopCounterMode (convolutions, matrix products) on one batch "
-                       "of 32x32 images: forward+backward (train), forward (eval); x images per epoch",
+                       f"of {base.image_size}x{base.image_size} images: forward+backward (train), forward (eval); "
+                       "x images per epoch",
         },
         "peak": {"assumed_bf16_dense_tflops": peak, "source": peak_source,
                  "measured_bf16_matmul_tflops": measured_bf16_matmul_tflops(device)},
@@ -569,7 +577,8 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
 
 def output_path(result: dict[str, Any], out: str | Path | None, out_dir: str | Path | None) -> Path:
     """``out``, or ``<out_dir>/<device-slug>-<date>[-k].json`` (first free name).
-    CPU results must name ``out`` or ``out_dir`` and never lie under bench/results."""
+    CPU results must name ``out`` or ``out_dir``; under bench/results only those of a
+    reduced protocol (the CPU-scale one is made for this CPU), never the paper's."""
     if out is not None and out_dir is not None:
         raise ValueError("give --out or --out-dir, not both")
     if out is not None:
@@ -582,8 +591,10 @@ def output_path(result: dict[str, Any], out: str | Path | None, out_dir: str | P
         path, k = folder / f"{stem}.json", 2
         while path.exists():
             path, k = folder / f"{stem}-{k}.json", k + 1
-    if result["device_type"] != "cuda" and path.resolve().is_relative_to(RESULTS_DIR.resolve()):
-        raise ValueError(f"{path}: only GPU-made results go under {RESULTS_DIR}; write CPU checks elsewhere")
+    paper = result["config"].get("protocol", "paper") == "paper"
+    if result["device_type"] != "cuda" and paper and path.resolve().is_relative_to(RESULTS_DIR.resolve()):
+        raise ValueError(f"{path}: of the paper's protocol only GPU-made results go under {RESULTS_DIR}; "
+                         "write CPU checks elsewhere (or bench the CPU-scale protocol: --preset cifar10_lt_small)")
     return path
 
 
@@ -635,6 +646,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--stack", type=int, nargs="?", const=-1, default=0, metavar="S",
                    help="also time S copies of one run stacked as one network (kps.stack) in --together-mode; "
                         "--stack alone: as many as --together (default: not)")
+    p.add_argument("--preset", help="the preset of both trainers (default: the dataset's Table 2 preset; "
+                                    "cifar10_lt_small: the CPU-scale protocol)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 for a one-core measurement)")
     p.add_argument("--out", help="result file (required on CPU)")
     p.add_argument("--out-dir", help="folder for <device-slug>-<date>.json (default bench/results on CUDA)")
     args = p.parse_args(argv)
@@ -652,7 +666,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         modes_text = args.fast_modes or ("none,default" if device.type == "cuda" else "none")
         modes = [m.strip() for m in modes_text.split(",") if m.strip()]
         t0 = time.perf_counter()
-        data = build_dataset(args.dataset, args.data_root, args.imbalance, seed=0)
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        base = make_config(args.dataset, METHOD, imbalance=args.imbalance,
+                           **({} if args.preset is None else {"preset": args.preset}))
+        data = load_data(base, args.data_root)  # at the preset's image size
         log(f"{data.label}: {len(data.train)} training, {len(data.test)} test images "
             f"({time.perf_counter() - t0:.1f} s to load)")
         target: list[Path] = []
@@ -662,7 +680,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 target.append(output_path(doc, args.out, args.out_dir))
             write_result(doc, target[0])
 
-        result = run_benchmark(data, device, imbalance=args.imbalance, epochs=args.epochs,
+        result = run_benchmark(data, device, imbalance=args.imbalance, epochs=args.epochs, preset=args.preset,
                                warmup_epochs=args.warmup_epochs, limit_steps=args.limit_steps,
                                workers=args.workers, fast_modes=modes, batch_size=args.batch_size,
                                together=args.together, together_mode=args.together_mode,

@@ -10,6 +10,7 @@ half-written.  ``reproduce`` is provided by the module ``kps.reproduce``
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -61,7 +62,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.fast:
         cuda = _device(args.device).startswith("cuda")
         values.update(channels_last=True, fused_sgd=True, bf16=cuda, compile="default" if cuda else "none")
-    for key in ("imbalance", "epochs", "channels_last", "bf16", "fused_sgd", "compile"):
+    for key in ("preset", "imbalance", "epochs", "channels_last", "bf16", "fused_sgd", "compile"):
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
@@ -96,6 +97,8 @@ def _configs(args: argparse.Namespace, methods: Sequence[str] | None, seeds: Seq
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="cifar10, cifar100, cifar10-jpeg, imagenet_lt, inat2018")
+    p.add_argument("--preset", help="a preset of 'python -m kps list' (default: the dataset's Table 2 preset; "
+                                    "cifar10_lt_small: the CPU-scale protocol)")
     p.add_argument("--imbalance", type=float, help="max/min class size (CIFAR: 100 or 50; default 100)")
     p.add_argument("--epochs", type=int, help="train fewer epochs than the preset (a short run; the schedule is kept)")
     p.add_argument("--data-root", default="data", help="folder holding the datasets (default: data)")
@@ -138,21 +141,61 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_train_grid(args: argparse.Namespace) -> int:
     from kps.train import train_grid
 
-    configs = _configs(args, args.methods, args.seeds)
-    if args.jobs > 1:
-        return _spawn_jobs(args)
-    index, count = args.shard
-    mine = configs[index::count]
+    configs = _grid_configs(args)
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        raise ValueError(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
     if args.stack and not args.together:
         raise ValueError("train-grid --stack needs --together (stacked runs train in one process)")
+    if args.jobs > 1 and args.together:
+        raise ValueError("train-grid --jobs trains each configuration alone in one of N processes; "
+                         "--together trains them side by side in one: choose one")
+    if args.jobs > 1:
+        from kps.runner import spawn_workers
+
+        device = _device(args.device)
+        threads = args.threads or (1 if device == "cpu" else 0)
+        child = _strip_option(_strip_option(list(args.argv), "--jobs"), "--threads")
+        return spawn_workers(child, args.jobs, threads or (os.cpu_count() or 1))
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.worker:
+        from kps.runner import run_worker
+
+        failed = run_worker(configs, data_root=args.data_root, out=args.out, checkpoint_dir=args.checkpoints,
+                            device=_device(args.device), quiet=True, log=lambda line: print(line, flush=True))
+        return 1 if failed else 0
     if args.together:
-        return _train_together(mine, args)
-    records = train_grid(mine, data_root=args.data_root, out=args.out, device=_device(args.device),
+        return _train_together(configs, args)
+    records = train_grid(configs, data_root=args.data_root, out=args.out, device=_device(args.device),
                          quiet=args.quiet, force=args.force, resume=args.resume, checkpoint_dir=args.checkpoints,
                          skip_existing=args.skip_existing)
     for r in records:
         _print_summary(r)
     return 0
+
+
+def _grid_configs(args: argparse.Namespace) -> list:
+    """--grid NAME (kps.runner.GRIDS) or --methods x --seeds."""
+    if args.grid is None:
+        if not args.methods:
+            raise ValueError("train-grid needs --methods (or --grid NAME: " + ", ".join(_grid_names()) + ")")
+        return _configs(args, args.methods, args.seeds)
+    from kps.runner import GRIDS
+
+    if args.grid not in GRIDS:
+        raise ValueError(f"unknown grid {args.grid!r}; valid: {', '.join(GRIDS)}")
+    if args.methods or args.dataset:
+        raise ValueError("--grid names its own dataset, methods and seeds; give --grid or --dataset/--methods")
+    overrides = _overrides(args)  # e.g. --epochs 1 for a smoke test (short runs have records of their own)
+    return [dataclasses.replace(c, **overrides) for c in GRIDS[args.grid]()]
+
+
+def _grid_names() -> list[str]:
+    from kps.runner import GRIDS
+
+    return list(GRIDS)
 
 
 def _print_summary(record: dict[str, Any]) -> None:
@@ -179,20 +222,6 @@ def _train_together(configs: list, args: argparse.Namespace) -> int:
     return 1 if any(o.record is None for o in outcomes) else 0
 
 
-def _spawn_jobs(args: argparse.Namespace) -> int:
-    """Run ``--jobs N`` worker processes of this train-grid, worker i taking
-    configurations i, i+N, ... (each loads the data once); status 0 if all succeed."""
-    argv = list(args.argv)
-    procs = []
-    for i in range(args.jobs):
-        child = _strip_option(argv, "--jobs") + ["--shard", f"{i}/{args.jobs}"]
-        if i > 0 and "--quiet" not in child:
-            child.append("--quiet")
-        procs.append(subprocess.Popen([sys.executable, "-m", "kps", *child]))
-    codes = [p.wait() for p in procs]
-    return max(codes)
-
-
 def _strip_option(argv: list[str], name: str) -> list[str]:
     out, skip = [], False
     for a in argv:
@@ -205,24 +234,19 @@ def _strip_option(argv: list[str], name: str) -> list[str]:
     return out
 
 
-def _shard(text: str) -> tuple[int, int]:
-    index, sep, count = text.partition("/")
-    if not (sep and index.isdigit() and count.isdigit() and int(index) < int(count)):
-        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {text!r}")
-    return int(index), int(count)
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     from kps.configs import DATASET_PRESETS, METHODS, PRESETS
 
-    print("presets (Table 2):")
+    print("presets (Table 2, then reduced protocols; --preset NAME, default the dataset's own):")
     for p in PRESETS.values():
-        datasets = ", ".join(d for d, name in DATASET_PRESETS.items() if name == p.name)
-        print(f"  {p.name:<12} {p.arch}, batch {p.batch_size}, lr {p.lr}, wd {p.weight_decay:g}, "
-              f"warm-up {p.warmup_epochs}, {p.epochs} epochs, decay x{p.decay_ratio:g} at "
-              f"{list(p.decay_epochs)}, m_max {p.m_max}  [datasets: {datasets}]")
+        default = ", ".join(d for d in p.datasets if DATASET_PRESETS[d] == p.name)
+        where = f"datasets: {', '.join(p.datasets)}" + (f"; default for {default}" if default else "")
+        width = f" width {p.width}," if p.arch == "resnet32" else ""
+        print(f"  {p.name:<16} {p.protocol} protocol: {p.arch},{width} {p.image_size} px, batch {p.batch_size}, "
+              f"lr {p.lr}, wd {p.weight_decay:g}, warm-up {p.warmup_epochs}, {p.epochs} epochs, decay "
+              f"x{p.decay_ratio:g} at {list(p.decay_epochs)}, m_max {p.m_max}  [{where}]")
         for key, why in p.not_in_paper.items():
-            print(f"  {'':<12}   {key} = {getattr(p, key)}: {why}")
+            print(f"  {'':<16}   {key} = {getattr(p, key)}: {why}")
     print("methods:")
     for name, m in METHODS.items():
         extras = [w for w, on in (("DRW", m.drw), ("GA", m.ga), ("mixup", m.mixup)) if on]
@@ -262,13 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(func=cmd_train)
 
-    g = sub.add_parser("train-grid", help="train several methods x seeds in one process (data loaded once)",
+    g = sub.add_parser("train-grid", help="train several methods x seeds (data loaded once), or a named grid",
                        description="Train every (method, seed) pair one after another in one process, loading "
-                                   "the data once; --jobs N runs N such processes side by side (one GPU).")
-    g.add_argument("--methods", nargs="+", required=True)
+                                   "the data once.  --jobs N: N worker processes take the configurations in "
+                                   "order, each skipping those with a record or claimed by another worker, and "
+                                   "resuming checkpoints (kps.runner); a later call continues where one stopped.")
+    g.add_argument("--methods", nargs="+")
     g.add_argument("--seeds", nargs="+", type=int, default=[0])
-    g.add_argument("--jobs", type=int, default=1, help="worker processes sharing the device (default 1)")
-    g.add_argument("--shard", type=_shard, default=(0, 1), help=argparse.SUPPRESS)
+    g.add_argument("--grid", help="a named grid instead of --methods/--seeds: cpu (the CPU-scale protocol's "
+                                  "14 rows x rho 100, 50 x seeds 0-2, kps.runner.CPU_GRID_ROWS)")
+    g.add_argument("--jobs", type=int, default=1,
+                   help="worker processes (default 1); on CPU one per core, e.g. --jobs 2 on two cores")
+    g.add_argument("--threads", type=int, help="threads per process (default with --jobs on CPU: 1)")
+    g.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     g.add_argument("--skip-existing", action="store_true", help="leave configurations with a record alone")
     g.add_argument("--together", action="store_true",
                    help="train the configurations side by side, each on its own CUDA stream (one process; "

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from kps.configs import METHODS, RUN_ONLY_KEYS, RunConfig, make_config
+from kps.configs import DATASET_PRESETS, METHODS, PRESETS, RUN_ONLY_KEYS, Preset, RunConfig, make_config
 from kps.data import summarize_counts, train_class_counts
 from kps.results import config_record_path
 
@@ -203,22 +203,42 @@ def dataset_title(dataset: str) -> str:
     return DATASET_TITLES[dataset]
 
 
+def preset_of(config: Mapping[str, Any], source: str = "a record") -> Preset:
+    """The preset a record's config ran (its ``preset`` key; records written before
+    presets were stored ran their dataset's own).  An unknown one: ValueError naming it."""
+    name = config.get("preset") or DATASET_PRESETS.get(config.get("dataset", ""), "")
+    if name not in PRESETS:
+        raise ValueError(f"{source}: preset {name!r} is not known to this code (kps.configs.PRESETS: "
+                         f"{', '.join(PRESETS)}); update the code or move the record out of results/")
+    return PRESETS[name]
+
+
+def protocol_of(config: Mapping[str, Any]) -> str:
+    """'paper' or the reduced protocol's name ('CPU-scale') of a record's config."""
+    return preset_of(config).protocol
+
+
 def _differences(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(key, words) for every way ``config`` differs from the paper's setting of
-    its dataset, method and imbalance (``make_config`` with the same seed);
-    a short run first. Keys that only pick a faster code path are skipped;
-    bf16 autocast is kept (it changes the arithmetic, not only the speed)."""
+    """(key, words) for every way ``config`` differs from the setting of its dataset,
+    method and imbalance under its preset (``make_config`` with the same seed);
+    a reduced protocol first, then a short run. Keys that only pick a faster code
+    path are skipped; bf16 autocast is kept (it changes the arithmetic, not only the
+    speed).  A key a record predates takes the preset's value."""
     cfg = dict(config)
-    reference = make_config(cfg["dataset"], cfg["method"], imbalance=cfg["imbalance"], seed=cfg["seed"]).to_dict()
+    preset = preset_of(cfg)
+    reference = make_config(cfg["dataset"], cfg["method"], imbalance=cfg["imbalance"], seed=cfg["seed"],
+                            preset=preset.name).to_dict()
     parts: list[tuple[str, str]] = []
+    if preset.protocol != "paper":
+        parts.append(("preset", f"{preset.protocol} protocol ({preset.name})"))
     for key in sorted(set(cfg) | set(reference)):
-        if key in _SPEED_KEYS or key == "seed":
+        if key in _SPEED_KEYS or key in ("seed", "preset"):
             continue
-        ours, ref = cfg.get(key), reference.get(key)
+        ours, ref = cfg.get(key, reference.get(key)), reference.get(key)
         if _same(ours, ref):
             continue
         if key == "epochs":
-            parts.insert(0, (key, f"short run: {ours} of {ref} epochs"))
+            parts.insert(len(parts) and parts[0][0] == "preset", (key, f"short run: {ours} of {ref} epochs"))
         elif key in ("ga_variant", "lr_style") and ours == "official":
             parts.append((key, "GA: authors' per-sample row scale" if key == "ga_variant" else "lr: authors' schedule"))
         elif key == "bf16":
@@ -238,13 +258,15 @@ def setting_label(config: Mapping[str, Any]) -> str:
     return "; ".join(parts) if parts else "paper setting"
 
 
-def variant_label(config: Mapping[str, Any]) -> str:
+def variant_label(config: Mapping[str, Any], with_protocol: bool = True) -> str:
     """The part of :func:`setting_label` that changes the experiment itself
     (the keys of a record's setting tag, e.g. the authors'-code GA variant):
     'paper setting' when the run differs only in how long, how often
     evaluated, or how fast/precise it ran (``kps.configs.RUN_ONLY_KEYS``).
-    Result tables give each variant its own row."""
-    parts = [words for key, words in _differences(config) if key not in RUN_ONLY_KEYS]
+    Result tables give each variant its own row; ``with_protocol=False`` leaves out
+    a reduced protocol's name (the tables give it a column of its own)."""
+    parts = [words for key, words in _differences(config)
+             if key not in RUN_ONLY_KEYS and (with_protocol or key != "preset")]
     return "; ".join(parts) if parts else "paper setting"
 
 
@@ -278,7 +300,9 @@ def _groups(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]
     speed-only switches), in a stable order; one group = one cell of ours."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for rec in records:
-        cfg = {k: v for k, v in rec["config"].items() if k != "seed" and k not in _SPEED_KEYS}
+        full = {**make_config(rec["config"]["dataset"], rec["config"]["method"],
+                              preset=preset_of(rec["config"]).name).to_dict(), **rec["config"]}
+        cfg = {k: v for k, v in full.items() if k != "seed" and k not in _SPEED_KEYS}
         key = repr(sorted((k, repr(v)) for k, v in cfg.items())) + repr(rec.get("dataset_label"))
         groups.setdefault(key, []).append(rec)
     return [groups[k] for k in sorted(groups)]
@@ -298,8 +322,10 @@ def comparison_table(
     error of the last epoch / of the best epoch, mean ± std over seeds),
     seeds, our data (the records' dataset label), our setting (see
     :func:`setting_label`), our variant (see :func:`variant_label`; '' where
-    there is no record). Our cells say "not run" where no record exists and
-    "not in this artifact" for methods this package does not implement.
+    there is no record), protocol ('paper' or a reduced protocol such as
+    'CPU-scale', :data:`kps.configs.PRESETS`; '' where there is no record).
+    Our cells say "not run" where no record exists and "not in this artifact"
+    for methods this package does not implement.
     """
     rows = paper[paper["table"] == table]
     if rows.empty:
@@ -319,17 +345,18 @@ def comparison_table(
         if not found:
             missing = NOT_RUN if p["method"] in implemented else NOT_IMPLEMENTED
             out.append({**base, "ours final": missing, "ours best": missing, "seeds": "",
-                        "our data": "", "our setting": "", "our variant": ""})
+                        "our data": "", "our setting": "", "our variant": "", "protocol": ""})
             continue
         for group in _groups(found):
             out.append({
                 **base,
+                "protocol": protocol_of(group[0]["config"]),
                 "ours final": format_summary(summarize(r["top1_error"] for r in group)),
                 "ours best": format_summary(summarize(r["best_top1_error"] for r in group)),
                 "seeds": ", ".join(str(s) for s in sorted(r["config"]["seed"] for r in group)),
                 "our data": group[0].get("dataset_label", group[0]["config"]["dataset"]),
                 "our setting": setting_label(group[0]["config"]),
-                "our variant": variant_label(group[0]["config"]),
+                "our variant": variant_label(group[0]["config"], with_protocol=False),
             })
     return pd.DataFrame(out)
 
@@ -344,6 +371,18 @@ def table_records(paper: pd.DataFrame, records: Sequence[Mapping[str, Any]], tab
     return [r for r in records if id(r) in used]
 
 
+def protocol_column(protocol: str) -> str:
+    """The sub-column of a table head that holds our runs of ``protocol``."""
+    return "ours (final epoch)" if protocol == "paper" else f"ours, {protocol} protocol (final epoch)"
+
+
+def _protocol_fits(protocol: str, dataset_title_: str) -> bool:
+    """Whether a preset of ``protocol`` runs on the paper column's dataset."""
+    datasets = {d for p in PRESETS.values() if p.protocol == protocol for d in p.datasets}
+    return any(DATASET_TITLES.get(base) == dataset_title_ for base, variants in DATASET_VARIANTS.items()
+               if set(variants) & datasets)
+
+
 def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     """The paper's layout (methods down, labelled "<paper's label> (<our
     method name>)"; dataset x imbalance x backbone across) with a 'paper' and
@@ -356,44 +395,61 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     method name>), <variant>", with the paper's number repeated beside them
     and "not run" where that variant has no record. Several groups of our
     runs for one cell are joined with ' | ', each followed by its dataset
-    label and setting in brackets."""
+    label and setting in brackets.
+
+    Runs of a reduced protocol (``protocol`` column, e.g. 'CPU-scale') never
+    share a column with the paper's protocol: each such protocol with a record
+    in the table gets its own column under every head whose dataset it runs on
+    ("ours, CPU-scale protocol (final epoch)", :func:`protocol_column`), its
+    variant rows matched by the variant within that protocol."""
     def ours(sub: pd.DataFrame) -> str:
         return " | ".join(f"{r['ours final']} [{r['our data']}; {r['our setting']}]" for _, r in sub.iterrows())
 
+    reduced = [p for p in dict.fromkeys(long.get("protocol", pd.Series(dtype=str))) if p and p != "paper"]
     cols: list[tuple[str, str]] = []
     cells: dict[str, dict[tuple[str, str], str]] = {}
     rows_of: dict[str, list[str]] = {}          # method row -> its variant rows, in order
     paper_of: dict[str, dict[str, str]] = {}    # method row -> column head -> the paper's number
+    ours_cols: dict[str, list[str]] = {}        # column head -> its columns of ours
     order: list[str] = []
     for (label, method, ds, imb, bb), sub in long.groupby(
             ["paper label", "method", "dataset", "imbalance", "backbone"], sort=False):
         label = f"{label} ({method})"
         head = f"{ds} {bb}" + ("" if imb == "-" else f" ρ={imb}")
-        for c in ((head, "paper"), (head, "ours (final epoch)")):
-            if c not in cols:
-                cols.append(c)
+        if head not in ours_cols:
+            ours_cols[head] = [protocol_column("paper")] + [protocol_column(p) for p in reduced
+                                                            if _protocol_fits(p, ds)]
+            cols.extend((head, c) for c in ("paper", *ours_cols[head]))
         if label not in cells:
             cells[label], rows_of[label], paper_of[label] = {}, [], {}
             order.append(label)
         paper_of[label][head] = sub["paper"].iloc[0]
         cells[label][(head, "paper")] = sub["paper"].iloc[0]
         ran = sub[sub["our data"] != ""]
-        main = ran[ran["our variant"] == "paper setting"]
-        if ran.empty:
-            cells[label][(head, "ours (final epoch)")] = sub["ours final"].iloc[0]
-        else:
-            cells[label][(head, "ours (final epoch)")] = ours(main) if not main.empty else NOT_RUN
-        for variant, part in ran[ran["our variant"] != "paper setting"].groupby("our variant", sort=False):
-            row = f"{label}, {variant}"
-            if row not in cells:
-                cells[row] = {}
-                rows_of[label].append(row)
-            cells[row][(head, "ours (final epoch)")] = ours(part)
+        for protocol in ["paper", *reduced]:
+            column = protocol_column(protocol)
+            if column not in ours_cols[head]:
+                continue
+            mine = ran[ran["protocol"] == protocol] if not ran.empty else ran
+            variants = mine["our variant"]
+            main = mine[variants == "paper setting"]
+            if ran.empty and protocol == "paper":
+                cells[label][(head, column)] = sub["ours final"].iloc[0]
+            else:
+                cells[label][(head, column)] = ours(main) if not main.empty else (
+                    sub["ours final"].iloc[0] if ran.empty else NOT_RUN)
+            for variant in dict.fromkeys(variants[variants != "paper setting"]):
+                row = f"{label}, {variant}"
+                if row not in cells:
+                    cells[row] = {}
+                    rows_of[label].append(row)
+                cells[row][(head, column)] = ours(mine[variants == variant])
     for label, variants in rows_of.items():
         for row in variants:
             for head, number in paper_of[label].items():
                 cells[row][(head, "paper")] = number
-                cells[row].setdefault((head, "ours (final epoch)"), NOT_RUN)
+                for column in ours_cols[head]:
+                    cells[row].setdefault((head, column), NOT_RUN)
     index = [row for label in order for row in (label, *rows_of[label])]
     frame = pd.DataFrame([[cells[m].get(c, "") for c in cols] for m in index], index=index,
                          columns=pd.MultiIndex.from_tuples(cols))

@@ -2,6 +2,7 @@
 input (clear message, non-zero exit, nothing written)."""
 
 import json
+import socket
 import subprocess
 import sys
 import types
@@ -11,6 +12,7 @@ import torch
 from synthetic import synthetic_data
 
 import kps.__main__ as cli
+import kps.runner as runner
 import kps.together as together
 import kps.train as kt
 from kps.results import load_records
@@ -73,18 +75,29 @@ def test_config_file_authors_code_and_fast_flags(tmp_path, fake_data):
     assert ".ga_variant-official." in next((tmp_path / "results").rglob("*.json")).name
 
 
-def test_train_grid_and_shards(tmp_path, fake_data, capsys):
+def test_train_grid_and_its_workers(tmp_path, fake_data, capsys):
     rc = cli.main(["train-grid", "--methods", "kps", "ce", "--seeds", "0", "1", *TINY, *folders(tmp_path)])
     assert rc == 0 and len(fake_data) == 1
     assert [(r["config"]["method"], r["config"]["seed"]) for r in load_records(tmp_path / "results")] == [
         ("ce", 0), ("ce", 1), ("kps", 0), ("kps", 1)]
     assert capsys.readouterr().out.count("final") == 4
-    other = tmp_path / "shard"
-    rc = cli.main(["train-grid", "--methods", "kps", "ce", "--seeds", "0", "1", "--shard", "1/2", *TINY,
-                   *folders(other)])
-    assert rc == 0  # worker 1 of 2 takes configurations 1 and 3: (kps, 1) and (ce, 1)
+    # workers: a configuration with a live claim (this process's) is passed over, a dead
+    # process's claim is taken over, existing records are done; each record once
+    other = tmp_path / "workers"
+    configs = cli._configs(cli.build_parser().parse_args(["train-grid", "--methods", "kps", "ce", *TINY]),
+                           ["kps", "ce"], [0, 1])
+    held, stale = (kt.checkpoint_path(other / "ckpt", c) for c in configs[:2])
+    assert runner.claim(held) and not runner.claim(held)
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    runner.claim_path(stale).write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 7, "start": "1"}))
+    rc = cli.main(["train-grid", "--methods", "kps", "ce", "--seeds", "0", "1", "--worker", *TINY, *folders(other)])
+    assert rc == 0
     assert [(r["config"]["method"], r["config"]["seed"]) for r in load_records(other / "results")] == [
-        ("ce", 1), ("kps", 1)]
+        ("ce", 0), ("ce", 1), ("kps", 1)]
+    assert runner.claim_path(held).exists() and not runner.claim_path(stale).exists()
+    runner.release(held)
+    assert not runner.claim_path(held).exists()
+    assert "kps" in capsys.readouterr().out
     assert cli._strip_option(["a", "--jobs", "3", "b", "--jobs=2"], "--jobs") == ["a", "b"]
 
 
@@ -131,6 +144,12 @@ def test_train_grid_stack_trains_the_methods_of_a_seed_as_one_network(tmp_path, 
         (["train-grid", "--methods", "kps", "nope", "--dataset", "cifar10"], "unknown method 'nope'"),
         (["download", "imagenet_lt", "--data-root", "x"], "imagenet_lt cannot be downloaded automatically"),
         (["train-grid", "--methods", "kps", "ce", "--dataset", "cifar10", "--stack"], "--stack needs --together"),
+        (["train-grid", "--grid", "gpu"], "unknown grid 'gpu'; valid: cpu"),
+        (["train-grid", "--grid", "cpu", "--methods", "ce"], "give --grid or --dataset/--methods"),
+        (["train-grid", "--dataset", "cifar10"], "train-grid needs --methods (or --grid NAME: cpu)"),
+        (["train-grid", "--methods", "ce", "--dataset", "cifar10", "--jobs", "2", "--together"], "choose one"),
+        (["train", "--method", "ce", "--dataset", "cifar100", "--preset", "cifar10_lt_small"],
+         "preset 'cifar10_lt_small' does not fit dataset 'cifar100' (it fits: cifar10, cifar10-jpeg)"),
     ],
 )
 def test_bad_input(tmp_path, capsys, argv, message):

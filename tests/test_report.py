@@ -287,6 +287,30 @@ def test_wide_table_gives_a_variant_its_own_row(paper):
     assert w.loc[main, col] == "not run" and w.loc[variant, col].startswith("25.00 (n=1)")
 
 
+def test_wide_table_gives_a_reduced_protocol_its_own_columns(paper):
+    small = dict(preset="cifar10_lt_small")
+    recs = [record(seed=0, final=20.0),                                   # the paper's protocol
+            record(seed=0, final=31.0, **small), record(seed=1, final=33.0, **small),
+            record(seed=0, final=40.0, ga_variant="official", **small)]
+    long = report.comparison_table(paper, recs, 3)
+    ran = long[long["our data"] != ""]
+    assert sorted(ran["protocol"]) == ["CPU-scale", "CPU-scale", "paper"]
+    assert report.setting_label(recs[1]["config"]) == "CPU-scale protocol (cifar10_lt_small)"
+    w = report.wide_table(long)
+    head = "CIFAR-10-LT ResNet-32 ρ=100"
+    main, variant = "KPS loss (Ours) (kps_ga)", "KPS loss (Ours) (kps_ga), GA: authors' per-sample row scale"
+    cpu = (head, "ours, CPU-scale protocol (final epoch)")
+    assert w.loc[main, (head, "ours (final epoch)")] == "20.00 (n=1) [CIFAR-10 (JPEG copy); paper setting]"
+    assert w.loc[main, cpu] == "32.00 ± 1.41 (n=2) [CIFAR-10 (JPEG copy); CPU-scale protocol (cifar10_lt_small)]"
+    assert w.loc[variant, cpu].startswith("40.00 (n=1)") and w.loc[variant, (head, "ours (final epoch)")] == "not run"
+    assert w.loc["CE loss (ce)", cpu] == "not run" and w.loc["CE loss (ce)", (head, "paper")] == "29.64"
+    # CIFAR-100 has no CPU-scale preset: no such column there
+    assert ("CIFAR-100-LT ResNet-32 ρ=100", "ours, CPU-scale protocol (final epoch)") not in w.columns
+    assert (("CIFAR-10-LT ResNet-32 ρ=50", "ours, CPU-scale protocol (final epoch)") in w.columns)
+    # no reduced-protocol record: the table has the paper's layout only
+    assert not any("CPU-scale" in c for _, c in report.wide_table(report.comparison_table(paper, recs[:1], 3)).columns)
+
+
 # --- the committed GPU records and bench results -------------------------------------------------------
 
 RESULTS = ROOT / "results"
