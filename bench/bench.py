@@ -301,9 +301,10 @@ def _timed(fn: Callable[[], int], device: torch.device) -> tuple[float, int]:
 
 def time_trainer(trainer: Any, device: torch.device, *, epochs: int, warmup_epochs: int,
                  limit_steps: int | None, flops_train: float, flops_eval: float,
-                 preset_epochs: int, peak_tflops: float | None,
+                 preset_epochs: int, peak_tflops: float | None, eval_every: int = 1,
                  log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """Warm-up epochs, then ``epochs`` timed epochs of (training pass, evaluation pass)."""
+    """Warm-up epochs, then ``epochs`` timed epochs of (training pass, evaluation pass).
+    The projected run trains ``preset_epochs`` and evaluates every ``eval_every``-th and the last."""
     if epochs < 1 or warmup_epochs < 0:
         raise ValueError(f"need epochs >= 1 and warmup_epochs >= 0, got {epochs}, {warmup_epochs}")
     warm_train, warm_eval, train_s, eval_s = [], [], [], []
@@ -333,7 +334,8 @@ def time_trainer(trainer: Any, device: torch.device, *, epochs: int, warmup_epoc
         "epoch_s": epoch_s,
         "train_images_per_s": n_train / train_med,
         "eval_images_per_s": n_eval / eval_med,
-        "projected_run_s": None if limit_steps else preset_epochs * epoch_s + max(overhead, 0.0),
+        "projected_run_s": None if limit_steps else (preset_epochs * train_med + math.ceil(preset_epochs / eval_every)
+                                                     * eval_med + max(overhead, 0.0)),
         "achieved_tflops": achieved,
         "train_achieved_tflops": flops_train * n_train / train_med / 1e12,
         "fraction_of_bf16_peak": None if peak_tflops is None else achieved / peak_tflops,
@@ -457,7 +459,8 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
                                       base.image_size, base.width)
     name = device_name(device)
     peak, peak_source = assumed_bf16_peak(name) if cuda else (None, "not a CUDA device")
-    fast_configs = {mode: replace(base, channels_last=True, fused_sgd=True, bf16=cuda, compile=mode)
+    # the switches the runs use: on CPU channels_last alone (kps.runner.cpu_grid)
+    fast_configs = {mode: replace(base, channels_last=True, fused_sgd=cuda, bf16=cuda, compile=mode)
                     for mode in fast_modes}
     commit, dirty = git_state()
     now = datetime.now(timezone.utc)
@@ -499,7 +502,7 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
     }
     common = dict(device=device, epochs=epochs, warmup_epochs=warmup_epochs, limit_steps=limit_steps,
                   flops_train=train_f, flops_eval=eval_f, preset_epochs=base.preset_epochs,
-                  peak_tflops=peak, log=log)
+                  peak_tflops=peak, eval_every=base.eval_every, log=log)
 
     def record(key: str, timing: dict[str, Any], **about: Any) -> None:
         doc["trainers"][key] = dict(timing, **about)
