@@ -227,24 +227,23 @@ def verdict(claim: Claim, ci: Interval) -> str:
     return f"inconclusive at n={ci.n}"
 
 
-def claims_table(records: Sequence[Mapping[str, Any]], claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
-    """One row per claim and (protocol, dataset label, imbalance) with paired records:
-    the per-seed differences, their mean with the 95 % interval, and the verdict.
-    A claim without any pair gets one row saying so."""
+def claims_table(records: Sequence[Mapping[str, Any]], protocol: str,
+                 claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
+    """One row per claim and (dataset label, imbalance) with paired records of
+    ``protocol``: the per-seed differences, their mean with the 95 % interval, and
+    the verdict.  A claim without any pair gets one row saying so."""
     labels = {rec["config"]["dataset"]: rec.get("dataset_label", rec["config"]["dataset"]) for rec in records}
     rows = []
     for claim in claims:
-        found = paired(records, claim)
+        found = {k: v for k, v in paired(records, claim).items() if k[0] == protocol}
         if not found:
-            rows.append({"claim": claim.text, "source": claim.source, "protocol": "", "data": "",
-                         "imbalance": "", "measure": claim.measure_name, "differences (a - b) by seed": "",
-                         "mean [95% CI]": "", "verdict": "no paired records yet"})
-        for (protocol, dataset, imbalance), by_seed in found.items():
+            rows.append({"claim": claim.text, "source": claim.source, "data": "", "ρ": "",
+                         "a - b by seed": "", "mean [95% CI]": "", "verdict": "no paired records yet"})
+        for (_, dataset, imbalance), by_seed in found.items():
             ci = interval(list(by_seed.values()))
             rows.append({
-                "claim": claim.text, "source": claim.source, "protocol": protocol, "data": labels[dataset],
-                "imbalance": f"{imbalance:g}", "measure": claim.measure_name,
-                "differences (a - b) by seed": ", ".join(f"{s}: {d:+.2f}" for s, d in by_seed.items()),
+                "claim": claim.text, "source": claim.source, "data": labels[dataset], "ρ": f"{imbalance:g}",
+                "a - b by seed": ", ".join(f"{s}: {d:+.2f}" for s, d in by_seed.items()),
                 "mean [95% CI]": str(ci), "verdict": verdict(claim, ci),
             })
     return pd.DataFrame(rows)

@@ -50,6 +50,10 @@ __all__ = [
     "comparison_table",
     "wide_table",
     "table_records",
+    "runs_overview",
+    "protocol_of",
+    "preset_of",
+    "protocol_column",
     "setting_effects",
     "ProvenanceNote",
     "read_provenance_notes",
@@ -359,6 +363,36 @@ def comparison_table(
                 "our variant": variant_label(group[0]["config"], with_protocol=False),
             })
     return pd.DataFrame(out)
+
+
+def runs_overview(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig], workers: int) -> str:
+    """Markdown: how many full-schedule records each protocol has (by data and imbalance),
+    how much of ``grid`` (the CPU grid) is done, and how long the whole grid takes to
+    rerun with ``workers`` runs side by side, from the mean wall time of its records."""
+    full = [r for r in records if r["epochs"] == r["preset_epochs"]]
+    counts: dict[tuple[str, str, float], int] = {}
+    for r in full:
+        c = r["config"]
+        key = (protocol_of(c), r.get("dataset_label", c["dataset"]), float(c["imbalance"]))
+        counts[key] = counts.get(key, 0) + 1
+    lines = ["**What has been run.** " + ("; ".join(
+        f"{protocol} protocol, {label}, ρ = {imb:g}: {n} run{'s' if n != 1 else ''}"
+        for (protocol, label, imb), n in sorted(counts.items())) or "no full-schedule run yet") + "."]
+    wanted = {config_record_path("", c) for c in grid}
+    done = [r for r in full if config_record_path("", RunConfig.from_dict(r["config"])) in wanted]
+    if grid:
+        line = f"**The CPU grid** ({len(grid)} runs): {len(done)} done"
+        if done:
+            wall = sum(r["wall_time_s"] for r in done) / len(done)
+            line += (f"; one run takes {wall / 60:.1f} min on one core (mean of its records), so the whole grid "
+                     f"takes about {len(grid) * wall / workers / 3600:.1f} h on {workers} cores "
+                     f"(`python -m kps train-grid --grid cpu --jobs {workers}`)")
+        lines.append(line + ".")
+    small = any(protocol_of(r["config"]) != "paper" for r in full)
+    if small:
+        lines.append("Runs of the CPU-scale protocol are a reduced protocol: they have columns of their own and "
+                     "are never set beside the paper's numbers as like for like.")
+    return "\n\n".join(lines)
 
 
 def table_records(paper: pd.DataFrame, records: Sequence[Mapping[str, Any]], table: int) -> list[Mapping[str, Any]]:
@@ -880,10 +914,14 @@ TRAINER_TITLES = {
 }
 
 
-def bench_files(folder: str | Path) -> list[Path]:
+def bench_files(folder: str | Path, device_type: str | None = None) -> list[Path]:
     """The bench results under ``folder`` (``*.json`` other than the grids'
-    ``*.runs.json``), sorted by name (device slug, date, job)."""
-    return sorted(p for p in Path(folder).glob("*.json") if not p.name.endswith(".runs.json"))
+    ``*.runs.json``), sorted by name (device slug, date, job); with ``device_type``
+    ('cuda', 'cpu') only those measured on such a device."""
+    files = sorted(p for p in Path(folder).glob("*.json") if not p.name.endswith(".runs.json"))
+    if device_type is None:
+        return files
+    return [p for p in files if json.loads(p.read_text()).get("device_type") == device_type]
 
 
 def read_bench(path: str | Path) -> dict:

@@ -40,20 +40,23 @@ def test_claims_table_pairs_by_seed_and_protocol():
     recs += [record("kps_ga", 0, 35.0, ga_variant="official")]           # the authors' GA: another row
     recs += [record("ce", 0, 40.0, epochs=3)]                            # a short run: left out
     recs += [record("ldam_drw", 0, 20.0, preset="cifar10_lt")]           # the paper's protocol, no partner
-    table = claims.claims_table(recs).set_index("claim")
+    table = claims.claims_table(recs, "CPU-scale").set_index("claim")
     a = table.loc["KPS-GA has a lower error than LDAM-DRW"]
-    assert a["protocol"] == "CPU-scale" and a["differences (a - b) by seed"] == "0: +3.00, 1: +3.50, 2: +3.00"
+    assert (a["data"], a["ρ"]) == ("CIFAR-10 (JPEG copy)", "100")
+    assert a["a - b by seed"] == "0: +3.00, 1: +3.50, 2: +3.00"
     assert a["verdict"] == "supported"
     assert table.loc["LDAM-DRW has a lower error than CE", "verdict"] == "no paired records yet"
     none = table.loc["for KPS, GA gives a lower error than no re-balancing"]
-    assert none["differences (a - b) by seed"] == "0: +2.00, 1: -2.50" and none["verdict"] == "inconclusive at n=2"
+    assert none["a - b by seed"] == "0: +2.00, 1: -2.50" and none["verdict"] == "inconclusive at n=2"
     tail = table.loc["GA lowers the tail classes' error (KPS without GA against KPS-GA)"]
-    assert tail["differences (a - b) by seed"] == "0: +8.00, 1: +9.00" and tail["verdict"] == "supported"
+    assert tail["a - b by seed"] == "0: +8.00, 1: +9.00" and tail["verdict"] == "supported"
     head = table.loc[f"GA costs the head classes little (at most {claims.HEAD_LOSS_TOLERANCE:g} points)"]
-    assert head["differences (a - b) by seed"] == "0: +1.00, 1: +2.00"   # upper bound 1.5 + 6.35 > 2
+    assert head["a - b by seed"] == "0: +1.00, 1: +2.00"   # upper bound 1.5 + 6.35 > 2
     assert head["verdict"] == "inconclusive at n=2"
     row = table.loc["the authors' row scale against eq. 25's column scale (no claimed direction)"]
-    assert row["differences (a - b) by seed"] == "0: -8.00" and row["verdict"] == "inconclusive: one seed, no interval"
+    assert row["a - b by seed"] == "0: -8.00" and row["verdict"] == "inconclusive: one seed, no interval"
+    # the paper's protocol has only the lone LDAM-DRW record: nothing is paired there
+    assert set(claims.claims_table(recs, "paper")["verdict"]) == {"no paired records yet"}
 
 
 def test_verdicts_contradicted_and_undirected():

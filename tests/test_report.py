@@ -440,8 +440,11 @@ def test_ga_variant_note_several_seeds():
 
 @pytest.fixture(scope="module")
 def benches():
-    files = report.bench_files(BENCH)
+    files = report.bench_files(BENCH, "cuda")
     assert [p.name for p in files] == ["nvidia-h200-2026-11-26-job1.json", "nvidia-h200-2026-11-26-job2.json"]
+    cpu = report.bench_files(BENCH, "cpu")
+    assert [p.name for p in cpu] == ["cpu-intel-r-xeon-r-processor-2026-12-01.json"]
+    assert set(report.bench_files(BENCH)) == set(files) | set(cpu)
     return {p.stem: report.read_bench(p) for p in files}
 
 
@@ -795,3 +798,38 @@ def test_train_loss_of_the_committed_benches_predates_the_record(benches):
             "**This bench predates the loss record**: its file has no `train_losses`, so it cannot show "
             "whether the trainers train alike.")
     assert report.train_loss_verdict(loss_doc()) != report.train_loss_verdict(benches["nvidia-h200-2026-11-26-job2"])
+
+
+def test_runs_overview_counts_protocols_and_times_the_grid():
+    from kps.runner import cpu_grid
+
+    def full(rec, wall):
+        rec.update(epochs=rec["config"]["epochs"], preset_epochs=rec["config"]["epochs"], wall_time_s=wall)
+        return rec
+
+    grid = cpu_grid()
+    small = dict(preset="cifar10_lt_small", channels_last=True)
+    recs = [full(record(method="ce", seed=0, **small), 600.0), full(record(method="ce", seed=1, **small), 900.0),
+            full(record(seed=0), 7200.0)]
+    short = record(method="ce", seed=2, epochs=3, **small)
+    short.update(epochs=3, preset_epochs=70, wall_time_s=10.0)
+    text = report.runs_overview(recs + [short], grid, workers=2)
+    assert "CPU-scale protocol, CIFAR-10 (JPEG copy), ρ = 100: 2 runs; paper protocol, CIFAR-10 (JPEG copy), ρ = 100: 1 run." in text
+    # mean 750 s a run: 84 x 750 / 2 / 3600 = 8.75 h
+    assert "(84 runs): 2 done; one run takes 12.5 min on one core" in text and "about 8.8 h on 2 cores" in text
+    assert "never set beside the paper's numbers" in text
+
+
+def test_the_committed_cpu_bench_timed_the_grids_configuration():
+    """The CPU-scale protocol's bench (one core) timed what the grid runs, under the same preset."""
+    (path,) = report.bench_files(BENCH, "cpu")
+    bench = report.read_bench(path)
+    c, t = bench["config"], bench["trainers"]
+    assert (c["preset"], c["protocol"], c["width"], c["image_size"], c["threads"]) == (
+        "cifar10_lt_small", "CPU-scale", 8, 16, 1)
+    from kps.runner import cpu_grid
+
+    speed_keys = ("channels_last", "fused_sgd", "bf16", "compile", "width", "image_size", "preset")
+    grid = cpu_grid()[0].to_dict()
+    assert {k: c["fast_configs"]["none"][k] for k in speed_keys} == {k: grid[k] for k in speed_keys}
+    assert set(t) == {"reference", "fast_none"} and t["reference"]["workers"] == 0  # the same one core
