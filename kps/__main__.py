@@ -27,13 +27,17 @@ EXTERNAL_COMMANDS: dict[str, tuple[str, str]] = {
 
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 1
+EXIT_INTERRUPTED = 130  # as a shell reports SIGINT
 
 
 def _parse_value(text: str) -> Any:
-    """A --set value: JSON if it parses (numbers, true/false, null, lists), else the string."""
+    """A --set value: JSON if it parses (numbers, true/false, null, lists such as
+    [160,180]); a comma-separated list (160,180) as a list of such values; else the string."""
     try:
         return json.loads(text)
     except json.JSONDecodeError:
+        if "," in text:
+            return [_parse_value(part.strip()) for part in text.split(",")]
         return text
 
 
@@ -70,10 +74,13 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _device(name: str) -> str:
-    if name == "auto":
-        import torch
+    import torch
 
+    if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is visible on this machine; use --device cpu "
+                         "(or --device auto, which picks a GPU when there is one)")
     return name
 
 
@@ -100,12 +107,18 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="a preset of 'python -m kps list' (default: the dataset's Table 2 preset; "
                                     "cifar10_lt_small: the CPU-scale protocol)")
     p.add_argument("--imbalance", type=float, help="max/min class size (CIFAR: 100 or 50; default 100)")
-    p.add_argument("--epochs", type=int, help="train fewer epochs than the preset (a short run; the schedule is kept)")
+    p.add_argument("--epochs", type=int, help="train at most the preset's epochs: fewer makes a short run (the "
+                                              "schedule is kept, the record is named .epochs-N); a longer schedule "
+                                              "is another preset")
     p.add_argument("--data-root", default="data", help="folder holding the datasets (default: data)")
     p.add_argument("--out", default="results", help="records go to OUT/<dataset>/<method>/imb<r>/seed<k>.json")
-    p.add_argument("--checkpoints", default="checkpoints", help="checkpoint folder (default: checkpoints)")
+    p.add_argument("--checkpoints", help="checkpoint folder (default: OUT/.checkpoints, beside the records)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default: cuda if present)")
-    p.add_argument("--resume", action="store_true", help="continue from the run's checkpoint if there is one")
+    p.add_argument("--restart", dest="resume", action="store_false",
+                   help="start again at epoch 1, replacing the run's unfinished checkpoint (default: continue "
+                        "from it, as the notebooks do; a finished run's checkpoint is removed with its record)")
+    p.add_argument("--resume", dest="resume", action="store_true", help=argparse.SUPPRESS)  # the default
+    p.set_defaults(resume=True)
     p.add_argument("--force", action="store_true", help="overwrite an existing record")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers for the large-image datasets")
@@ -120,7 +133,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     fast.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
     fast.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast of the backbone (CUDA)")
     fast.add_argument("--fused-sgd", dest="fused_sgd", action="store_true", default=None)
-    fast.add_argument("--compile", help="torch.compile mode: none, default, reduce-overhead, max-autotune")
+    fast.add_argument("--compile", help="torch.compile mode (none, default, reduce-overhead, max-autotune, "
+                                        "max-autotune-no-cudagraphs) or a whole-step CUDA graph (cuda-graph, "
+                                        "cuda-graph-compiled; CUDA only)")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -337,6 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt as stop:
+        where = getattr(stop, "where", None)  # kps.train.TrainingInterrupted says where the run stands
+        again = "python -m kps " + " ".join(a for a in argv if a != "--restart")
+        print(f"interrupted{': ' + where if where else ''}; the same command continues it: {again}",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     except RuntimeError as err:
         if type(err).__name__ != "TrainingDiverged":  # kps.train.TrainingDiverged, without importing torch here
             raise

@@ -244,6 +244,10 @@ class RunConfig:
             _check_int(name, getattr(self, name), minimum=0)
         for name in ("epochs", "batch_size", "eval_every", "width"):
             _check_int(name, getattr(self, name), minimum=1)
+        if self.epochs > PRESETS[self.preset].epochs:
+            raise ValueError(f"epochs {self.epochs} is more than preset {self.preset!r} trains "
+                             f"({PRESETS[self.preset].epochs}); fewer makes a short run, a longer schedule is "
+                             "another preset")
         _check_int("image_size", self.image_size, minimum=8)
         native = PRESETS[DATASET_PRESETS[self.dataset]].image_size
         if self.image_size > native or (native > 32 and self.image_size != native):

@@ -565,8 +565,14 @@ def download(name: str, data_root: str | Path, archive: str | Path | None = None
 
         base = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
         root.mkdir(parents=True, exist_ok=True)
-        for train in (True, False):
-            base(str(root), train=train, download=True)
+        try:
+            for train in (True, False):
+                base(str(root), train=train, download=True)
+        except OSError as err:  # URLError, timeouts, refused connections
+            url = base.url
+            raise ValueError(f"cannot download {name} ({type(err).__name__}: {getattr(err, 'reason', err)}); "
+                             f"offline, fetch {url} elsewhere and extract it into {root}/ "
+                             f"(tar -xzf {url.rsplit('/', 1)[1]} -C {root})") from err
     elif name == "cifar10-jpeg":
         extract_jpeg_pack(archive if archive is not None else SHARED_JPEG_PACK, root)
     else:

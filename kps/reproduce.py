@@ -24,10 +24,11 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from kps.configs import FIXED_IMBALANCE, METHODS, RunConfig, authors_code_overrides, make_config
+from kps.configs import FIXED_IMBALANCE, METHODS, PRESETS, RunConfig, authors_code_overrides, make_config
 from kps.data import DATASETS
 from kps.report import comparison_table, find_repo_root, read_paper_numbers
 from kps.results import config_record_path, load_record
+from kps.train import default_checkpoint_dir
 
 __all__ = ["PlannedRun", "plan_runs", "run_parameters", "main"]
 
@@ -66,11 +67,15 @@ def plan_runs(
     methods: Sequence[str] | None = None,
     authors_code: bool = False,
     force: bool = False,
+    preset: str | None = None,
 ) -> list[PlannedRun]:
     """The configurations behind Table ``table``'s cells of ours, one per
     (paper cell with a number, seed), in the paper's row order, without
     duplicates. CIFAR-10 cells run on ``cifar10`` ("cifar10" or the JPEG copy
-    "cifar10-jpeg")."""
+    "cifar10-jpeg").  ``preset`` (e.g. the CPU-scale ``cifar10_lt_small``) trains
+    every cell it fits under that preset and leaves the others out."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     if table not in TABLES:
         raise ValueError(f"--table must be one of 1-7, got {table}")
     if seeds < 1:
@@ -85,12 +90,16 @@ def plan_runs(
     planned: dict[Path, PlannedRun] = {}
     for _, row in rows.iterrows():
         dataset = cifar10 if row["dataset"] == "cifar10" else row["dataset"]
+        if preset is not None and dataset not in PRESETS[preset].datasets:
+            continue  # a cell this preset does not fit
         folder = Path(data_root) / DATASETS[dataset].folder
         for seed in range(seeds):
             overrides: dict[str, Any] = {"seed": seed, "arch": row["backbone"],
                                          "imbalance": FIXED_IMBALANCE.get(dataset, row["imbalance"])}
             if epochs is not None:
                 overrides["epochs"] = epochs
+            if preset is not None:
+                overrides["preset"] = preset
             if authors_code:
                 overrides.update(authors_code_overrides(dataset))
             config = make_config(dataset, row["method"], **overrides)
@@ -117,7 +126,7 @@ def run_parameters(run: PlannedRun, *, data_root: Path, out: Path, checkpoints: 
         "dataset": c.dataset, "imbalance": c.imbalance, "method": c.method, "seed": c.seed,
         "epochs": c.epochs, "data_root": str(data_root), "out": str(out), "device": device,
         "arch": c.arch, "authors_code": c.ga_variant == "official", "force": force,
-        "checkpoints": str(checkpoints),
+        "checkpoints": str(checkpoints), "preset": c.preset,
     }
 
 
@@ -139,11 +148,13 @@ def _parser() -> argparse.ArgumentParser:
                    help="which CIFAR-10 to train on (default cifar10; cifar10-jpeg is the lossy JPEG copy)")
     p.add_argument("--epochs", type=int, help="short runs of this many epochs (labelled as such on every page)")
     p.add_argument("--authors-code", action="store_true", help="the authors' code's setting (see the book)")
+    p.add_argument("--preset", help="train the cells under this preset (e.g. cifar10_lt_small, the CPU-scale "
+                                    "protocol: only the cells it fits); default: each dataset's Table 2 preset")
     p.add_argument("--force", action="store_true", help="rerun and replace existing records")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the repository's data/)")
     p.add_argument("--out", default=None, help="records folder (default: the repository's results/)")
     p.add_argument("--checkpoints", default=None,
-                   help="checkpoint folder, for resuming killed runs (default: the repository's checkpoints/)")
+                   help="checkpoint folder, for resuming killed runs (default: OUT/.checkpoints)")
     p.add_argument("--log-dir", default=None,
                    help="executed notebooks go here (default: _build/reproduce/ in the repository)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
@@ -157,11 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = find_repo_root()
     data_root = Path(args.data_root).resolve() if args.data_root else root / "data"
     out = Path(args.out).resolve() if args.out else root / "results"
-    checkpoints = Path(args.checkpoints).resolve() if args.checkpoints else root / "checkpoints"
+    checkpoints = Path(args.checkpoints).resolve() if args.checkpoints else default_checkpoint_dir(out)
     log_dir = Path(args.log_dir).resolve() if args.log_dir else root / "_build" / "reproduce"
     paper = read_paper_numbers(root / "book" / "paper_numbers.csv")
     runs = plan_runs(paper, args.table, seeds=args.seeds, out=out, data_root=data_root, cifar10=args.cifar10,
-                     epochs=args.epochs, methods=args.methods, authors_code=args.authors_code, force=args.force)
+                     epochs=args.epochs, methods=args.methods, authors_code=args.authors_code, force=args.force,
+                     preset=args.preset)
     if args.table in (3, 4, 5, 6, 7) and not runs:
         print(f"Table {args.table}: no cell of ours to train (its methods are not in this artifact)")
     for run in runs:

@@ -128,16 +128,18 @@ def release(checkpoint: Path) -> None:
 # --------------------------------------------------------------------------- workers
 
 def run_worker(configs: Sequence[RunConfig], *, data_root: str | Path, out: str | Path,
-               checkpoint_dir: str | Path, device: str = "cpu", quiet: bool = True,
+               checkpoint_dir: str | Path | None = None, device: str = "cpu", quiet: bool = True,
                log: Callable[[str], None] = print) -> int:
     """One worker: train every configuration of ``configs`` that has no record and no
     live claim, in order, resuming checkpoints.  Returns the number of runs that
     failed (a diverged run is reported and passed over; its checkpoint stays)."""
     from kps.results import config_record_path
-    from kps.train import TrainingDiverged, checkpoint_path, data_key, load_data, to_device, train
+    from kps.train import (TrainingDiverged, checkpoint_path, data_key, default_checkpoint_dir, load_data,
+                           to_device, train)
 
     import torch
 
+    checkpoint_dir = default_checkpoint_dir(out) if checkpoint_dir is None else checkpoint_dir
     cache: dict[tuple, Any] = {}
     failed = 0
     for i, config in enumerate(configs):

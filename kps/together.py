@@ -39,8 +39,8 @@ from kps.configs import RunConfig
 from kps.data import LTData
 from kps.results import config_record_path, write_record
 from kps.stack import Stack, stack_trainers
-from kps.train import (CUDAGRAPH_COMPILE_MODES, Distributed, Trainer, check_outputs, data_key, load_data, make_trainer,
-                       to_device)
+from kps.train import (CUDAGRAPH_COMPILE_MODES, Distributed, Trainer, check_outputs, data_key, default_checkpoint_dir,
+                       load_data, make_trainer, progress_path, to_device)
 
 __all__ = ["MAX_CUDA_RUNS", "Outcome", "fit_together", "train_together"]
 
@@ -172,7 +172,7 @@ def _run_name(config: RunConfig) -> str:
 
 def train_together(configs: Sequence[RunConfig], *, data_root: str | Path = "data", out: str | Path = "results",
                    device: str = "cuda", resume: bool = False, force: bool = False,
-                   checkpoint_dir: str | Path = "checkpoints", checkpoint_every: int = 1,
+                   checkpoint_dir: str | Path | None = None, checkpoint_every: int = 1,
                    data: LTData | None = None, stop: Callable[[RunConfig], bool] | None = None,
                    on_end: Callable[[RunConfig, Outcome], None] | None = None,
                    quiet: bool = False, stack: bool = False) -> list[Outcome]:
@@ -183,6 +183,7 @@ def train_together(configs: Sequence[RunConfig], *, data_root: str | Path = "dat
     one network (:func:`kps.stack.stack_trainers`) train stacked."""
     if Distributed.current().world_size > 1:
         raise ValueError("train_together runs in one process; under torchrun use kps.train.train")
+    checkpoint_dir = default_checkpoint_dir(out) if checkpoint_dir is None else checkpoint_dir
     paths = [config_record_path(out, c) for c in configs]
     if len(set(paths)) != len(paths):
         raise ValueError("the configurations repeat a run (two have the same record path)")
@@ -207,6 +208,8 @@ def train_together(configs: Sequence[RunConfig], *, data_root: str | Path = "dat
     def write(i: int, outcome: Outcome) -> None:
         if outcome.record is not None:
             write_record(outcome.record, out, force=force)
+            checkpoints[i].unlink(missing_ok=True)  # a finished run's checkpoint never stands in for training
+            progress_path(checkpoints[i]).unlink(missing_ok=True)
         if not quiet:
             c = configs[i]
             how = (f"final error {outcome.record['top1_error']:.2f}" if outcome.record is not None

@@ -93,6 +93,14 @@ RESUMABLE_CHANGES = ("epochs", "channels_last", "bf16", "fused_sgd", "compile")
 SHOT_BOUNDS = (100, 20)  # many > 100 >= medium >= 20 > few (training images per class)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; ``where`` says at which epoch, and what the checkpoint holds."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__(where)
+        self.where = where
+
+
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
@@ -190,6 +198,12 @@ def git_state() -> tuple[str | None, bool | None]:
     if declared is not None and declared != commit:
         return declared, None
     return commit, bool(status.strip())
+
+
+def default_checkpoint_dir(out: str | Path) -> Path:
+    """Where a run's checkpoints go unless told: beside its record, in ``<out>/.checkpoints``
+    (hidden, git-ignored), so that runs into different folders never share one."""
+    return Path(out) / ".checkpoints"
 
 
 def checkpoint_path(checkpoint_dir: str | Path, config: RunConfig) -> Path:
@@ -807,7 +821,14 @@ class Trainer:
         show = self.ctx.main and not quiet
         with tqdm(total=c.epochs, initial=self.next_epoch, desc=f"{c.method} seed {c.seed}", unit="epoch",
                   disable=not show, dynamic_ncols=True) as bar:
-            record = _run_to_end(self.epochs(checkpoint, checkpoint_every, bar if show else None))
+            try:
+                record = _run_to_end(self.epochs(checkpoint, checkpoint_every, bar if show else None))
+            except KeyboardInterrupt as err:
+                progress = read_progress(checkpoint) if checkpoint is not None else None
+                saved = (progress or {}).get("checkpoint_next_epoch")
+                held = f"checkpoint {checkpoint} holds epochs 1-{saved}" if saved else "no checkpoint yet"
+                raise TrainingInterrupted(f"{c.method} seed {c.seed} stopped in epoch {self.next_epoch + 1} "
+                                          f"of {c.epochs}; {held}") from err
         assert record is not None  # only a "stop" sent to epochs() ends it without a record
         return record
 
@@ -954,18 +975,22 @@ def loss_options(config: RunConfig) -> dict[str, Any]:
 
 def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path = "results",
           device: str = "cpu", resume: bool = False, quiet: bool = False, force: bool = False,
-          checkpoint_dir: str | Path = "checkpoints", data: LTData | None = None,
+          checkpoint_dir: str | Path | None = None, data: LTData | None = None,
           num_workers: int = 8, checkpoint_every: int = 1) -> dict[str, Any]:
     """Train ``config`` and write its record under ``out``; returns the record.
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; only rank 0
     writes the record and the checkpoints.  ``data`` skips loading (train-grid
     reuses one copy); ``resume`` continues from the run's checkpoint under
-    ``checkpoint_dir`` if there is one, which is saved every ``checkpoint_every``
-    epochs and after the last.  An existing record is an error unless
-    ``force``; nothing is written before these checks pass.
+    ``checkpoint_dir`` (default :func:`default_checkpoint_dir` of ``out``) if there is
+    one, which is saved every ``checkpoint_every`` epochs and after the last; without
+    ``resume`` an unfinished checkpoint is discarded, and said so.  Once the record is
+    written the checkpoint is removed: a finished run's checkpoint never stands in for
+    training.  An existing record is an error unless ``force``; nothing is written
+    before these checks pass.
     """
     _check_every(checkpoint_every)
+    checkpoint_dir = default_checkpoint_dir(out) if checkpoint_dir is None else checkpoint_dir
     ctx, dev = init_distributed(device)
     problem: Exception | None = None
     if ctx.main:
@@ -986,6 +1011,8 @@ def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path 
     record = trainer.fit(ckpt, quiet=quiet, checkpoint_every=checkpoint_every)
     if ctx.main:
         write_record(record, out, force=force)
+        ckpt.unlink(missing_ok=True)
+        progress_path(ckpt).unlink(missing_ok=True)
     return record
 
 
@@ -1008,8 +1035,16 @@ def make_trainer(config: RunConfig, data: LTData, device: torch.device, checkpoi
     if resume and ckpt.exists():
         trainer.load_state(torch.load(ckpt, map_location="cpu", weights_only=False), str(ckpt))
         if not quiet:
-            tqdm.write(f"resuming {ckpt} after epoch {trainer.next_epoch - 1}")
+            tqdm.write(f"resuming {ckpt} after epoch {trainer.next_epoch}")
+    elif ckpt.exists():
+        # said even when quiet: work is thrown away
+        tqdm.write(f"starting again at epoch 1: the checkpoint {ckpt} (epochs 1-{_saved_epochs(ckpt)}) is replaced")
     return trainer, ckpt
+
+
+def _saved_epochs(ckpt: Path) -> str:
+    progress = read_progress(ckpt)
+    return str(progress["checkpoint_next_epoch"]) if progress and progress.get("checkpoint_next_epoch") else "?"
 
 
 def data_key(config: RunConfig) -> tuple[str, float, int, int]:
@@ -1019,7 +1054,7 @@ def data_key(config: RunConfig) -> tuple[str, float, int, int]:
 
 def train_grid(configs: list[RunConfig], *, data_root: str | Path = "data", out: str | Path = "results",
                device: str = "cpu", quiet: bool = False, force: bool = False, resume: bool = False,
-               checkpoint_dir: str | Path = "checkpoints", skip_existing: bool = False) -> list[dict[str, Any]]:
+               checkpoint_dir: str | Path | None = None, skip_existing: bool = False) -> list[dict[str, Any]]:
     """Train several configurations one after another in this process, loading
     (and moving to the device) each dataset once.  ``skip_existing`` leaves
     configurations that already have a record alone."""

@@ -44,7 +44,7 @@ def test_help_and_list(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", "--help"])
     assert exit_.value.code == 0
-    assert "--resume" in capsys.readouterr().out
+    assert "--restart" in capsys.readouterr().out
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     for word in ("cifar10_lt", "cifar100_lt", "imagenet_lt", "inat2018", "kps_ga_mixup", "ldam_drw", "cifar10-jpeg"):
@@ -203,3 +203,60 @@ def test_module_entry_point_runs():
     done = subprocess.run([sys.executable, "-m", "kps", "train", "--method", "x", "--dataset", "cifar10"],
                           capture_output=True, text=True)
     assert done.returncode == 2 and "unknown method 'x'" in done.stderr
+
+
+def test_list_values_longer_runs_and_a_missing_gpu(tmp_path, capsys, monkeypatch):
+    assert cli._parse_value("160,180") == [160, 180] == cli._parse_value("[160,180]")
+    assert cli._parse_value("0.2") == 0.2 and cli._parse_value("official") == "official"
+    parser = cli.build_parser()
+    (config,) = cli._configs(parser.parse_args(["train", "--method", "ce", "--dataset", "cifar10",
+                                                "--set", "decay_epochs=150,190"]), ["ce"], None)
+    assert config.decay_epochs == (150, 190)
+    assert cli.main(["train", "--method", "ce", "--dataset", "cifar10", "--epochs", "500", *folders(tmp_path)]) == 2
+    assert "epochs 500 is more than preset 'cifar10_lt' trains (200)" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert cli.main(["train", "--method", "ce", "--dataset", "cifar10", "--out", str(tmp_path / "r"),
+                     "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no CUDA GPU is visible on this machine; use --device cpu" in err
+
+
+def test_ctrl_c_says_where_and_the_same_command_resumes(tmp_path, fake_data, capsys, monkeypatch):
+    argv = ["train", "--method", "ce", "--dataset", "cifar10", "--epochs", "3", "--quiet", "--set", "batch_size=16",
+            "--set", "warmup_epochs=1", "--out", str(tmp_path / "results"), "--device", "cpu"]
+    real = kt.Trainer.submit_epoch
+
+    def interrupt(self, epoch, *a, **kw):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, epoch, *a, **kw)
+
+    monkeypatch.setattr(kt.Trainer, "submit_epoch", interrupt)
+    assert cli.main(argv) == cli.EXIT_INTERRUPTED == 130
+    err = capsys.readouterr().err
+    ckpt = tmp_path / "results" / ".checkpoints" / "cifar10" / "ce" / "imb100" / (
+        "seed0.batch_size-16.warmup_epochs-1.epochs-3.pt")
+    assert err.count("\n") == 1 and "ce seed 0 stopped in epoch 2 of 3" in err
+    assert f"checkpoint {ckpt} holds epochs 1-1" in err and "the same command continues it: python -m kps train" in err
+    assert ckpt.exists() and not list((tmp_path / "results").glob("*/*/imb*/*.json"))
+    monkeypatch.setattr(kt.Trainer, "submit_epoch", real)
+    assert cli.main(argv) == 0  # resumes by default
+    (record,) = load_records(tmp_path / "results")
+    assert [s["from_epoch"] for s in record["segments"]] == [0, 1]
+    assert not ckpt.exists() and not kt.progress_path(ckpt).exists()  # removed with the record
+
+
+def test_restart_replaces_an_unfinished_checkpoint_and_says_so(tmp_path, fake_data, capsys, monkeypatch):
+    argv = ["train", "--method", "ce", "--dataset", "cifar10", "--epochs", "2", "--quiet", "--set", "batch_size=16",
+            "--set", "warmup_epochs=1", "--out", str(tmp_path / "results"), "--device", "cpu"]
+    real = kt.Trainer.submit_epoch
+    monkeypatch.setattr(kt.Trainer, "submit_epoch",
+                        lambda self, epoch, *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt) if epoch == 1
+                        else real(self, epoch, *a, **kw))
+    assert cli.main(argv) == 130
+    monkeypatch.setattr(kt.Trainer, "submit_epoch", real)
+    capsys.readouterr()
+    assert cli.main([*argv, "--restart"]) == 0
+    assert "starting again at epoch 1: the checkpoint" in capsys.readouterr().out + capsys.readouterr().err
+    (record,) = load_records(tmp_path / "results")
+    assert [s["from_epoch"] for s in record["segments"]] == [0]

@@ -365,3 +365,22 @@ def test_jpeg_pack_at_the_cpu_scale_protocol(jpeg_root):
                        .mean(dim=(3, 5)).round().to(torch.uint8)[0])
     augment = _augment_for(lt)
     assert (augment.pad, augment.crop) == (2, 16) and augment(lt.train.images[:5]).shape == (5, 3, 16, 16)
+
+
+def test_download_offline_says_where_to_put_the_archive(tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets as tvd
+
+    class Offline:
+        url = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+
+        def __init__(self, root, train, download):
+            raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tvd, "CIFAR10", Offline)
+    with pytest.raises(ValueError) as err:
+        download("cifar10", tmp_path / "d")
+    message = str(err.value)
+    assert "cannot download cifar10 (URLError: [Errno -3]" in message and "\n" not in message
+    assert f"tar -xzf cifar-10-python.tar.gz -C {tmp_path / 'd'}" in message and Offline.url in message

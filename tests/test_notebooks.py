@@ -156,6 +156,16 @@ def test_reproduce_plan(tmp_path):
     assert plan_runs(paper, 7, seeds=3, out=tmp_path, data_root=tmp_path) == []
     with pytest.raises(ValueError, match="unknown method"):
         plan_runs(paper, 5, seeds=1, out=tmp_path, data_root=tmp_path, methods=["bbn"])
+    # the CPU-scale preset: only the CIFAR-10 cells (it fits no other dataset)
+    small = plan_runs(paper, 5, seeds=1, out=tmp_path / "r", data_root=tmp_path, cifar10="cifar10-jpeg",
+                      preset="cifar10_lt_small")
+    assert len(small) == 3 * 2 and {(r.config.dataset, r.config.preset) for r in small} == {
+        ("cifar10-jpeg", "cifar10_lt_small")}
+    assert all(".preset-cifar10_lt_small" in r.record.name for r in small)
+    assert run_parameters(small[0], data_root=tmp_path, out=tmp_path, checkpoints=tmp_path, device="cpu",
+                          force=False)["preset"] == "cifar10_lt_small"
+    with pytest.raises(ValueError, match="unknown preset 'tiny'"):
+        plan_runs(paper, 5, seeds=1, out=tmp_path, data_root=tmp_path, preset="tiny")
 
 
 def test_reproduce_runs_missing_records_then_skips(tmp_path, synthetic_kernel):
