@@ -672,8 +672,12 @@ class Trainer:
         lr = self.set_epoch(epoch)
         self.train_net.train()
 
+        batch, n = self.config.batch_size // self.ctx.world_size, max(len(indices), 1)
+
         def show(step: int, loss: torch.Tensor) -> None:
             if progress is not None and step % 20 == 0:
+                # the bar counts epochs in fractions, so its rate and remaining time move within an epoch
+                progress.update(epoch + min(1.0, (step + 1) * batch / n) - progress.n)
                 progress.set_postfix_str(f"loss {loss.item():.4f} lr {lr:.4g}")
 
         loss_sum, seen = queue_epoch(self, self.source, self.aug_gen, indices, self.n_train,
@@ -820,7 +824,8 @@ class Trainer:
         c = self.config
         show = self.ctx.main and not quiet
         with tqdm(total=c.epochs, initial=self.next_epoch, desc=f"{c.method} seed {c.seed}", unit="epoch",
-                  disable=not show, dynamic_ncols=True) as bar:
+                  disable=not show, dynamic_ncols=True,
+                  bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} epochs [{elapsed}<{remaining}{postfix}]") as bar:
             try:
                 record = _run_to_end(self.epochs(checkpoint, checkpoint_every, bar if show else None))
             except KeyboardInterrupt as err:
@@ -881,7 +886,7 @@ class Trainer:
             if bar is not None:
                 err = f" err {row['test_error']:.2f}" if "test_error" in row else ""
                 bar.set_postfix_str(f"loss {loss:.4f} lr {row['lr']:.4g}{err}", refresh=False)
-                bar.update(1)
+                bar.update(self.next_epoch - bar.n)
             if stop:
                 return None
         if last_eval is None:  # resumed after the last epoch: evaluate the restored weights

@@ -62,7 +62,7 @@ def test_run_configs_and_record_names():
     assert config_record_path("r", official).name == "seed0.ga_variant-official.json"
     paper = grid.make_run_config(grid.GridRun("kps_ga"), device="cpu", epochs=1)
     assert (paper.bf16, paper.compile, paper.epochs) == (False, "none", 1)
-    assert config_record_path("r", paper) == Path("r/cifar10-jpeg/kps_ga/imb100/seed0.json")
+    assert config_record_path("r", paper) == Path("r/cifar10-jpeg/kps_ga/imb100/seed0.epochs-1.json")  # a short run
     with pytest.raises(ValueError, match="unknown method"):
         grid.make_run_config(grid.GridRun("kps_ga_typo"), device="cpu")
     authors = grid.make_run_config(grid.GridRun("kps_ga", "authors"), device="cuda")

@@ -441,3 +441,26 @@ def test_eql_draws_from_the_trainers_own_generator():
     torch.manual_seed(2)
     assert torch.equal(t.loss_fn(scores, y), first)
     assert not torch.equal(t.loss_fn(scores, y), first)  # the generator moved on: other masks
+
+
+def test_progress_moves_within_an_epoch():
+    """The bar counts epochs in fractions (every 20 steps), so its remaining time moves inside an epoch."""
+    trainer = kt.Trainer(make_config("cifar10", "ce", **tiny_overrides(batch_size=4)), synthetic_data())
+
+    class Bar:
+        n = 0.0
+        seen: list[float] = []
+
+        def update(self, k):
+            self.n += k
+            self.seen.append(round(self.n, 4))
+
+        def set_postfix_str(self, text):
+            pass
+
+    bar = Bar()
+    indices = trainer.epoch_indices()
+    n = len(indices)
+    assert n > 4 * 21  # at least two updates
+    trainer.submit_epoch(1, indices, bar)
+    assert bar.seen == [round(1 + min(1.0, (step + 1) * 4 / n), 4) for step in range(0, -(-n // 4), 20)]
