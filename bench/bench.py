@@ -594,7 +594,7 @@ def output_path(result: dict[str, Any], out: str | Path | None, out_dir: str | P
         path, k = folder / f"{stem}.json", 2
         while path.exists():
             path, k = folder / f"{stem}-{k}.json", k + 1
-    paper = result["config"].get("protocol", "paper") == "paper"
+    paper = result.get("config", {}).get("protocol", "paper") == "paper"
     if result["device_type"] != "cuda" and paper and path.resolve().is_relative_to(RESULTS_DIR.resolve()):
         raise ValueError(f"{path}: of the paper's protocol only GPU-made results go under {RESULTS_DIR}; "
                          "write CPU checks elsewhere (or bench the CPU-scale protocol: --preset cifar10_lt_small)")

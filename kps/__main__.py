@@ -116,7 +116,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default: cuda if present)")
     p.add_argument("--restart", dest="resume", action="store_false",
                    help="start again at epoch 1, replacing the run's unfinished checkpoint (default: continue "
-                        "from it, as the notebooks do; a finished run's checkpoint is removed with its record)")
+                        "from it, as the notebooks do; with --force a finished run trains again from epoch 1)")
     p.add_argument("--resume", dest="resume", action="store_true", help=argparse.SUPPRESS)  # the default
     p.set_defaults(resume=True)
     p.add_argument("--force", action="store_true", help="overwrite an existing record")

@@ -40,7 +40,7 @@ from kps.data import LTData
 from kps.results import config_record_path, write_record
 from kps.stack import Stack, stack_trainers
 from kps.train import (CUDAGRAPH_COMPILE_MODES, Distributed, Trainer, check_outputs, data_key, default_checkpoint_dir,
-                       load_data, make_trainer, progress_path, to_device)
+                       load_data, make_trainer, to_device)
 
 __all__ = ["MAX_CUDA_RUNS", "Outcome", "fit_together", "train_together"]
 
@@ -196,7 +196,8 @@ def train_together(configs: Sequence[RunConfig], *, data_root: str | Path = "dat
         key = data_key(config)
         if key not in cache:
             cache[key] = to_device(data if data is not None else load_data(config, data_root), dev)
-        trainer, ckpt = make_trainer(config, cache[key], dev, checkpoint_dir, resume=resume, quiet=quiet)
+        trainer, ckpt = make_trainer(config, cache[key], dev, checkpoint_dir, resume=resume, quiet=quiet,
+                                     finished_ok=not force)
         trainers.append(trainer)
         checkpoints.append(ckpt)
     if stack:
@@ -208,8 +209,6 @@ def train_together(configs: Sequence[RunConfig], *, data_root: str | Path = "dat
     def write(i: int, outcome: Outcome) -> None:
         if outcome.record is not None:
             write_record(outcome.record, out, force=force)
-            checkpoints[i].unlink(missing_ok=True)  # a finished run's checkpoint never stands in for training
-            progress_path(checkpoints[i]).unlink(missing_ok=True)
         if not quiet:
             c = configs[i]
             how = (f"final error {outcome.record['top1_error']:.2f}" if outcome.record is not None

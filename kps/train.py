@@ -989,10 +989,10 @@ def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path 
     reuses one copy); ``resume`` continues from the run's checkpoint under
     ``checkpoint_dir`` (default :func:`default_checkpoint_dir` of ``out``) if there is
     one, which is saved every ``checkpoint_every`` epochs and after the last; without
-    ``resume`` an unfinished checkpoint is discarded, and said so.  Once the record is
-    written the checkpoint is removed: a finished run's checkpoint never stands in for
-    training.  An existing record is an error unless ``force``; nothing is written
-    before these checks pass.
+    ``resume`` an unfinished checkpoint is discarded, and said so.  The last checkpoint
+    stays beside the record as the run's final weights; it never stands in for training:
+    with ``force`` (a record replaced) the run trains again from epoch 1.  An existing
+    record is an error unless ``force``; nothing is written before these checks pass.
     """
     _check_every(checkpoint_every)
     checkpoint_dir = default_checkpoint_dir(out) if checkpoint_dir is None else checkpoint_dir
@@ -1012,12 +1012,10 @@ def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path 
     if data is None:
         data = load_data(config, data_root)
     trainer, ckpt = make_trainer(config, data, dev, checkpoint_dir, resume=resume, quiet=quiet or not ctx.main,
-                                 num_workers=num_workers)
+                                 num_workers=num_workers, finished_ok=not force)
     record = trainer.fit(ckpt, quiet=quiet, checkpoint_every=checkpoint_every)
     if ctx.main:
         write_record(record, out, force=force)
-        ckpt.unlink(missing_ok=True)
-        progress_path(ckpt).unlink(missing_ok=True)
     return record
 
 
@@ -1032,12 +1030,16 @@ def check_outputs(config: RunConfig, out: str | Path, checkpoint_dir: str | Path
 
 
 def make_trainer(config: RunConfig, data: LTData, device: torch.device, checkpoint_dir: str | Path, *,
-                 resume: bool, quiet: bool = True, num_workers: int = 8) -> tuple[Trainer, Path]:
+                 resume: bool, quiet: bool = True, num_workers: int = 8,
+                 finished_ok: bool = True) -> tuple[Trainer, Path]:
     """A Trainer for ``config`` and its checkpoint path; with ``resume`` it continues
-    from that checkpoint if there is one."""
+    from that checkpoint if there is one (a finished one only if ``finished_ok``: it
+    then only writes its run's record)."""
     trainer = Trainer(config, data, device, num_workers=num_workers)
     ckpt = checkpoint_path(checkpoint_dir, config)
-    if resume and ckpt.exists():
+    progress = read_progress(ckpt) if ckpt.exists() else None
+    finished = bool(progress) and progress.get("checkpoint_next_epoch") == config.epochs
+    if resume and ckpt.exists() and (finished_ok or not finished):
         trainer.load_state(torch.load(ckpt, map_location="cpu", weights_only=False), str(ckpt))
         if not quiet:
             tqdm.write(f"resuming {ckpt} after epoch {trainer.next_epoch}")

@@ -720,7 +720,7 @@ def test_grid_one_trains_stacked_runs_and_stops_one(tmp_path, jpeg_root, monkeyp
     checkpoint = grid.checkpoint_path(tmp_path / "ckpt", config)
     assert checkpoint.is_file() and read_progress(checkpoint)["checkpoint_next_epoch"] == focal["epochs_done"]
     assert not config_record_path(tmp_path / "rec", config).exists()
-    record = load_record(tmp_path / "rec" / "cifar10-jpeg" / "ce" / "imb100" / "seed0.json")
+    record = load_record(tmp_path / "rec" / "cifar10-jpeg" / "ce" / "imb100" / "seed0.epochs-3.json")  # a short run
     assert record["segments"][-1]["stacked_runs"] == 2 and grid.stacked_runs(record) == 2
     monkeypatch.setattr(grid, "train_together", real)
     grid.stop_path(checkpoint).unlink()

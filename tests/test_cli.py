@@ -243,7 +243,12 @@ def test_ctrl_c_says_where_and_the_same_command_resumes(tmp_path, fake_data, cap
     assert cli.main(argv) == 0  # resumes by default
     (record,) = load_records(tmp_path / "results")
     assert [s["from_epoch"] for s in record["segments"]] == [0, 1]
-    assert not ckpt.exists() and not kt.progress_path(ckpt).exists()  # removed with the record
+    assert ckpt.exists()  # kept beside the record: the run's final weights
+    # --force replaces the record by training again, never from the finished checkpoint
+    assert cli.main([*argv, "--force"]) == 0
+    (again,) = load_records(tmp_path / "results")
+    assert [s["from_epoch"] for s in again["segments"]] == [0]
+    assert [h["loss"] for h in again["history"]] == [h["loss"] for h in record["history"]]
 
 
 def test_restart_replaces_an_unfinished_checkpoint_and_says_so(tmp_path, fake_data, capsys, monkeypatch):

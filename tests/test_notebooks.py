@@ -116,7 +116,7 @@ def test_train_notebook_writes_a_record(trained):
     assert 0.0 <= record["top1_error"] <= 100.0 and record["device"]
     executed = nbformat.read(work / "out.ipynb", as_version=4)
     text = "".join(o.get("text", "") for cell in executed.cells for o in cell.get("outputs", []))
-    assert "seed0.json" in text and "top-1 error" in text
+    assert "seed0.epochs-1.json" in text and "top-1 error" in text
 
 
 def test_table_notebook_renders_the_record(trained, tmp_path):

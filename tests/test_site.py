@@ -43,10 +43,19 @@ f.addEventListener('load', async () => {{
   const w = f.contentWindow, d = f.contentDocument;
   if (w.MathJax && w.MathJax.startup) {{ await w.MathJax.startup.promise; }}
   const images = [...d.images].map(i => ({{src: i.getAttribute('src'), width: i.naturalWidth}}));
+  // at 1280 px: elements that stick out of the article's column, other than inside a scroll container
+  const col = d.querySelector('article.bd-article') || d.querySelector('main') || d.body;
+  const cr = col.getBoundingClientRect();
+  const scrolled = e => {{ for (let a = e.parentElement; a && a !== col; a = a.parentElement) {{
+      const o = w.getComputedStyle(a).overflowX; if (o === 'auto' || o === 'scroll') return true; }} return false; }};
+  const sticks = e => {{ const r = e.getBoundingClientRect();
+      return r.width > 0 && (r.right > cr.right + 2 || r.left < cr.left - 2) && !scrolled(e); }};
+  const overflow = [...col.querySelectorAll('*')].filter(e => sticks(e) && !(e.parentElement !== col && sticks(e.parentElement)))
+      .map(e => e.tagName.toLowerCase() + '.' + (e.getAttribute('class') || '') + ': ' + (e.textContent || '').trim().slice(0, 60));
   document.getElementById('out').textContent = JSON.stringify({{
     title: d.title, mathjax: !!(w.MathJax && w.MathJax.startup), mjx: d.querySelectorAll('mjx-container').length,
     mathErrors: [...d.querySelectorAll('mjx-merror')].map(e => e.textContent),
-    images: images, tables: d.querySelectorAll('table').length, text: d.body.innerText}});
+    images: images, tables: d.querySelectorAll('table').length, overflow: overflow, text: d.body.innerText}});
 }});
 </script></body></html>"""
 
@@ -143,6 +152,20 @@ def test_every_page_loads_with_its_figures(pages):
             assert image["width"] > 0, f"{page}: image {image['src']} did not load"
     for page, at_least in (("notebooks/fig1_4_boundaries", 5), ("book/differences", 1)):
         assert len(pages[page]["images"]) >= at_least, page
+
+
+def test_no_element_overflows_its_column_at_1280_px(pages):
+    """Wide equations, tables and code scroll inside their own box; nothing is cut off or hidden."""
+    over = {page: found["overflow"] for page, found in pages.items() if found["overflow"]}
+    assert not over, json.dumps(over, indent=1, ensure_ascii=False)[:4000]
+
+
+def test_claims_and_protocol_pages(pages):
+    claims, protocol = pages["notebooks/claims"]["text"], pages["book/protocol"]["text"]
+    assert "Claims checked" in claims and "supported" in claims and "95 %" in claims
+    assert "CPU-scale protocol" in claims and "Test error over training" in claims
+    assert "cifar10_lt_small" in protocol and "reference-style" in protocol and "pilot" in protocol
+    assert "What has been run." in pages["book/results"]["text"]
 
 
 def test_equations_are_typeset(pages):
