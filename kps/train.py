@@ -571,7 +571,10 @@ class Trainer:
             (c.mixup_alpha > 0, "no mixup (its lam is drawn on the host every step)"),
         ) if bad]
         if problems:
-            raise ValueError(f"compile mode {c.compile!r} needs " + "; ".join(problems))
+            hint = (" On CPU use --compile none (eager, the fastest measured here) or default (torch.compile)."
+                    if self.device.type != "cuda" else "")
+            raise ValueError(f"compile mode {c.compile!r} replays whole training steps as CUDA graphs and needs "
+                             + "; ".join(problems) + "." + hint)
         self.lr_tensor, self.static, self.step_graph, self.eval_graph = graph_parts(
             self.static_step, [self.aug_gen, self.loss_gen], self.net, self.compiled_eval, self.n_train,
             c.batch_size, self.device)

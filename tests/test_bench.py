@@ -118,7 +118,7 @@ def test_bench_tiny_cpu_run(tmp_path):
     assert emitted == [(["reference"], False), (["fast_none", "reference"], False),
                        (["fast_none", "reference"], False), (["fast_none", "reference"], True)]
     assert list(result["failed"]) == ["fast_cuda-graph"]
-    assert result["failed"]["fast_cuda-graph"].startswith("ValueError: compile mode 'cuda-graph' needs a CUDA device")
+    assert result["failed"]["fast_cuda-graph"].startswith("ValueError: compile mode 'cuda-graph' replays whole training steps as CUDA graphs and needs a CUDA device")
     path = bench.write_result(result, bench.output_path(result, tmp_path / "b.json", None))
     doc = json.loads(path.read_text())
     assert doc["schema"] == bench.SCHEMA and doc["complete"] is True
