@@ -267,6 +267,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         extras = [w for w, on in (("DRW", m.drw), ("GA", m.ga), ("mixup", m.mixup)) if on]
         print(f"  {name:<13} loss {m.loss}, {m.head} head" + (f", {', '.join(extras)}" if extras else ""))
     print("datasets: " + ", ".join(DATASET_PRESETS))
+    from kps.runner import GRIDS
+
+    for name, make in GRIDS.items():
+        runs = make()
+        presets = ", ".join(dict.fromkeys(c.preset for c in runs))
+        print(f"grid {name}: {len(runs)} runs of preset {presets} (python -m kps train-grid --grid {name} --jobs N)")
     return 0
 
 

@@ -50,6 +50,8 @@ def test_help_and_list(capsys):
     for word in ("cifar10_lt", "cifar100_lt", "imagenet_lt", "inat2018", "kps_ga_mixup", "ldam_drw", "cifar10-jpeg"):
         assert word in out
     assert "m_max 0.35" in out and "decay x0.01 at [160, 180]" in out
+    assert "cifar10_lt_small CPU-scale protocol: resnet32, width 8, 16 px" in out
+    assert "grid cpu: 84 runs of preset cifar10_lt_small" in out
 
 
 def test_train_writes_record(tmp_path, fake_data, capsys):
