@@ -83,7 +83,7 @@ from kps.models import make_model  # noqa: E402
 from kps.schedules import learning_rate  # noqa: E402
 from kps.stack import Stack  # noqa: E402
 from kps.together import fit_together  # noqa: E402
-from kps.train import Trainer, _augment_for, device_name, git_state, load_data, loss_options  # noqa: E402
+from kps.train import Trainer, augment_for, device_name, git_state, load_data, loss_options  # noqa: E402
 
 __all__ = [
     "SCHEMA",
@@ -162,7 +162,7 @@ class ReferenceTrainer:
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as cifar_train.py of LDAM-DRW does
         spec = DATASETS[data.name]
-        augment = _augment_for(data)  # the same crop and padding as the trainer's
+        augment = augment_for(data)  # the same crop and padding as the trainer's
         train_tf, test_tf = reference_transforms(spec.mean, spec.std, augment.crop, augment.pad)
         pin = device.type == "cuda"
         self.train_loader = DataLoader(ReferenceCIFAR(data.train, train_tf), batch_size=config.batch_size,

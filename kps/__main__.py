@@ -168,9 +168,9 @@ def cmd_train_grid(args: argparse.Namespace) -> int:
         from kps.runner import spawn_workers
 
         device = _device(args.device)
-        threads = args.threads or (1 if device == "cpu" else 0)
+        threads = args.threads or (1 if device == "cpu" else os.cpu_count() or 1)
         child = _strip_option(_strip_option(list(args.argv), "--jobs"), "--threads")
-        return spawn_workers(child, args.jobs, threads or (os.cpu_count() or 1))
+        return spawn_workers(child, args.jobs, threads)
     if args.threads is not None:
         import torch
 
@@ -193,24 +193,18 @@ def cmd_train_grid(args: argparse.Namespace) -> int:
 
 def _grid_configs(args: argparse.Namespace) -> list:
     """--grid NAME (kps.runner.GRIDS) or --methods x --seeds."""
-    if args.grid is None:
-        if not args.methods:
-            raise ValueError("train-grid needs --methods (or --grid NAME: " + ", ".join(_grid_names()) + ")")
-        return _configs(args, args.methods, args.seeds)
     from kps.runner import GRIDS
 
+    if args.grid is None:
+        if not args.methods:
+            raise ValueError("train-grid needs --methods (or --grid NAME: " + ", ".join(GRIDS) + ")")
+        return _configs(args, args.methods, args.seeds)
     if args.grid not in GRIDS:
         raise ValueError(f"unknown grid {args.grid!r}; valid: {', '.join(GRIDS)}")
     if args.methods or args.dataset:
         raise ValueError("--grid names its own dataset, methods and seeds; give --grid or --dataset/--methods")
     overrides = _overrides(args)  # e.g. --epochs 1 for a smoke test (short runs have records of their own)
     return [dataclasses.replace(c, **overrides) for c in GRIDS[args.grid]()]
-
-
-def _grid_names() -> list[str]:
-    from kps.runner import GRIDS
-
-    return list(GRIDS)
 
 
 def _print_summary(record: dict[str, Any]) -> None:

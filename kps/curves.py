@@ -9,6 +9,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from kps.report import protocol_of, variant_label
+
 __all__ = ["error_curves", "plot_error_curves"]
 
 
@@ -18,9 +20,7 @@ def error_curves(records: Iterable[Mapping[str, Any]], methods: Sequence[str], p
     (e.g. the authors' GA) where it is not the paper's; mean and sample std (NaN for one
     seed) of the test error over the full-schedule records of ``protocol`` at
     ``imbalance`` that evaluated that epoch; ``n`` seeds."""
-    from kps.report import protocol_of, variant_label
-
-    by_series: dict[str, list[Mapping[str, Any]]] = {}
+    by_series: dict[tuple[int, str], list[Mapping[str, Any]]] = {}  # (method's place, series name) -> records
     for rec in records:
         c = rec["config"]
         if (c["method"] not in methods or protocol_of(c) != protocol or float(c["imbalance"]) != float(imbalance)
@@ -28,12 +28,12 @@ def error_curves(records: Iterable[Mapping[str, Any]], methods: Sequence[str], p
             continue
         variant = variant_label(c, with_protocol=False)
         name = c["method"] if variant == "paper setting" else f"{c['method']} ({variant})"
-        by_series.setdefault(name, []).append(rec)
+        by_series.setdefault((list(methods).index(c["method"]), name), []).append(rec)
     rows = []
-    order = {m: i for i, m in enumerate(methods)}
-    for name in sorted(by_series, key=lambda s: (order[s.split(" ")[0]], s)):
+    for key in sorted(by_series):
+        name = key[1]
         errors: dict[int, list[float]] = {}
-        for rec in by_series[name]:
+        for rec in by_series[key]:
             for h in rec["history"]:
                 if "test_error" in h:
                     errors.setdefault(int(h["epoch"]), []).append(float(h["test_error"]))

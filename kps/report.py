@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from kps.configs import DATASET_PRESETS, METHODS, PRESETS, RUN_ONLY_KEYS, Preset, RunConfig, make_config
+from kps.configs import METHODS, PRESETS, RUN_ONLY_KEYS, Preset, RunConfig, make_config
 from kps.data import summarize_counts, train_class_counts
 from kps.results import config_record_path
 
@@ -207,12 +207,11 @@ def dataset_title(dataset: str) -> str:
     return DATASET_TITLES[dataset]
 
 
-def preset_of(config: Mapping[str, Any], source: str = "a record") -> Preset:
-    """The preset a record's config ran (its ``preset`` key; records written before
-    presets were stored ran their dataset's own).  An unknown one: ValueError naming it."""
-    name = config.get("preset") or DATASET_PRESETS.get(config.get("dataset", ""), "")
+def preset_of(config: Mapping[str, Any]) -> Preset:
+    """The preset a record's config ran.  An unknown one: ValueError naming it."""
+    name = config["preset"]
     if name not in PRESETS:
-        raise ValueError(f"{source}: preset {name!r} is not known to this code (kps.configs.PRESETS: "
+        raise ValueError(f"a record's preset {name!r} is not known to this code (kps.configs.PRESETS: "
                          f"{', '.join(PRESETS)}); update the code or move the record out of results/")
     return PRESETS[name]
 
@@ -227,7 +226,7 @@ def _differences(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     method and imbalance under its preset (``make_config`` with the same seed);
     a reduced protocol first, then a short run. Keys that only pick a faster code
     path are skipped; bf16 autocast is kept (it changes the arithmetic, not only the
-    speed).  A key a record predates takes the preset's value."""
+    speed)."""
     cfg = dict(config)
     preset = preset_of(cfg)
     reference = make_config(cfg["dataset"], cfg["method"], imbalance=cfg["imbalance"], seed=cfg["seed"],
@@ -238,7 +237,7 @@ def _differences(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     for key in sorted(set(cfg) | set(reference)):
         if key in _SPEED_KEYS or key in ("seed", "preset"):
             continue
-        ours, ref = cfg.get(key, reference.get(key)), reference.get(key)
+        ours, ref = cfg.get(key), reference.get(key)
         if _same(ours, ref):
             continue
         if key == "epochs":
@@ -304,9 +303,7 @@ def _groups(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]
     speed-only switches), in a stable order; one group = one cell of ours."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for rec in records:
-        full = {**make_config(rec["config"]["dataset"], rec["config"]["method"],
-                              preset=preset_of(rec["config"]).name).to_dict(), **rec["config"]}
-        cfg = {k: v for k, v in full.items() if k != "seed" and k not in _SPEED_KEYS}
+        cfg = {k: v for k, v in rec["config"].items() if k != "seed" and k not in _SPEED_KEYS}
         key = repr(sorted((k, repr(v)) for k, v in cfg.items())) + repr(rec.get("dataset_label"))
         groups.setdefault(key, []).append(rec)
     return [groups[k] for k in sorted(groups)]
@@ -464,14 +461,13 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
             column = protocol_column(protocol)
             if column not in ours_cols[head]:
                 continue
-            mine = ran[ran["protocol"] == protocol] if not ran.empty else ran
+            mine = ran[ran["protocol"] == protocol]
             variants = mine["our variant"]
             main = mine[variants == "paper setting"]
-            if ran.empty and protocol == "paper":
+            if ran.empty:  # no record at all: "not run" or "not in this artifact"
                 cells[label][(head, column)] = sub["ours final"].iloc[0]
             else:
-                cells[label][(head, column)] = ours(main) if not main.empty else (
-                    sub["ours final"].iloc[0] if ran.empty else NOT_RUN)
+                cells[label][(head, column)] = ours(main) if not main.empty else NOT_RUN
             for variant in dict.fromkeys(variants[variants != "paper setting"]):
                 row = f"{label}, {variant}"
                 if row not in cells:

@@ -32,24 +32,24 @@ from kps.configs import RunConfig, authors_code_overrides, make_config
 
 __all__ = ["GRIDS", "CPU_GRID_ROWS", "cpu_grid", "claim", "release", "claim_path", "run_worker", "spawn_workers"]
 
-# The rows of the CPU-scale grid, in the order they are filled: (method, overrides, label).
+# The rows of the CPU-scale grid, in the order they are filled: (method, config overrides).
 # The three KPS-GA rows: eq. 25 as written, the authors' per-sample row scale alone,
 # and the authors' whole CIFAR setting (--authors-code).
-CPU_GRID_ROWS: tuple[tuple[str, dict[str, Any], str], ...] = (
-    ("ce", {}, "ce"),
-    ("ldam_drw", {}, "ldam_drw"),
-    ("kps", {}, "kps"),
-    ("kps_drw", {}, "kps_drw"),
-    ("kps_ga", {}, "kps_ga"),
-    ("kps_ga", {"ga_variant": "official"}, "kps_ga, authors' GA"),
-    ("kps_ga", authors_code_overrides("cifar10-jpeg"), "kps_ga, authors' code"),
-    ("focal", {}, "focal"),
-    ("cb_focal", {}, "cb_focal"),
-    ("cosface", {}, "cosface"),
-    ("arcface", {}, "arcface"),
-    ("la", {}, "la"),
-    ("eql", {}, "eql"),
-    ("kps_ga_mixup", {}, "kps_ga_mixup"),
+CPU_GRID_ROWS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("ce", {}),
+    ("ldam_drw", {}),
+    ("kps", {}),
+    ("kps_drw", {}),
+    ("kps_ga", {}),
+    ("kps_ga", {"ga_variant": "official"}),
+    ("kps_ga", authors_code_overrides("cifar10-jpeg")),
+    ("focal", {}),
+    ("cb_focal", {}),
+    ("cosface", {}),
+    ("arcface", {}),
+    ("la", {}),
+    ("eql", {}),
+    ("kps_ga_mixup", {}),
 )
 CPU_GRID_SEEDS = (0, 1, 2)
 CPU_GRID_IMBALANCES = (100.0, 50.0)
@@ -62,7 +62,7 @@ def cpu_grid(imbalances: Sequence[float] = CPU_GRID_IMBALANCES, seeds: Sequence[
     channels_last: the fastest CPU path measured (bench/cpu_bench.py)."""
     return [make_config(dataset, method, preset="cifar10_lt_small", imbalance=imbalance, seed=seed,
                         channels_last=True, **overrides)
-            for imbalance in imbalances for method, overrides, _ in CPU_GRID_ROWS for seed in seeds]
+            for imbalance in imbalances for method, overrides in CPU_GRID_ROWS for seed in seeds]
 
 
 GRIDS: dict[str, Callable[[], list[RunConfig]]] = {"cpu": cpu_grid}

@@ -74,6 +74,9 @@ from kps.schedules import drw_weights, ga_active, learning_rate
 
 __all__ = [
     "TrainingDiverged",
+    "TrainingInterrupted",
+    "augment_for",
+    "default_checkpoint_dir",
     "Trainer",
     "train",
     "train_grid",
@@ -511,7 +514,7 @@ class Trainer:
             if size != (config.image_size, config.image_size):
                 raise ValueError(f"{data.name}: images are {size[0]}x{size[1]}, the config wants "
                                  f"{config.image_size}x{config.image_size}; load them with kps.train.load_data")
-            self.source = TensorBatches(data, self.device, _augment_for(data))
+            self.source = TensorBatches(data, self.device, augment_for(data))
         else:
             self.source = LoaderBatches(data, self.device, num_workers)
         self.n_train, self.n_test = len(_targets(data.train)), len(_targets(data.test))
@@ -832,8 +835,7 @@ class Trainer:
             try:
                 record = _run_to_end(self.epochs(checkpoint, checkpoint_every, bar if show else None))
             except KeyboardInterrupt as err:
-                progress = read_progress(checkpoint) if checkpoint is not None else None
-                saved = (progress or {}).get("checkpoint_next_epoch")
+                saved = _saved_epochs(checkpoint) if checkpoint is not None else None
                 held = f"checkpoint {checkpoint} holds epochs 1-{saved}" if saved else "no checkpoint yet"
                 raise TrainingInterrupted(f"{c.method} seed {c.seed} stopped in epoch {self.next_epoch + 1} "
                                           f"of {c.epochs}; {held}") from err
@@ -961,7 +963,7 @@ def _eval_errors(result: dict[str, np.ndarray]) -> dict[str, float]:
     return out
 
 
-def _augment_for(data: LTData) -> GPUAugment:
+def augment_for(data: LTData) -> GPUAugment:
     """Sec. 4.2.1's pad-4 crop-32 flip, the padding scaled with the image size
     (2 at 16 px: the same fraction of the image)."""
     spec = DATASETS[data.name]
@@ -1040,21 +1042,20 @@ def make_trainer(config: RunConfig, data: LTData, device: torch.device, checkpoi
     then only writes its run's record)."""
     trainer = Trainer(config, data, device, num_workers=num_workers)
     ckpt = checkpoint_path(checkpoint_dir, config)
-    progress = read_progress(ckpt) if ckpt.exists() else None
-    finished = bool(progress) and progress.get("checkpoint_next_epoch") == config.epochs
-    if resume and ckpt.exists() and (finished_ok or not finished):
+    saved = _saved_epochs(ckpt) if ckpt.exists() else None
+    if resume and ckpt.exists() and (finished_ok or saved != config.epochs):
         trainer.load_state(torch.load(ckpt, map_location="cpu", weights_only=False), str(ckpt))
         if not quiet:
             tqdm.write(f"resuming {ckpt} after epoch {trainer.next_epoch}")
     elif ckpt.exists():
         # said even when quiet: work is thrown away
-        tqdm.write(f"starting again at epoch 1: the checkpoint {ckpt} (epochs 1-{_saved_epochs(ckpt)}) is replaced")
+        tqdm.write(f"starting again at epoch 1: the checkpoint {ckpt} (epochs 1-{saved or '?'}) is replaced")
     return trainer, ckpt
 
 
-def _saved_epochs(ckpt: Path) -> str:
-    progress = read_progress(ckpt)
-    return str(progress["checkpoint_next_epoch"]) if progress and progress.get("checkpoint_next_epoch") else "?"
+def _saved_epochs(ckpt: Path) -> int | None:
+    """How many epochs the checkpoint ``ckpt`` holds (its progress file), None if unknown."""
+    return (read_progress(ckpt) or {}).get("checkpoint_next_epoch")
 
 
 def data_key(config: RunConfig) -> tuple[str, float, int, int]:

@@ -356,14 +356,14 @@ def test_downsample_averages_each_block_once():
 
 def test_jpeg_pack_at_the_cpu_scale_protocol(jpeg_root):
     from kps.configs import make_config
-    from kps.train import _augment_for, load_data
+    from kps.train import augment_for, load_data
 
     lt = load_data(make_config("cifar10-jpeg", "ce", preset="cifar10_lt_small"), jpeg_root)
     assert lt.train.images.shape == (12406, 3, 16, 16) and lt.test.images.shape == (10000, 3, 16, 16)
     full = build_dataset("cifar10-jpeg", jpeg_root, 100)
     assert torch.equal(lt.train.images[7], full.train.images[7:8].double().reshape(1, 3, 16, 2, 16, 2)
                        .mean(dim=(3, 5)).round().to(torch.uint8)[0])
-    augment = _augment_for(lt)
+    augment = augment_for(lt)
     assert (augment.pad, augment.crop) == (2, 16) and augment(lt.train.images[:5]).shape == (5, 3, 16, 16)
 
 
