@@ -392,21 +392,24 @@ def test_provenance_table_marks_the_committed_gpu_records(gpu_records):
     assert report.provenance_footnotes(notes, [other]) == ""
 
 
-def test_ga_variant_note_reads_the_records(gpu_records):
+def test_ga_variant_comparison_reads_the_records(gpu_records):
     by_variant = {r["config"]["ga_variant"]: r for r in gpu_records}
     t = report.ga_variant_comparison(gpu_records)
     assert len(t) == 1
     row = t.iloc[0]
     assert row["paper: final"] == by_variant["paper"]["top1_error"]
     assert row["official: best"] == by_variant["official"]["best_top1_error"]
+    assert row["paper: seeds"] == row["official: seeds"] == "0"          # one seed each: evidence of one run
     diff = by_variant["official"]["top1_error"] - by_variant["paper"]["top1_error"]
     assert row["official - paper, final (points)"] == pytest.approx(diff)
-    note = report.ga_variant_note(gpu_records)
-    assert f"{by_variant['paper']['top1_error']:.2f} %" in note and f"{by_variant['official']['top1_error']:.2f} %" in note
-    assert f"{abs(diff):.2f} points {'lower' if diff < 0 else 'higher'}" in note
-    assert "one seed on the JPEG copy" in note and "not a conclusion" in note
-    assert f"both runs: {report.setting_label(by_variant['paper']['config'])})" in note
-    assert report.ga_variant_note([by_variant["paper"]]) is None
+    assert row["setting apart from GA"] == report.setting_label(by_variant["paper"]["config"])
+    assert row["data"] == "CIFAR-10 (JPEG copy)"
+    html = report.ga_variant_view(gpu_records).to_html()                 # the page's view: errors in %
+    assert f"{by_variant['paper']['top1_error']:.2f} %" in html and f"{by_variant['official']['top1_error']:.2f} %" in html
+    assert f"{diff:+.2f}" in html
+    empty = report.ga_variant_comparison([by_variant["paper"]])
+    assert empty.empty and tuple(empty.columns) == report.tables.GA_VARIANT_COLUMNS
+    report.ga_variant_view([by_variant["paper"]]).to_html()              # renders without a pair
 
 
 def test_ga_variant_per_class_head_to_tail(gpu_records):
@@ -428,14 +431,14 @@ def test_ga_variant_per_class_head_to_tail(gpu_records):
     assert flipped.loc["paper GA (eq. 25, column s_j)"].tolist() == by_variant["paper"]["per_class_accuracy"][::-1]
 
 
-def test_ga_variant_note_several_seeds():
+def test_ga_variant_comparison_several_seeds():
     recs = [record(seed=s, final=f, best=f - 1) for s, f in ((0, 30.0), (1, 32.0))]
     recs += [record(seed=s, final=f, best=f - 1, ga_variant="official") for s, f in ((0, 25.0), (1, 27.0))]
     recs.append(record(method="kps_drw", seed=0))          # one variant only: no pair
     t = report.ga_variant_comparison(recs)
     assert len(t) == 1 and t.iloc[0]["paper: final"] == 31.0 and t.iloc[0]["official - paper, final (points)"] == -5.0
-    note = report.ga_variant_note(recs)
-    assert "5.00 points lower" in note and "Means over 2 and 2 seeds on the JPEG copy" in note
+    assert t.iloc[0]["paper: seeds"] == t.iloc[0]["official: seeds"] == "0, 1"
+    assert t.iloc[0]["official: best"] == 25.0
 
 
 @pytest.fixture(scope="module")
@@ -467,16 +470,22 @@ def test_speed_table_reads_the_bench_json(benches):
     assert "fast_reduce-overhead" not in t1.index and len(t1) == 3      # job 1 never measured it
 
 
-def test_bench_header_footnote_only_where_it_applies(benches):
+def test_bench_table_footnote_only_where_it_applies(benches):
     notes = report.read_provenance_notes(NOTES)
-    h2 = report.bench_header(benches["nvidia-h200-2026-11-26-job2"], "bench/results/nvidia-h200-2026-11-26-job2.json", notes)
-    h1 = report.bench_header(benches["nvidia-h200-2026-11-26-job1"], "bench/results/nvidia-h200-2026-11-26-job1.json", notes)
-    assert "(dirty tree) [1]" in h2 and "NVIDIA H200" in h2 and "2.11.0+cu130" in h2 and "2026-11-26" in h2
-    assert "(clean tree)" in h1 and "[1]" not in h1 and "failed" not in h1
+    files = {n: f"bench/results/{n}.json" for n in benches}
+    t = report.speed.bench_table(benches, files, notes)
+    h2, h1 = t.loc["nvidia-h200-2026-11-26-job2"], t.loc["nvidia-h200-2026-11-26-job1"]
+    assert (h2["tree"], h2["note"], h2["device"], h2["torch"], h2["date"]) == (
+        "dirty tree", "[1]", "NVIDIA H200", "2.11.0+cu130", "2026-11-26")
+    assert (h1["tree"], h1["note"], h1["failed trainers"], h1["complete"]) == ("clean tree", "", "", "yes")
+    raw = load_json(BENCH / "nvidia-h200-2026-11-26-job2.json")
+    assert h2["commit"] == raw["git_commit"][:10] and h2["bf16 peak (TFLOP/s)"] == raw["peak"]["assumed_bf16_dense_tflops"]
+    assert h2["training images / epoch"] == raw["config"]["train_images"]
     broken = dict(benches["nvidia-h200-2026-11-26-job2"], failed={"fast_cuda-graph": "RuntimeError: capture"},
                   complete=False)
-    h = report.bench_header(broken, "elsewhere.json", notes)
-    assert "Trainer `fast_cuda-graph` failed: RuntimeError: capture." in h and "cut off" in h and "[1]" not in h
+    b = report.speed.bench_table({"x": broken}, {"x": "elsewhere.json"}, notes).loc["x"]
+    assert b["failed trainers"] == "fast_cuda-graph: RuntimeError: capture" and b["complete"].startswith("no")
+    assert b["note"] == ""                                   # the note is about the committed file only
     assert report.trainer_order(["fast_x", "fast_cuda-graph", "reference", "fast_none"]) == [
         "reference", "fast_none", "fast_cuda-graph", "fast_x"]
 
@@ -491,7 +500,7 @@ def test_read_bench_rejects_other_files(tmp_path):
         report.read_bench(bad)
 
 
-def test_grid_table_and_job_wall(benches):
+def test_grid_table_and_facts(benches):
     runs = load_json(BENCH / "nvidia-h200-2026-11-26-job2.runs.json")
     g = report.grid_table(runs)
     assert len(g) == 12 and list(g.index[:2]) == ["kps_ga", "kps_ga:official"]
@@ -513,53 +522,63 @@ def test_grid_table_and_job_wall(benches):
                                                  "alone in `reduce-overhead`")
     assert g.loc["kps", "why it stopped"] == (f"{done['kps']['reason']}; first attempt failed (exit status -9, no "
                                               "record), tried once more alone in `reduce-overhead`")
-    log = (BENCH / "nvidia-h200-2026-11-26-job2.log").read_text()
-    last = [line for line in log.splitlines() if line.startswith("[job ")][-1]
-    assert report.job_wall_s(log) == float(last.split("+")[1].split("s]")[0])
-    assert report.job_wall_s("no stamps") is None
+    # the grid's own time comes from runs.json; the job's log is never read
+    f = report.speed.grid_facts({"job2": runs}, jobs=["job2", "job1"])
+    job2 = f.loc["job2"]
+    assert (job2["runs"], job2["epochs"], job2["at a time"], job2["finished"]) == (12, 200, 8, 2)
+    assert job2["s until its deadline"] == pytest.approx(runs["deadline_unix"] - runs["started_unix"])
+    assert job2["grid wall s"] == pytest.approx(runs["finished_unix"] - runs["started_unix"])
+    assert f.loc["job1", "runs.json"] == "not committed" and math.isnan(f.loc["job1", "runs"])
+    untimed = {k: v for k, v in runs.items() if k != "finished_unix"}
+    assert math.isnan(report.speed.grid_facts({"j": untimed}).loc["j", "grid wall s"])
+    assert not hasattr(report, "job_wall_s") and not hasattr(report.speed, "job_wall_s")
 
 
 def test_speed_targets_from_the_committed_jobs(benches):
     runs = {"nvidia-h200-2026-11-26-job2": load_json(BENCH / "nvidia-h200-2026-11-26-job2.runs.json")}
-    walls = {n: report.job_wall_s((BENCH / f"{n}.log").read_text()) for n in benches}
-    t = report.speed_targets(benches, runs, walls)
+    t = report.speed_targets(benches, runs)
     job2 = t[t.job == "nvidia-h200-2026-11-26-job2"].set_index("target")
     raw = load_json(BENCH / "nvidia-h200-2026-11-26-job2.json")["trainers"]
     ratio = raw["fast_reduce-overhead"]["train_images_per_s"] / raw["reference"]["train_images_per_s"]
     speed = job2.loc["train images/s ≥ 10× the reference trainer's"]
-    assert speed["measured"].startswith(f"{ratio:.2f}× (fast_reduce-overhead") and speed["met"] == ("yes" if ratio >= 10 else "no")
+    assert speed["value"] == pytest.approx(ratio) and speed["met"] == ("yes" if ratio >= 10 else "no")
+    assert speed["measured"].startswith(f"{ratio:.2f}× (fast_reduce-overhead")
     run = job2.loc["one full run ≤ 60 s"]
-    assert run["measured"].startswith(f"{raw['fast_reduce-overhead']['projected_run_s']:.0f} s projected")
-    assert run["met"] == "no"
+    assert run["value"] == raw["fast_reduce-overhead"]["projected_run_s"] and run["met"] == "no"
     done = sum(r["status"] == "done" for r in runs["nvidia-h200-2026-11-26-job2"]["runs"])
     grid = job2.loc["12 runs in one job ≤ 9 min"]
-    assert grid["measured"].startswith(f"{done} of 12 runs finished") and grid["met"] == "no"
+    assert grid["value"] == done and grid["met"] == "no" and grid["measured"].startswith(f"{done} of 12 runs finished")
     assert set(t.job) == set(benches) and len(t) == 5           # job 1: bench targets only (no runs.json)
-    # the rule itself: a job that met everything says so
+    # the rule itself: a job that met everything says so; the grid's time is runs.json's start to end
     fake = {"b": {"trainers": {"reference": {"train_images_per_s": 100.0, "projected_run_s": 900.0},
                                "fast": {"train_images_per_s": 1000.0, "projected_run_s": 60.0}}}}
-    grid_ok = {"b": {"runs": [{"status": "done"}] * 12, "concurrency": 6}}
-    assert set(report.speed_targets(fake, grid_ok, {"b": 540.0})["met"]) == {"yes"}
-    assert report.speed_targets(fake, grid_ok, {"b": 541.0})["met"].tolist() == ["yes", "yes", "no"]
-    assert report.speed_summary(report.speed_targets(fake, grid_ok, {"b": 540.0})).startswith(
-        "**All three targets are met.**")
-    one = report.speed_summary(report.speed_targets(fake, grid_ok, {"b": 541.0}))
-    assert one.startswith("**2 of the three targets met.**") and "12 runs in one job ≤ 9 min: **not met**" in one
+
+    def grid_ok(wall):
+        return {"b": {"runs": [{"status": "done"}] * 12, "concurrency": 6, "started_unix": 0.0,
+                      "deadline_unix": 600.0, "finished_unix": wall}}
+
+    assert set(report.speed_targets(fake, grid_ok(540.0))["met"]) == {"yes"}
+    assert report.speed_targets(fake, grid_ok(541.0))["met"].tolist() == ["yes", "yes", "no"]
+    summary = report.speed.speed_summary(report.speed_targets(fake, grid_ok(540.0)))
+    assert summary["status"].tolist() == ["met", "met", "met"]
+    two = report.speed.speed_summary(report.speed_targets(fake, grid_ok(541.0))).set_index("target")
+    assert (two["status"] == "met").sum() == 2 and two.loc["12 runs in one job ≤ 9 min", "status"] == "not met"
 
 
 def test_speed_summary_of_the_committed_jobs(benches):
     runs = {"nvidia-h200-2026-11-26-job2": load_json(BENCH / "nvidia-h200-2026-11-26-job2.runs.json")}
-    t = report.speed_targets(benches, runs, {n: report.job_wall_s((BENCH / f"{n}.log").read_text()) for n in benches})
-    text = report.speed_summary(t)
+    s = report.speed.speed_summary(report.speed_targets(benches, runs)).set_index("target")
     raw = {n: b["trainers"] for n, b in benches.items()}
     best = max((v["train_images_per_s"] / tr["reference"]["train_images_per_s"], n)
                for n, tr in raw.items() for k, v in tr.items() if k != "reference")
     quickest = min((v["projected_run_s"], n) for n, tr in raw.items() for k, v in tr.items() if k != "reference")
-    assert f"best measured: {best[0]:.2f}×" in text and f"(`{best[1]}`)" in text
-    assert f"best measured: {quickest[0]:.0f} s projected" in text
-    met = (best[0] >= 10) + (quickest[0] <= 60)   # the grid finished 2 of 12: not met
-    assert text.startswith("**None of the three targets is met yet.**" if met == 0 else f"**{met} of the three")
-    assert report.speed_summary(report.speed_targets({}, {})).count("**not measured**") == 3
+    speed, run = s.loc["train images/s ≥ 10× the reference trainer's"], s.loc["one full run ≤ 60 s"]
+    assert speed["best measured"].startswith(f"{best[0]:.2f}×") and speed["job"] == best[1]
+    assert run["best measured"].startswith(f"{quickest[0]:.0f} s projected") and run["job"] == quickest[1]
+    assert speed["status"] == ("met" if best[0] >= 10 else "not met")
+    assert run["status"] == ("met" if quickest[0] <= 60 else "not met")
+    assert s.loc["12 runs in one job ≤ 9 min", "status"] == "not met"       # the grid finished 2 of 12
+    assert report.speed.speed_summary(report.speed_targets({}, {}))["status"].tolist() == ["not measured"] * 3
 
 
 def test_speed_chart_data(benches):
@@ -611,41 +630,35 @@ def test_together_table_reads_the_aggregate_rates():
     assert empty.empty and tuple(empty.columns) == report.TOGETHER_COLUMNS
 
 
-def test_together_note_says_aggregate_or_not_measured():
-    measured = report.together_note({"a": bench_doc("a"), "b": bench_doc("b", runs=0)})
-    assert "aggregate rates of several runs sharing one GPU" in measured and "not the speed of one run" in measured
-    assert "10× target is about one run of the fast path against the reference" in measured
-    assert "not been measured" not in measured
-    none = report.together_note({"b": bench_doc("b", runs=0), "f": bench_doc("f", runs=0, failed={"together": "x"})})
-    assert none.startswith("**Runs side by side have not been measured yet**") and "aggregate" not in none
-    assert report.together_note({}).startswith("**Runs side by side have not been measured yet**")
+def test_together_status_measured_failed_or_not_measured():
+    st = report.speed.measurement_status({"a": bench_doc("a"), "b": bench_doc("b", runs=0),
+                                          "f": bench_doc("f", runs=0, failed={"together": "x"})}, "together")
+    assert st["status"].to_dict() == {"a": "measured", "b": "not measured", "f": "failed"}
+    assert st.loc["f", "error"] == "x" and st.loc["a", "error"] == ""
+    assert report.speed.measurement_status({}, "together").empty
 
 
-def test_together_failures_and_the_header(benches):
+def test_together_failures_and_the_bench_table(benches):
     oom = "RuntimeError: CUDA out of memory"
-    docs = {"ok": bench_doc("ok"), "bad": bench_doc("bad", runs=0, failed={"together": oom, "fast_default": "E"}),
-            "trainer-only": bench_doc("t", failed={"fast_default": "E"})}
-    assert report.measurement_failures(docs, "together", "the runs side by side") == f"- `bad`: the runs side by side **failed**: {oom}"
-    assert report.measurement_failures({"ok": bench_doc("ok")}, "together", "the runs side by side") == ""
+    docs = {"ok": bench_doc("ok"), "bad": bench_doc("bad", runs=0, failed={"together": oom, "fast_default": "E"})}
+    st = report.speed.measurement_status(docs, "together")
+    assert st.loc["bad", "status"] == "failed" and st.loc["bad", "error"] == oom and st.loc["ok", "status"] == "measured"
     broken = dict(benches["nvidia-h200-2026-11-26-job2"], failed={"together": oom, "fast_default": "E"})
-    h = report.bench_header(broken, "elsewhere.json")
-    assert "Trainer `fast_default` failed: E." in h and "together" not in h and oom not in h
+    row = report.speed.bench_table({"x": broken}, {"x": "elsewhere.json"}).loc["x"]
+    assert row["failed trainers"] == "fast_default: E"       # the measurement's failure is its status, not a trainer's
 
 
 def test_grid_runs_per_process(benches):
     runs = load_json(BENCH / "nvidia-h200-2026-11-26-job2.runs.json")
     assert "per_process" not in runs and "checkpoints_left_out" not in runs   # written before --per-process
-    assert report.grid_per_process(runs) == "1 (one run per process)"
-    h = report.grid_header(runs, 600.0)
-    assert h.startswith("12 runs of 200 epochs, 8 at a time, runs per process: 1 (one run per process), "
-                        "compile mode `reduce-overhead`; the grid had 363 s until its deadline in a 600 s job; "
-                        "2 finished.")
-    assert "did not fit" not in h and " job" not in report.grid_header(runs)
+    assert report.speed.grid_per_process(runs) == "1 (one run per process)"
+    f = report.speed.grid_facts({"j": runs}).loc["j"]
+    assert (f["runs per process"], f["compile mode"], f["checkpoints left out"]) == (
+        "1 (one run per process)", "reduce-overhead", "")
     newer = dict(runs, per_process=3, checkpoints_left_out=["cifar10-jpeg/ce/imb100/seed0.pt"])
-    assert report.grid_per_process(newer) == "up to 3 (side by side in one process, one CUDA stream each)"
-    assert report.grid_per_process(dict(runs, per_process=1)) == "1 (one run per process)"
-    assert report.grid_header(newer).endswith(
-        "The checkpoints of 1 unfinished run did not fit the returned parts: `cifar10-jpeg/ce/imb100/seed0.pt`.")
+    assert report.speed.grid_per_process(newer) == "up to 3 (side by side in one process, one CUDA stream each)"
+    assert report.speed.grid_per_process(dict(runs, per_process=1)) == "1 (one run per process)"
+    assert report.speed.grid_facts({"j": newer}).loc["j", "checkpoints left out"] == "cifar10-jpeg/ce/imb100/seed0.pt"
 
 
 def stacked_doc(name="s", *, copies=6, round_s=4.0, together=6, losses=((2.0, 1.5, 1.2), (2.0, 1.5, 1.2)),
@@ -687,34 +700,30 @@ def test_stacked_table_reads_the_aggregate_rates():
     assert empty.empty and tuple(empty.columns) == report.STACKED_COLUMNS
 
 
-def test_stacked_note_labels_the_aggregate_or_not_measured(benches):
-    note = report.stacked_note({"s": stacked_doc("s"), "old": bench_doc("old"),
-                                "broken": bench_doc("broken", failed={"stacked": "RuntimeError: x"})})
-    assert note.startswith("**k runs stacked as one network: aggregate, not one run.**")
-    assert "not the speed of one run" not in note and "one run's own epoch rate is the aggregate divided by S" in note
-    assert note.endswith("\n- `old`: not measured yet (this bench predates `--stack`).")  # the failed one: not listed
-    assert "`broken`" not in note
-    for docs in ({}, {"old": bench_doc("old")}, benches):  # the committed jobs predate it
-        assert report.stacked_note(docs).startswith("**Stacked runs: not measured yet**")
+def test_stacked_status_measured_failed_or_not_measured(benches):
+    st = report.speed.measurement_status({"s": stacked_doc("s"), "old": bench_doc("old"),
+                                          "broken": bench_doc("broken", failed={"stacked": "RuntimeError: x"})},
+                                         "stacked")
+    assert st["status"].to_dict() == {"s": "measured", "old": "not measured", "broken": "failed"}
+    assert set(report.speed.measurement_status(benches, "stacked")["status"]) == {"not measured"}  # they predate it
 
 
-def test_stacked_failures_and_the_header(benches):
+def test_stacked_failures_and_the_bench_table(benches):
     oom = "RuntimeError: CUDA out of memory"
-    docs = {"ok": stacked_doc("ok"), "bad": bench_doc("bad", failed={"stacked": oom})}
-    assert report.measurement_failures(docs, "stacked", "the stacked runs") == f"- `bad`: the stacked runs **failed**: {oom}"
-    assert report.measurement_failures({"ok": stacked_doc("ok")}, "stacked", "the stacked runs") == ""
+    st = report.speed.measurement_status({"ok": stacked_doc("ok"), "bad": bench_doc("bad", failed={"stacked": oom})},
+                                         "stacked")
+    assert st.loc["bad", "error"] == oom and st.loc["ok", "status"] == "measured"
     broken = dict(benches["nvidia-h200-2026-11-26-job2"], failed={"stacked": oom, "fast_default": "E"})
-    h = report.bench_header(broken, "elsewhere.json")
-    assert "Trainer `fast_default` failed: E." in h and "stacked" not in h and oom not in h
+    assert report.speed.bench_table({"x": broken}, {"x": "e.json"}).loc["x", "failed trainers"] == "fast_default: E"
 
 
-def test_grid_header_says_stacked():
+def test_grid_per_process_says_stacked():
     runs = load_json(BENCH / "nvidia-h200-2026-11-26-job2.runs.json")
     stacked = dict(runs, per_process=12, stack=True)
-    assert report.grid_per_process(stacked) == ("up to 12 (runs that can share a network stacked as one, the others "
-                                                "side by side, one CUDA stream each)")
-    assert "runs per process: up to 12 (runs that can share a network stacked as one" in report.grid_header(stacked)
-    assert report.grid_per_process(dict(runs, per_process=6, stack=False)) == \
+    assert report.speed.grid_per_process(stacked) == ("up to 12 (runs that can share a network stacked as one, the "
+                                                      "others side by side, one CUDA stream each)")
+    assert report.speed.grid_facts({"j": stacked}).loc["j", "runs per process"].startswith("up to 12 (runs that can")
+    assert report.speed.grid_per_process(dict(runs, per_process=6, stack=False)) == \
         "up to 6 (side by side in one process, one CUDA stream each)"
 
 
@@ -749,55 +758,58 @@ def test_train_loss_table_rows_epochs_and_seed_range():
     assert not any(i.startswith("min–max") for i in s.index)
 
 
-def test_train_loss_verdict_against_the_seed_range():
-    v = report.train_loss_verdict(loss_doc())
-    assert v.startswith("**Rule**: a trainer's last-epoch (epoch 2) training loss is within run-to-run noise if it "
-                        "lies in the range of the last-epoch losses of 6 seeds (0–5), fast path `cuda-graph`: "
-                        "[1.0000, 1.2000], bounds included, not widened.")
-    assert "probability 2/7" in v
-    assert "\n- `fast_cuda-graph`: 1.1000, **within**" in v
-    assert "\n- `fast_cuda-graph-compiled`: 1.5000, **outside** (0.3000 above)" in v
-    assert "\n- `reference` (its own data order and augmentation, fp32): 1.1500, **within**" in v
-    assert "The 3 fast modes (seed 0, the same data order and augmentation draws) span 0.4000" in v
-    assert "not measured" not in v
+def test_train_loss_verdicts_against_the_seed_range():
+    v = report.speed.train_loss_verdicts(loss_doc())
+    assert list(v.index) == ["reference", "fast_none", "fast_cuda-graph", "fast_cuda-graph-compiled"]
+    assert set(v["noise band low"]) == {1.0} and set(v["noise band high"]) == {1.2}
+    assert v.loc["fast_cuda-graph", "verdict"] == "within" and v.loc["fast_cuda-graph", "last-epoch loss"] == 1.1
+    assert v.loc["fast_cuda-graph-compiled", "verdict"] == "outside (above)"
+    assert v.loc["fast_cuda-graph-compiled", "beyond the band"] == pytest.approx(0.3)
+    assert v.loc["reference", "verdict"] == "within"
+    assert v["minus fast_none's"].isna().all()                            # with a band: no differences
+    b = report.speed.noise_bands({"b": loss_doc()}).loc["b"]
+    assert (b["seeds"], b["k"], b["epoch"], b["band low"], b["band high"]) == (
+        "6 seeds (0–5), fast path cuda-graph", 6, 2, 1.0, 1.2)
+    assert b["P(one more run outside)"] == pytest.approx(2 / 7)
+    assert b["fast modes' spread"] == pytest.approx(0.4)                  # the 3 fast modes: 1.1, 1.1, 1.5
     # the bounds count as within, nothing beyond them does (the range is not widened)
-    edges = report.train_loss_verdict(loss_doc({"reference": 0.999, "fast_none": 1.0, "fast_default": 1.2,
-                                                "fast_cuda-graph": 1.2001}))
-    assert "`fast_none`: 1.0000, **within**" in edges and "`fast_default`: 1.2000, **within**" in edges
-    assert "`fast_cuda-graph`: 1.2001, **outside** (0.0001 above)" in edges
-    assert "1.0000–1.2000" not in edges and "0.9990, **outside** (0.0010 below)" in edges
+    edges = report.speed.train_loss_verdicts(loss_doc({"reference": 0.999, "fast_none": 1.0, "fast_default": 1.2,
+                                                       "fast_cuda-graph": 1.2001}))
+    assert edges.loc["fast_none", "verdict"] == edges.loc["fast_default", "verdict"] == "within"
+    assert edges.loc["fast_cuda-graph", "verdict"] == "outside (above)"
+    assert edges.loc["fast_cuda-graph", "beyond the band"] == pytest.approx(0.0001)
+    assert edges.loc["reference", "verdict"] == "outside (below)"
+    assert edges.loc["reference", "beyond the band"] == pytest.approx(0.001)
     # a trainer of the bench with no loss recorded is named, not judged
     partial = loss_doc()
     partial["trainers"]["fast_default"] = {}
-    assert "\n- `fast_default`: no loss recorded" in report.train_loss_verdict(partial)
+    assert report.speed.train_loss_verdicts(partial).loc["fast_default", "verdict"] == "no loss recorded"
 
 
-def test_train_loss_verdict_without_seeds_gives_differences_only():
-    v = report.train_loss_verdict(loss_doc(seeds=None))
-    assert v.startswith("**Noise band not measured**: this bench has no runs of several seeds")
-    assert "Last-epoch training loss minus `fast_none`'s (1.1000, epoch 2):" in v
-    assert "\n- `reference`: +0.0500" in v and "\n- `fast_cuda-graph-compiled`: +0.4000" in v
-    assert "\n- `fast_cuda-graph`: +0.0000" in v and "\n- `fast_none`:" not in v
-    assert "**within**" not in v and "**outside**" not in v and "Rule" not in v
-    one_seed = report.train_loss_verdict(loss_doc(seeds=[1.1]))           # one seed measures no spread
-    assert one_seed.startswith("**Noise band not measured**")
+def test_train_loss_verdicts_without_seeds_give_differences_only():
+    v = report.speed.train_loss_verdicts(loss_doc(seeds=None))
+    assert set(v["verdict"]) == {"noise band not measured"} and v["noise band low"].isna().all()
+    d = v["minus fast_none's"]
+    assert d["reference"] == pytest.approx(0.05) and d["fast_cuda-graph-compiled"] == pytest.approx(0.4)
+    assert d["fast_cuda-graph"] == pytest.approx(0.0) and math.isnan(d["fast_none"])
+    one_seed = report.speed.train_loss_verdicts(loss_doc(seeds=[1.1]))     # one seed measures no spread
+    assert set(one_seed["verdict"]) == {"noise band not measured"}
+    assert math.isnan(report.speed.noise_bands({"b": loss_doc(seeds=[1.1])}).loc["b", "band low"])
     failed = loss_doc(seeds=None)
     failed["failed"] = {"together": "RuntimeError: CUDA out of memory"}
-    assert "(the runs of several seeds failed)" in report.train_loss_verdict(failed)
-    no_base = report.train_loss_verdict(loss_doc({"reference": 1.15, "fast_default": 0.95}, seeds=None))
-    assert "`fast_none` has no loss record" in no_base and "\n- `fast_default`: 0.9500" in no_base
-    assert "−" not in no_base and "+" not in no_base
-    below = report.train_loss_verdict(loss_doc({"fast_none": 1.1, "fast_default": 1.05}, seeds=None))
-    assert "\n- `fast_default`: −0.0500" in below
+    assert set(report.speed.train_loss_verdicts(failed)["verdict"]) == {
+        "noise band not measured (the runs of several seeds failed)"}
+    no_base = report.speed.train_loss_verdicts(loss_doc({"reference": 1.15, "fast_default": 0.95}, seeds=None))
+    assert no_base["minus fast_none's"].isna().all() and no_base.loc["fast_default", "last-epoch loss"] == 0.95
+    below = report.speed.train_loss_verdicts(loss_doc({"fast_none": 1.1, "fast_default": 1.05}, seeds=None))
+    assert below.loc["fast_default", "minus fast_none's"] == pytest.approx(-0.05)
 
 
 def test_train_loss_of_the_committed_benches_predates_the_record(benches):
     for bench in benches.values():
-        assert report.train_loss_table(bench).empty
-        assert report.train_loss_verdict(bench) == (
-            "**This bench predates the loss record**: its file has no `train_losses`, so it cannot show "
-            "whether the trainers train alike.")
-    assert report.train_loss_verdict(loss_doc()) != report.train_loss_verdict(benches["nvidia-h200-2026-11-26-job2"])
+        assert report.speed.train_loss_table(bench).empty
+        assert set(report.speed.train_loss_verdicts(bench)["verdict"]) == {"no loss recorded"}
+    assert report.speed.train_loss_tables(benches).empty
 
 
 def test_runs_overview_counts_protocols_and_times_the_grid():
@@ -813,11 +825,14 @@ def test_runs_overview_counts_protocols_and_times_the_grid():
             full(record(seed=0), 7200.0)]
     short = record(method="ce", seed=2, epochs=3, **small)
     short.update(epochs=3, preset_epochs=70, wall_time_s=10.0)
-    text = report.runs_overview(recs + [short], grid, workers=2)
-    assert "CPU-scale protocol, CIFAR-10 (JPEG copy), ρ = 100: 2 runs; paper protocol, CIFAR-10 (JPEG copy), ρ = 100: 1 run." in text
+    o = report.runs_overview(recs + [short], grid, workers=2)
+    assert o.counts.values.tolist() == [["CPU-scale", "CIFAR-10 (JPEG copy)", "100", 2],
+                                        ["paper", "CIFAR-10 (JPEG copy)", "100", 1]]   # the short run: not counted
     # mean 750 s a run: 84 x 750 / 2 / 3600 = 8.75 h
-    assert "(84 runs): 2 done; one run takes 12.5 min on one core" in text and "about 8.8 h on 2 cores" in text
-    assert "never set beside the paper's numbers" in text
+    assert (o.grid_runs, o.grid_done, o.workers) == (84, 2, 2)
+    assert o.run_min == pytest.approx(12.5) and o.grid_hours == pytest.approx(8.75)
+    none = report.runs_overview([], grid, workers=2)
+    assert none.counts.empty and none.grid_done == 0 and math.isnan(none.run_min)
 
 
 def test_the_committed_cpu_bench_timed_the_grids_configuration():
@@ -833,3 +848,31 @@ def test_the_committed_cpu_bench_timed_the_grids_configuration():
     grid = cpu_grid()[0].to_dict()
     assert {k: c["fast_configs"]["none"][k] for k in speed_keys} == {k: grid[k] for k in speed_keys}
     assert set(t) == {"reference", "fast_none"} and t["reference"]["workers"] == 0  # the same one core
+
+
+def test_one_home_for_the_speed_keys_and_the_bench_keys():
+    """The fast-path switches come from kps.configs.SPEED_KEYS (bf16 named apart, as it
+    changes the arithmetic); only kps.report.benchfiles opens bench files; no log is parsed."""
+    import ast
+
+    folder = ROOT / "kps" / "report"
+    for path in folder.glob("*.py"):
+        text = path.read_text()
+        assert "_SPEED_KEYS" not in text and '.log"' not in text and "import re\n" not in text, path.name
+        names = {n.id for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Name)}
+        if path.name != "benchfiles.py":
+            assert "json" not in names, f"{path.name} reads a file that benchfiles should read"
+    assert not (ROOT / "kps" / "report.py").exists()
+    cfg = record(channels_last=True, fused_sgd=True, compile="default", bf16=True)["config"]
+    assert report.setting_label(cfg) == "bf16 autocast"
+    assert len(report.seed_groups([record(seed=0), record(seed=1, channels_last=True),
+                                   record(seed=2, bf16=True)])) == 2      # bf16 runs are summarised apart
+
+
+def test_table_page_and_speed_page_values(tmp_path):
+    page = report.table_page(7, tmp_path)       # no records: MiSLAS is not in this artifact
+    assert page.used == [] and page.footnotes == "" and set(page.long["ours final"]) == {"not in this artifact"}
+    assert "not in this artifact" in page.wide.to_html() and "data" in page.provenance.to_html()
+    empty = report.speed_page(tmp_path)
+    assert empty.benches == {} and empty.targets_met == 0 and empty.chart is None
+    assert empty.summary.data["status"].tolist() == ["not measured"] * 3 and empty.grid.data.empty

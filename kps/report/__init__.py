@@ -1,0 +1,53 @@
+"""The result pages' functions, one module per job:
+
+- :mod:`kps.report.records`: seed summaries, groups and labels of our runs;
+- :mod:`kps.report.paper`: the paper's numbers and labels, Tables 1-2 recomputed;
+- :mod:`kps.report.tables`: the paper's Tables 3-7 beside our records, the GA-variant comparison;
+- :mod:`kps.report.provenance`: where records and bench files came from, and the notes on them;
+- :mod:`kps.report.figures`: the data and drawing of Figs. 5-7 and of the gradient page;
+- :mod:`kps.report.benchfiles`: the keys of the bench's files, read in one place;
+- :mod:`kps.report.speed`: the Speed page.
+
+The functions return values, DataFrames and figures; the notebooks and book
+pages place them among their Markdown.  The names the notebooks, book pages and
+other kps modules import are re-exported here."""
+
+from kps.report.benchfiles import BENCH_SCHEMA, bench_files, read_bench, read_grids
+from kps.report.figures import (GRADIENT_FORMS, PerClassPage, gradient_table, group_names, per_class_figure,
+                                per_class_page, per_group_error_table, toy_angles, toy_table)
+from kps.report.paper import (PAPER_COLUMNS, dataset_title, not_in_paper, paper_label, read_paper_numbers,
+                              read_paper_table1, table1, table1_page, table2, table2_page)
+from kps.report.provenance import (ProvenanceNote, note_for, provenance_footnotes, provenance_table,
+                                   read_provenance_notes, record_file, segments_label)
+from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, ErrorSummary, RunsOverview, find_repo_root,
+                                format_summary, matching_records, preset_of, protocol_of, runs_overview,
+                                seed_groups, setting_label, summarize, variant_label)
+from kps.report.speed import (SPEED_TARGETS, STACKED_COLUMNS, TOGETHER_COLUMNS, TRAINER_TITLES, SpeedPage,
+                              bench_table, cpu_bench_facts, cpu_bench_table, cpu_benches, grid_facts, grid_per_process,
+                              grid_table, measurement_status, noise_bands, speed_chart, speed_chart_data, speed_page,
+                              speed_summary, speed_table, speed_targets, stacked_table, together_table,
+                              train_loss_epoch_labels, train_loss_table, train_loss_verdicts, trainer_order)
+from kps.report.tables import (TablePage, comparison_table, ga_variant_comparison, ga_variant_per_class,
+                               ga_variant_view, protocol_column, setting_effects, table_page, table_records, wide_table)
+from kps.data import train_class_counts  # the dataset builders' counts, which Table 1 summarises
+
+__all__ = [
+    "BENCH_SCHEMA", "bench_files", "read_bench", "read_grids",
+    "GRADIENT_FORMS", "PerClassPage", "gradient_table", "group_names", "per_class_figure", "per_class_page",
+    "per_group_error_table", "toy_angles", "toy_table",
+    "PAPER_COLUMNS", "dataset_title", "not_in_paper", "paper_label", "read_paper_numbers", "read_paper_table1",
+    "table1", "table1_page", "table2", "table2_page",
+    "ProvenanceNote", "note_for", "provenance_footnotes", "provenance_table", "read_provenance_notes",
+    "record_file", "segments_label",
+    "NOT_IMPLEMENTED", "NOT_RUN", "ErrorSummary", "RunsOverview", "find_repo_root", "format_summary",
+    "matching_records", "preset_of", "protocol_of", "runs_overview", "seed_groups", "setting_label", "summarize",
+    "variant_label",
+    "SPEED_TARGETS", "STACKED_COLUMNS", "TOGETHER_COLUMNS", "TRAINER_TITLES", "SpeedPage", "bench_table", "cpu_bench_facts",
+    "cpu_bench_table", "cpu_benches", "grid_facts", "grid_per_process", "grid_table", "measurement_status",
+    "noise_bands", "speed_chart", "speed_chart_data", "speed_page", "speed_summary", "speed_table", "speed_targets",
+    "stacked_table", "together_table", "train_loss_epoch_labels", "train_loss_table", "train_loss_verdicts",
+    "trainer_order",
+    "TablePage", "comparison_table", "ga_variant_comparison", "ga_variant_per_class", "ga_variant_view", "protocol_column",
+    "setting_effects", "table_page", "table_records", "wide_table",
+    "train_class_counts",
+]

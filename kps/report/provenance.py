@@ -1,0 +1,149 @@
+"""Provenance: where each record and bench file came from as it says itself
+(commit, dirty tree, device, torch, start and wall time, the processes that
+trained it), and the numbered notes of ``book/provenance_notes.yml`` for files
+that say it wrongly (the files are never edited)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from kps.configs import RunConfig
+from kps.report.records import setting_label
+from kps.results import config_record_path
+
+
+@dataclass(frozen=True)
+class ProvenanceNote:
+    """A fact about where committed files came from that the files themselves
+    get wrong or cannot say (``book/provenance_notes.yml``). The files are
+    never edited; the pages that show their provenance print the note as a
+    numbered footnote. It applies to a file listed in ``files`` whose own
+    provenance still reads ``recorded_commit`` / ``recorded_dirty``."""
+
+    number: int
+    key: str
+    files: tuple[str, ...]
+    recorded_commit: str
+    recorded_dirty: bool
+    ran_commit: str
+    changed_paths: tuple[str, ...]
+    text: str
+
+    @property
+    def marker(self) -> str:
+        return f"[{self.number}]"
+
+
+def read_provenance_notes(path: str | Path) -> list[ProvenanceNote]:
+    """The notes of ``book/provenance_notes.yml``, numbered from 1 in file
+    order; ValueError naming the note when a field is missing or malformed."""
+    import yaml
+
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    notes = []
+    for i, item in enumerate(data.get("notes") or [], start=1):
+        need = ("key", "files", "recorded_commit", "recorded_dirty", "ran_commit", "changed_paths", "text")
+        missing = [k for k in need if k not in item]
+        if missing:
+            raise ValueError(f"{path}: note {i} lacks {missing}")
+        for k in ("recorded_commit", "ran_commit"):
+            if not (isinstance(item[k], str) and len(item[k]) == 40 and all(c in "0123456789abcdef" for c in item[k])):
+                raise ValueError(f"{path}: note {item['key']!r}: {k} must be a 40-hex commit")
+        if not isinstance(item["recorded_dirty"], bool):
+            raise ValueError(f"{path}: note {item['key']!r}: recorded_dirty must be true or false")
+        notes.append(ProvenanceNote(i, str(item["key"]), tuple(item["files"]), item["recorded_commit"],
+                                    item["recorded_dirty"], item["ran_commit"], tuple(item["changed_paths"]),
+                                    " ".join(str(item["text"]).split())))
+    return notes
+
+
+def record_file(record: Mapping[str, Any]) -> str:
+    """Where ``record`` lies in the repository: 'results/<dataset>/<method>/imb<r>/seed<k>[.<tag>].json'."""
+    return config_record_path(Path("results"), RunConfig.from_dict(record["config"])).as_posix()
+
+
+def note_for(file: str, commit: Any, dirty: Any, notes: Iterable[ProvenanceNote]) -> ProvenanceNote | None:
+    """The note about ``file`` (a repository path), if one applies to a file
+    with this recorded commit and dirty flag."""
+    for note in notes:
+        if file in note.files and commit == note.recorded_commit and bool(dirty) == note.recorded_dirty:
+            return note
+    return None
+
+
+def _record_note(rec: Mapping[str, Any], notes: Iterable[ProvenanceNote]) -> ProvenanceNote | None:
+    return note_for(record_file(rec), rec.get("git_commit"), rec.get("git_dirty"), notes)
+
+
+PROVENANCE_COLUMNS = ("data", "method", "imbalance", "seed", "epochs", "setting", "commit", "dirty tree", "note",
+                      "device", "torch", "started (UTC)", "wall time (min)", "processes")
+
+
+def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[ProvenanceNote] = ()) -> pd.DataFrame:
+    """One row per record: what ran (dataset label, method, imbalance, seed,
+    epochs, setting) and where it came from as the record says it (commit,
+    dirty tree, device, torch version, start time in UTC, wall time of the
+    epochs in minutes), and the marker of a note of ``notes`` that applies
+    to it (see :func:`provenance_footnotes`)."""
+    notes = list(notes)
+    rows = []
+    for rec in records:
+        c = rec["config"]
+        note = _record_note(rec, notes)
+        dirty = rec.get("git_dirty")
+        rows.append({
+            "data": rec.get("dataset_label", c["dataset"]),
+            "method": c["method"],
+            "imbalance": f"{float(c['imbalance']):g}",
+            "seed": c["seed"],
+            "epochs": c["epochs"],
+            "setting": setting_label(c),
+            "commit": str(rec.get("git_commit") or "unknown")[:10],
+            "dirty tree": "unknown" if dirty is None else ("yes" if dirty else "no"),
+            "note": note.marker if note else "",
+            "device": rec.get("device", "unknown"),
+            "torch": rec.get("torch_version", "unknown"),
+            "started (UTC)": str(rec.get("started_at", "unknown"))[:16].replace("T", " "),
+            "wall time (min)": f"{float(rec['wall_time_s']) / 60:.1f}" if rec.get("wall_time_s") is not None else "unknown",
+            "processes": segments_label(rec),
+        })
+    return pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
+
+
+def segments_label(rec: Mapping[str, Any]) -> str:
+    """How many processes trained the run, and where a resumed one took over:
+    'one' (also for records before segments were kept), or e.g. 'epochs 0-129:
+    unknown; 130-199: 1a2b3c4d5e (H200)'."""
+    segments = rec.get("segments") or []
+    if len(segments) <= 1:
+        return "one" + (_stacked(segments[0]) if segments else "")
+    ends = [s["from_epoch"] for s in segments[1:]] + [rec["epochs"]]
+    parts = []
+    for seg, end in zip(segments, ends):
+        who = str(seg["git_commit"])[:10] if seg.get("git_commit") else "unknown commit"
+        if seg.get("device"):
+            who += f" ({seg['device']})"
+        parts.append(f"{seg['from_epoch']}-{end - 1}: {who}{_stacked(seg)}")
+    return "epochs " + "; ".join(parts)
+
+
+def _stacked(segment: Mapping[str, Any]) -> str:
+    """', k runs stacked as one network' for a segment trained in a kps.stack.Stack."""
+    k = segment.get("stacked_runs")
+    return f", {k} runs stacked as one network" if k else ""
+
+
+def provenance_footnotes(notes: Iterable[ProvenanceNote], records: Iterable[Mapping[str, Any]] = (),
+                         files: Iterable[tuple[str, Any, Any]] = ()) -> str:
+    """Markdown: '[n] text' for each note that applies to one of ``records``
+    or of ``files`` ((path, recorded commit, recorded dirty flag) triples),
+    in note order; '' when none applies."""
+    notes = list(notes)
+    used = {n.number for n in filter(None, (_record_note(r, notes) for r in records))}
+    used |= {n.number for n in filter(None, (note_for(f, c, d, notes) for f, c, d in files))}
+    return "\n\n".join(f"{n.marker} {n.text}" for n in notes if n.number in used)

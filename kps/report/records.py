@@ -1,0 +1,209 @@
+"""Our runs as the result pages group and name them: the seed summaries (mean
++- sample std over seeds, the number of seeds), the labels of a run's setting
+and variant against the paper's (``kps.configs.make_config``), the records that
+match a paper cell, and the overview of what has been run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from kps.configs import PRESETS, RUN_ONLY_KEYS, SPEED_KEYS, Preset, RunConfig, make_config
+from kps.report.paper import DATASET_VARIANTS
+from kps.results import config_record_path
+
+NOT_RUN = "not run"                          # a cell of ours without a record
+NOT_IMPLEMENTED = "not in this artifact"     # a paper method this package does not implement
+
+
+@dataclass(frozen=True)
+class ErrorSummary:
+    """Mean and sample standard deviation (ddof=1; None for one seed) of n errors in %."""
+
+    mean: float
+    std: float | None
+    n: int
+
+
+def summarize(values: Iterable[float]) -> ErrorSummary | None:
+    """Summary of top-1 errors (%) over seeds; None when there are none."""
+    v = np.asarray(list(values), dtype=np.float64)
+    if v.size == 0:
+        return None
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"errors must be finite numbers, got {v.tolist()}")
+    std = float(v.std(ddof=1)) if v.size > 1 else None
+    return ErrorSummary(float(v.mean()), std, int(v.size))
+
+
+def format_summary(s: ErrorSummary | None, missing: str = NOT_RUN, digits: int = 2) -> str:
+    """'18.77 ± 0.31 (n=3)', '18.77 (n=1)' or ``missing``."""
+    if s is None:
+        return missing
+    spread = f" ± {s.std:.{digits}f}" if s.std is not None else ""
+    return f"{s.mean:.{digits}f}{spread} (n={s.n})"
+
+
+def find_repo_root(start: str | Path | None = None) -> Path:
+    """The repository root above ``start`` (default: the working folder): the
+    first folder holding both ``_toc.yml`` and ``kps/``. Notebooks run from
+    ``notebooks/`` (jupyter-book) or from the root (papermill, reproduce)."""
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "kps").is_dir():
+            return folder
+    raise FileNotFoundError(f"no repository root (a folder with _toc.yml and kps/) at or above {here}")
+
+
+def preset_of(config: Mapping[str, Any]) -> Preset:
+    """The preset a record's config ran.  An unknown one: ValueError naming it."""
+    name = config["preset"]
+    if name not in PRESETS:
+        raise ValueError(f"a record's preset {name!r} is not known to this code (kps.configs.PRESETS: "
+                         f"{', '.join(PRESETS)}); update the code or move the record out of results/")
+    return PRESETS[name]
+
+
+def protocol_of(config: Mapping[str, Any]) -> str:
+    """'paper' or the reduced protocol's name ('CPU-scale') of a record's config."""
+    return preset_of(config).protocol
+
+
+def _speed_only(key: str) -> bool:
+    """Whether ``key`` only picks a faster code path (:data:`kps.configs.SPEED_KEYS`).
+    bf16 autocast is the one fast-path switch that is not: it changes the arithmetic,
+    so its runs are named ("bf16 autocast") and summarised apart."""
+    return key in SPEED_KEYS and key != "bf16"
+
+
+def _differences(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(key, words) for every way ``config`` differs from the setting of its dataset,
+    method and imbalance under its preset (``make_config`` with the same seed);
+    a reduced protocol first, then a short run. Keys that only pick a faster code
+    path are skipped; bf16 autocast is kept (it changes the arithmetic, not only the
+    speed)."""
+    cfg = dict(config)
+    preset = preset_of(cfg)
+    reference = make_config(cfg["dataset"], cfg["method"], imbalance=cfg["imbalance"], seed=cfg["seed"],
+                            preset=preset.name).to_dict()
+    parts: list[tuple[str, str]] = []
+    if preset.protocol != "paper":
+        parts.append(("preset", f"{preset.protocol} protocol ({preset.name})"))
+    for key in sorted(set(cfg) | set(reference)):
+        if _speed_only(key) or key in ("seed", "preset"):
+            continue
+        ours, ref = cfg.get(key), reference.get(key)
+        if _same(ours, ref):
+            continue
+        if key == "epochs":
+            parts.insert(len(parts) and parts[0][0] == "preset", (key, f"short run: {ours} of {ref} epochs"))
+        elif key in ("ga_variant", "lr_style") and ours == "official":
+            parts.append((key, "GA: authors' per-sample row scale" if key == "ga_variant" else "lr: authors' schedule"))
+        elif key == "bf16":
+            parts.append((key, "bf16 autocast" if ours else "fp32"))
+        else:
+            parts.append((key, f"{key} {ours}"))
+    return parts
+
+
+def setting_label(config: Mapping[str, Any]) -> str:
+    """How a run's config differs from the paper's setting for its dataset and
+    method (``kps.configs.make_config`` with the same imbalance and seed):
+    'paper setting', or the differences, e.g. 'short run: 30 of 200 epochs;
+    m_max 0.2'. Keys that only pick a faster code path are ignored; bf16
+    autocast is named ('bf16 autocast')."""
+    parts = [words for _, words in _differences(config)]
+    return "; ".join(parts) if parts else "paper setting"
+
+
+def variant_label(config: Mapping[str, Any], with_protocol: bool = True) -> str:
+    """The part of :func:`setting_label` that changes the experiment itself
+    (the keys of a record's setting tag, e.g. the authors'-code GA variant):
+    'paper setting' when the run differs only in how long, how often
+    evaluated, or how fast/precise it ran (``kps.configs.RUN_ONLY_KEYS``).
+    Result tables give each variant its own row; ``with_protocol=False`` leaves out
+    a reduced protocol's name (the tables give it a column of its own)."""
+    parts = [words for key, words in _differences(config)
+             if key not in RUN_ONLY_KEYS and (with_protocol or key != "preset")]
+    return "; ".join(parts) if parts else "paper setting"
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return list(a or []) == list(b or [])
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(float(a), float(b))
+    return a == b
+
+
+def matching_records(
+    records: Iterable[Mapping[str, Any]], dataset: str, method: str, imbalance: float | None, backbone: str
+) -> list[Mapping[str, Any]]:
+    """Records that ran the paper row's method and backbone on one of the
+    dataset's variants (CIFAR-10: official or JPEG copy) at its imbalance
+    (``imbalance`` None/NaN: any, for the datasets that come long-tailed)."""
+    variants = DATASET_VARIANTS[dataset]
+    any_ratio = imbalance is None or (isinstance(imbalance, float) and math.isnan(imbalance))
+    out = []
+    for rec in records:
+        c = rec["config"]
+        if c["dataset"] in variants and c["method"] == method and c.get("arch") == backbone:
+            if any_ratio or math.isclose(float(c["imbalance"]), float(imbalance)):
+                out.append(rec)
+    return out
+
+
+def seed_groups(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
+    """Records split by everything that decides a run except the seed (and the
+    speed-only switches), in a stable order; one group = one cell of ours,
+    summarised over its seeds by :func:`summarize`."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        cfg = {k: v for k, v in rec["config"].items() if k != "seed" and not _speed_only(k)}
+        key = repr(sorted((k, repr(v)) for k, v in cfg.items())) + repr(rec.get("dataset_label"))
+        groups.setdefault(key, []).append(rec)
+    return [groups[k] for k in sorted(groups)]
+
+
+@dataclass(frozen=True)
+class RunsOverview:
+    """What has been run: ``counts`` has one row per protocol, data and imbalance
+    ratio with its number of full-schedule records (columns protocol, data,
+    imbalance, runs); ``grid_runs`` / ``grid_done`` count the CPU grid's runs and
+    those with a record; ``run_min`` is the mean wall time of a grid record in
+    minutes on one core and ``grid_hours`` the whole grid's with ``workers`` runs
+    side by side (NaN while no grid run is done)."""
+
+    counts: pd.DataFrame
+    grid_runs: int
+    grid_done: int
+    run_min: float
+    grid_hours: float
+    workers: int
+
+
+def runs_overview(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig], workers: int) -> RunsOverview:
+    """How many full-schedule records each protocol has (by data and imbalance),
+    how much of ``grid`` (the CPU grid) is done, and how long the whole grid takes to
+    rerun with ``workers`` runs side by side, from the mean wall time of its records."""
+    full = [r for r in records if r["epochs"] == r["preset_epochs"]]
+    counts: dict[tuple[str, str, float], int] = {}
+    for r in full:
+        c = r["config"]
+        key = (protocol_of(c), r.get("dataset_label", c["dataset"]), float(c["imbalance"]))
+        counts[key] = counts.get(key, 0) + 1
+    table = pd.DataFrame([(p, label, f"{imb:g}", n) for (p, label, imb), n in sorted(counts.items())],
+                         columns=["protocol", "data", "imbalance", "runs"])
+    # a grid run is done when its record (at the path the grid would write) is a full-schedule one
+    wanted = {config_record_path("", c) for c in grid}
+    done = [r for r in full if config_record_path("", RunConfig.from_dict(r["config"])) in wanted]
+    wall = sum(r["wall_time_s"] for r in done) / len(done) if done else math.nan
+    return RunsOverview(table, len(grid), len(done), wall / 60, len(grid) * wall / workers / 3600, workers)
+
+
