@@ -557,10 +557,11 @@ _FORMATS = {
 
 
 def _style(frame: pd.DataFrame, kind: str, na_rep: str = "–", hide_index: bool = False):
-    """``frame`` as the page prints it: the numbers of :data:`_FORMATS` [kind] (a key
-    that starts a column name formats that column), missing values as ``na_rep``."""
+    """``frame`` as the page prints it: the numbers of :data:`_FORMATS` [kind] by column
+    name ('projected' formats the projected-run column, whose name holds the preset's
+    epochs), missing values as ``na_rep``."""
     formats = {c: f for c in frame.columns for k, f in _FORMATS.get(kind, {}).items()
-               if c == k or str(c).startswith(k)}
+               if c == k or (k == "projected" and str(c).startswith(k))}
     styler = frame.style.format(formats, na_rep=na_rep)
     if kind == "losses":
         styler = frame.style.format(lambda v: v if isinstance(v, str) else f"{v:.4f}", na_rep=na_rep)
