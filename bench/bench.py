@@ -12,25 +12,27 @@ cosine head, the KPS loss of eq. 15 with the eqs. 26-30 parameters):
   2e-4); per step ``loss.item()`` and the top-1 count read back, as the
   reference's meters do; validation through a DataLoader of batch 100.
 * ``fast_<compile mode>``: :class:`kps.train.Trainer` itself (its
-  ``train_epoch`` and ``evaluate``, the code every run goes through): data
-  resident on the device as uint8, augmentation there
-  (:class:`kps.data.GPUAugment`), channels_last, fused SGD, bf16 autocast on
-  CUDA, ``torch.compile`` in the given mode ("none" = eager).
-
-* ``together`` (``--together K``): K runs of the fast path (seeds 0..K-1, compile
-  mode ``--together-mode``) trained side by side in this one process, each on its
-  own CUDA stream (:func:`kps.together.fit_together`, as the GPU job's grid trains
-  them): the time of one round (every run one epoch, training + evaluation) and
-  the aggregate rate, against one run alone.
-* ``stacked`` (``--stack K``): K copies of one run (the same configuration and
+  ``train_epoch`` and ``evaluate``, the code every run goes through) with the
+  switches of ``kps.configs.fast_path(device type)`` (the ones measured fastest:
+  channels_last on CPU; on CUDA also fused SGD and bf16 autocast) and the given
+  ``torch.compile`` mode ("none" = eager): data resident on the device as uint8,
+  augmentation there (:class:`kps.data.GPUAugment`).
+* ``stacked`` (``--stack S``): S copies of one run (the same configuration and
   seed 0, so one data stream) trained as one network (:class:`kps.stack.Stack`:
-  their ResNet-32 bodies side by side along the channels, one kernel for all K,
-  as the grid trains runs of equal stack key with ``--stack``), in
-  ``--together-mode``: the same rates as ``together`` (aggregates of K runs, not
-  one run's speed), against one run alone and against K runs on streams, and
-  each copy's training loss per epoch beside the same run's alone
-  (``train_loss_vs_alone``: the largest difference; the same computation up to
-  the order of floating-point sums, which training amplifies: small, not zero).
+  their ResNet-32 bodies side by side along the channels, one kernel for all S,
+  as ``python -m kps train-grid --stack S`` trains runs of equal stack key), in
+  ``--parallel-mode`` (default fast_path's): the time of a round (every copy one
+  epoch, training + evaluation), aggregate rates of the S runs (not one run's
+  speed) against one run alone and the reference, and each copy's training loss
+  per epoch beside the same run's alone (``train_loss_vs_alone``: the largest
+  difference; the same computation up to the order of floating-point sums).
+* ``processes`` (``--processes P``): P separate processes (this script with
+  ``--child``), each training one such run alone in ``--parallel-mode``, at once
+  (as ``train-grid --jobs P`` runs P workers): each warms up, waits for the
+  others, then times its epochs; the aggregate epoch rate is the sum of theirs.
+
+On a GPU the last two (and the grid plan bench/grid.py draws from them) are
+unmeasured so far; on CPU they are checked by tests/test_bench.py.
 
 Each trainer runs ``--warmup-epochs`` untimed epochs (train + evaluation; the
 compilation happens there and is reported as ``compile_overhead_s``), then
@@ -52,6 +54,7 @@ and must name their own output (``--out``), never under ``bench/results``.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -72,17 +75,16 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:  # run as a script: make the kps package importable
+if importlib.util.find_spec("kps") is None:  # run as a script without kps installed
     sys.path.insert(0, str(REPO))
 
-from kps.configs import COMPILE_MODES, RunConfig, make_config  # noqa: E402
+from kps.configs import COMPILE_MODES, RunConfig, fast_path, make_config  # noqa: E402
 from kps.data import DATASETS, LTData, TensorSplit  # noqa: E402
 from kps.io import atomic_write_text  # noqa: E402
 from kps.losses import make_loss  # noqa: E402
 from kps.models import make_model  # noqa: E402
 from kps.schedules import learning_rate  # noqa: E402
 from kps.stack import Stack  # noqa: E402
-from kps.together import fit_together  # noqa: E402
 from kps.train import Trainer, augment_for, device_name, git_state, load_data, loss_options  # noqa: E402
 
 __all__ = [
@@ -94,7 +96,9 @@ __all__ = [
     "assumed_bf16_peak",
     "device_slug",
     "time_trainer",
-    "time_together",
+    "time_stacked",
+    "time_processes",
+    "fast_config",
     "loss_agreement",
     "run_benchmark",
     "output_path",
@@ -343,55 +347,108 @@ def time_trainer(trainer: Any, device: torch.device, *, epochs: int, warmup_epoc
     }
 
 
-def time_together(config: RunConfig, data: LTData, device: torch.device, *, runs: int, epochs: int,
-                  warmup_epochs: int, stack: bool = False,
-                  log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """``runs`` copies of ``config`` (seeds 0..runs-1) trained side by side for
-    ``warmup_epochs + epochs`` epochs (:func:`kps.together.fit_together`); with
-    ``stack``, ``runs`` copies of seed 0 trained as one network (:class:`kps.stack.Stack`,
-    at least 2).  A round (every run one epoch: training and evaluation) takes about as
-    long as each run's epoch from queueing to read-back, the ``time_s`` of its history
-    (a stacked run's is its stack's): the round time is their mean, its median over the
-    timed rounds is reported, and the aggregate rates follow from it (training images/s
-    counts the evaluation time too)."""
-    if runs < (2 if stack else 1) or epochs < 1 or warmup_epochs < 0:
-        raise ValueError(f"need runs >= {2 if stack else 1}, epochs >= 1 and warmup_epochs >= 0, "
-                         f"got {runs}, {epochs}, {warmup_epochs}")
-    total = warmup_epochs + epochs
-    seeds = [0] * runs if stack else list(range(runs))
-    trainers = [Trainer(replace(config, seed=seed, epochs=total), data, device) for seed in seeds]
-    what = "stacked" if stack else "together"
-    if stack:
-        Stack(trainers)  # the trainers now book their epochs; the stack trains them
-    _sync(device)
-    t0 = time.perf_counter()
-    outcomes = fit_together(trainers, [None] * runs, progress=False)
-    _sync(device)
-    wall = time.perf_counter() - t0
-    for k, outcome in enumerate(outcomes):
-        if outcome.record is None:
-            raise RuntimeError(f"{what}: run {k} ended without a record: {outcome.error}")
-    histories = [o.record["history"] for o in outcomes]
-    rounds = [statistics.mean(h[e]["time_s"] for h in histories) for e in range(total)]
-    for e, seconds in enumerate(rounds):
-        log(f"{what} x{runs} ({config.compile}): round {e}{' (warm-up)' if e < warmup_epochs else ''}: "
-            f"{seconds:.3f} s")
-    round_s = statistics.median(rounds[warmup_epochs:])
-    n_train = len(data.train)
-    return {
-        "runs": runs,
-        "compile": config.compile,
-        "seeds": seeds,
-        "warmup_epochs": warmup_epochs,
-        "round_s": rounds,
-        "round_s_median": round_s,
-        "epochs_per_s": runs / round_s,
-        "train_images_per_s": runs * n_train / round_s,
-        "wall_s": wall,
-        "train_losses": [[row["loss"] for row in h] for h in histories],
-        **({"stacked_runs": [o.record["segments"][-1].get("stacked_runs") for o in outcomes]} if stack else {}),
-    }
+def _rounds(rounds: list[float], runs: int, warmup_epochs: int, n_train: int) -> dict[str, Any]:
+    """The rates of ``runs`` runs that each train one epoch per round of ``rounds`` seconds:
+    the median over the timed rounds, aggregate epochs/s and training images/s (which
+    count the evaluation time too)."""
+    median = statistics.median(rounds[warmup_epochs:])
+    return {"runs": runs, "warmup_epochs": warmup_epochs, "round_s": rounds, "round_s_median": median,
+            "epochs_per_s": runs / median, "train_images_per_s": runs * n_train / median}
 
+
+def time_stacked(config: RunConfig, data: LTData, device: torch.device, *, runs: int, epochs: int,
+                 warmup_epochs: int, limit_steps: int | None = None,
+                 log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
+    """``runs`` copies of ``config`` (seed 0 each, so one data stream) trained as one
+    network (:class:`kps.stack.Stack`) for ``warmup_epochs + epochs`` epochs, each a
+    training pass and an evaluation pass; the time of each such round, the aggregate
+    rates and every copy's training loss per epoch."""
+    if runs < 2 or epochs < 1 or warmup_epochs < 0:
+        raise ValueError(f"need runs >= 2, epochs >= 1 and warmup_epochs >= 0, got {runs}, {epochs}, {warmup_epochs}")
+    total = warmup_epochs + epochs
+    trainers = [Trainer(replace(config, seed=0, epochs=total), data, device) for _ in range(runs)]
+    stack = Stack(trainers)
+    rounds, losses = [], [[] for _ in range(runs)]
+    t_start = time.perf_counter()
+    for epoch in range(total):
+        indices = trainers[0].epoch_indices()
+        if limit_steps is not None:
+            indices = indices[: limit_steps * config.batch_size]
+        _sync(device)
+        t0 = time.perf_counter()
+        loss = stack.train_epoch(epoch, indices)
+        stack.evaluate()
+        _sync(device)
+        rounds.append(time.perf_counter() - t0)
+        for run, value in zip(losses, loss.tolist()):
+            run.append(value)
+        log(f"stacked x{runs} ({config.compile}): round {epoch}{' (warm-up)' if epoch < warmup_epochs else ''}: "
+            f"{rounds[-1]:.3f} s")
+    n_train = len(indices)
+    return {**_rounds(rounds, runs, warmup_epochs, n_train), "compile": config.compile, "seeds": [0] * runs,
+            "wall_s": time.perf_counter() - t_start, "train_losses": losses, "stacked_runs": [runs] * runs}
+
+
+def time_processes(runs: int, child_args: Sequence[str], *, warmup_epochs: int, n_train: int,
+                   log: Callable[[str], None] = lambda s: None, timeout_s: float = 900.0) -> dict[str, Any]:
+    """``runs`` separate processes (``bench.py --child``, each loading the data itself and
+    training one fast run of seed 0 alone) at once: after its warm-up each waits until all
+    are warm, then times its epochs (training + evaluation).  Their epochs overlap, so the
+    aggregate epoch rate is the sum of each process's (one over its median epoch)."""
+    import subprocess
+    import tempfile
+
+    if runs < 2:
+        raise ValueError(f"need runs >= 2 processes, got {runs}")
+    with tempfile.TemporaryDirectory(prefix="kps-bench-") as folder:
+        t_start = time.perf_counter()
+        procs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *child_args,
+                                   "--child", str(Path(folder) / str(k))]) for k in range(runs)]
+        try:
+            deadline, go = time.monotonic() + timeout_s, Path(folder) / "go"
+            while not go.exists():
+                if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
+                    raise RuntimeError(f"processes: a child failed or none got warm within {timeout_s:.0f} s "
+                                       f"(exit statuses {[p.poll() for p in procs]})")
+                if all((Path(folder) / f"{k}.ready").exists() for k in range(runs)):
+                    go.touch()
+                time.sleep(0.05)
+            codes = [p.wait(timeout=max(deadline - time.monotonic(), 1.0)) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+        if any(codes):
+            raise RuntimeError(f"processes: children exited with {codes}")
+        children = [json.loads((Path(folder) / f"{k}.json").read_text()) for k in range(runs)]
+    medians = [statistics.median(c["epoch_s"]) for c in children]
+    for k, m in enumerate(medians):
+        log(f"processes x{runs} ({children[k]['compile']}): process {k}: {m:.3f} s per epoch")
+    rate = sum(1 / m for m in medians)
+    return {"runs": runs, "compile": children[0]["compile"], "warmup_epochs": warmup_epochs,
+            "epoch_s": [c["epoch_s"] for c in children], "epoch_s_median": medians, "epochs_per_s": rate,
+            "train_images_per_s": rate * n_train, "wall_s": time.perf_counter() - t_start,
+            "train_losses": [c["train_losses"] for c in children]}
+
+
+def _child(trainer: "FastTrainer", device: torch.device, prefix: str, *, epochs: int, warmup_epochs: int,
+           limit_steps: int | None) -> None:
+    """One process of :func:`time_processes`: warm up, say so (``prefix.ready``), wait for
+    ``go`` beside it, time ``epochs`` epochs, write ``prefix.json``."""
+    for epoch in range(warmup_epochs):
+        trainer.train_epoch(epoch, limit_steps)
+        trainer.evaluate()
+    Path(prefix + ".ready").touch()
+    go, deadline = Path(prefix).parent / "go", time.monotonic() + 900
+    while not go.exists():  # the parent gives up after 900 s too
+        if time.monotonic() > deadline:
+            raise RuntimeError("no go from the parent within 900 s")
+        time.sleep(0.02)
+    times = [_timed(lambda: trainer.train_epoch(e, limit_steps) + trainer.evaluate(), device)[0]
+             for e in range(warmup_epochs, warmup_epochs + epochs)]
+    atomic_write_text(prefix + ".json", json.dumps({"epoch_s": times, "train_losses": trainer.losses,
+                                                    "compile": trainer.trainer.config.compile}))
 
 def loss_agreement(runs: Sequence[Sequence[float]], alone: Sequence[float]) -> dict[str, Any]:
     """How far the per-epoch training losses of ``runs`` (copies of one run) lie from
@@ -424,34 +481,42 @@ def _ratios(trainers: dict[str, Any]) -> dict[str, dict[str, float]]:
     }
 
 
+def fast_config(base: RunConfig, device: torch.device, mode: str) -> RunConfig:
+    """``base`` with the fast path's switches of ``device`` (kps.configs.fast_path) in compile ``mode``."""
+    return replace(base, **{**fast_path(device.type), "compile": mode})
+
+
 def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float, epochs: int = 3,
                   warmup_epochs: int = 1, limit_steps: int | None = None, workers: int = 4,
-                  fast_modes: Sequence[str] = ("none", "default"), batch_size: int | None = None,
-                  together: int = 0, together_mode: str = "none", stack: int = 0, preset: str | None = None,
+                  fast_modes: Sequence[str] | None = None, batch_size: int | None = None,
+                  stack: int = 0, processes: int = 0, parallel_mode: str | None = None,
+                  child_args: Sequence[str] | None = None, preset: str | None = None,
                   log: Callable[[str], None] = lambda s: None,
                   emit: Callable[[dict[str, Any]], None] = lambda doc: None) -> dict[str, Any]:
     """Time the reference-style trainer and the fast path in each compile mode of
-    ``fast_modes`` on ``data`` (mini-batch ``batch_size``, default the preset's 64);
-    and, with ``together`` = K > 0, K runs side by side in ``together_mode``; with
-    ``stack`` = S > 0 (at least 2), S copies of one run stacked as one network in
-    ``together_mode`` (both right after ``together_mode`` alone, if timed); returns
-    the result document (see module docstring).  ``emit`` receives the
-    document after each trainer (``complete`` false until the last), so a job
-    stopped during a long compilation keeps what was measured before it."""
+    ``fast_modes`` (default: eager, and on CUDA also fast_path's mode) on ``data``
+    (mini-batch ``batch_size``, default the preset's 64); with ``stack`` = S >= 2, S
+    copies of one run stacked as one network, with ``processes`` = P >= 2, P separate
+    processes of one run each (``child_args``: the bench.py options that load the same
+    data), both in ``parallel_mode`` (default fast_path's) right after that mode alone.
+    Returns the result document (module docstring).  ``emit`` receives the document after
+    each measurement (``complete`` false until the last), so a job stopped during a long
+    compilation keeps what was measured before it."""
     device = torch.device(device)
+    cuda = device.type == "cuda"
+    fast_modes = list(fast_modes or ["none", *([fast_path("cuda")["compile"]] if cuda else [])])
+    parallel_mode = parallel_mode or fast_path(device.type)["compile"]
     if limit_steps is not None and limit_steps < 1:
         raise ValueError(f"limit_steps must be >= 1, got {limit_steps}")
-    for mode in fast_modes:
+    for mode in [*fast_modes, parallel_mode]:
         if mode not in COMPILE_MODES:
             raise ValueError(f"unknown compile mode {mode!r}; valid: {', '.join(COMPILE_MODES)}")
     if len(set(fast_modes)) != len(fast_modes):
         raise ValueError(f"compile modes repeat: {list(fast_modes)}")
-    if together < 0 or together_mode not in COMPILE_MODES:
-        raise ValueError(f"together needs K >= 0 runs and a compile mode of {', '.join(COMPILE_MODES)}, "
-                         f"got {together}, {together_mode!r}")
-    if stack < 0 or stack == 1:
-        raise ValueError(f"stack needs S >= 2 runs (0: not measured), got {stack}")
-    cuda = device.type == "cuda"
+    if stack < 0 or stack == 1 or processes < 0 or processes == 1:
+        raise ValueError(f"stack and processes need >= 2 runs (0: not measured), got {stack}, {processes}")
+    if processes and child_args is None:
+        raise ValueError("processes need child_args: the options that load the same data in a child")
     base = make_config(data.name, METHOD, imbalance=imbalance, seed=0, **({} if preset is None else {"preset": preset}),
                        **({} if batch_size is None else {"batch_size": batch_size}))
     data = _limit_test(data, limit_steps, base.batch_size)
@@ -459,9 +524,7 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
                                       base.image_size, base.width)
     name = device_name(device)
     peak, peak_source = assumed_bf16_peak(name) if cuda else (None, "not a CUDA device")
-    # the switches the runs use: on CPU channels_last alone (kps.runner.cpu_grid)
-    fast_configs = {mode: replace(base, channels_last=True, fused_sgd=cuda, bf16=cuda, compile=mode)
-                    for mode in fast_modes}
+    fast_configs = {mode: fast_config(base, device, mode) for mode in fast_modes}
     commit, dirty = git_state()
     now = datetime.now(timezone.utc)
     doc: dict[str, Any] = {
@@ -520,51 +583,46 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
     record("reference", time_trainer(reference, **common), precision="fp32",
            data="DataLoader + CPU torchvision transforms", workers=workers, compile="none")
     del reference
+    n_train = doc["trainers"]["reference"]["train_images_per_epoch"]
+
     def measure(key: str) -> None:
-        """``together``: runs on streams side by side; ``stacked``: copies as one network."""
-        stacked = key == "stacked"
-        if limit_steps is not None:
-            log(f"{key}: skipped (it trains whole epochs; --limit-steps is for quick checks)")
-            return
-        config = replace(base, channels_last=True, fused_sgd=True, bf16=cuda, compile=together_mode)
-        runs = stack if stacked else together
+        """``stacked``: copies of one run as one network; ``processes``: one run per process."""
         try:
-            result = time_together(config, data, device, runs=runs, epochs=epochs, warmup_epochs=warmup_epochs,
-                                   stack=stacked, log=log)
+            if key == "stacked":
+                result = time_stacked(fast_config(base, device, parallel_mode), data, device, runs=stack,
+                                      epochs=epochs, warmup_epochs=warmup_epochs, limit_steps=limit_steps, log=log)
+            else:
+                result = time_processes(processes, [*child_args, "--fast-modes", parallel_mode],
+                                        warmup_epochs=warmup_epochs, n_train=n_train, log=log)
         except Exception as err:  # as for a fast mode: recorded, the rest of the document stands
             failed(key, err)
             return
-        ref, alone = doc["trainers"]["reference"], doc["trainers"].get(f"fast_{together_mode}")
+        ref, alone = doc["trainers"]["reference"], doc["trainers"].get(f"fast_{parallel_mode}")
         result["epoch_rate_vs_reference"] = ref["epoch_s"] * result["epochs_per_s"]
         result["epoch_rate_vs_alone"] = None if alone is None else alone["epoch_s"] * result["epochs_per_s"]
-        if stacked:
-            # against the same number of runs on streams in the same mode (the grid's other plan)
-            side = doc.get("together")
-            same = side is not None and side["runs"] == stack and side["compile"] == together_mode
-            result["epoch_rate_vs_together"] = result["epochs_per_s"] / side["epochs_per_s"] if same else None
-            result["train_loss_vs_alone"] = (None if alone is None or not alone.get("train_losses") else
-                                             loss_agreement(result["train_losses"], alone["train_losses"]))
-            agree = result["train_loss_vs_alone"]
-            if agree and agree["max_rel_diff"] is not None:
-                log(f"stacked: losses of the {stack} copies vs alone: at most {agree['max_rel_diff']:.2e} apart "
-                    f"(relative), {agree['max_abs_diff']:.2e} (absolute)")
+        result["train_loss_vs_alone"] = (None if alone is None or not alone.get("train_losses") else
+                                         loss_agreement(result["train_losses"], alone["train_losses"]))
+        agree = result["train_loss_vs_alone"]
+        if agree and agree["max_rel_diff"] is not None:
+            log(f"{key}: losses of the {result['runs']} runs vs alone: at most {agree['max_rel_diff']:.2e} apart "
+                f"(relative), {agree['max_abs_diff']:.2e} (absolute)")
         doc[key] = result
         emit(doc)
 
-    # the runs side by side right after their mode alone (a job cut off later still has them)
-    pending = [key for key, runs in (("together", together), ("stacked", stack)) if runs > 0]
+    # right after their mode alone (a job cut off later still has them)
+    pending = [key for key, runs in (("stacked", stack), ("processes", processes)) if runs > 0]
     for mode, config in fast_configs.items():
         try:
             trainer = FastTrainer(config, data, device)
             timing = time_trainer(trainer, **common)
-        except Exception as err:  # one mode failing (e.g. a capture error) leaves the others measured
+        except Exception as err:  # one mode failing leaves the others measured
             failed(f"fast_{mode}", err)
         else:
-            record(f"fast_{mode}", timing, precision="bf16 autocast" if cuda else "fp32",
+            record(f"fast_{mode}", timing, precision="bf16 autocast" if config.bf16 else "fp32",
                    data="device-resident uint8 + kps.data.GPUAugment", compile=mode)
         finally:
             trainer = None
-        if mode == together_mode:
+        if mode == parallel_mode:
             for key in pending:
                 measure(key)
             pending = []
@@ -614,19 +672,15 @@ def _summary(result: dict[str, Any]) -> str:
         rows.append(f"{key:<16} {r['train_images_per_s']:>12.0f} {r['epoch_s']:>9.3f} {r['eval_s_per_epoch']:>8.3f} "
                     f"{r['projected_run_s'] or math.nan:>8.1f} {r['achieved_tflops']:>8.3f} "
                     f"{r['train_images_per_s'] / ref['train_images_per_s']:>7.2f}")
-    t = result.get("together")
-    if t:
-        rows.append(f"together: {t['runs']} runs ({t['compile']}) one round {t['round_s_median']:.3f} s, "
-                    f"{t['epochs_per_s']:.2f} epochs/s, x{t['epoch_rate_vs_reference']:.2f} the reference's epoch rate")
-    t = result.get("stacked")
-    if t:
-        vs = t.get("epoch_rate_vs_together")
-        agree = (t.get("train_loss_vs_alone") or {}).get("max_rel_diff")
-        rows.append(f"stacked: {t['runs']} copies of one run as one network ({t['compile']}), one round "
-                    f"{t['round_s_median']:.3f} s, {t['epochs_per_s']:.2f} epochs/s (aggregate), "
-                    f"x{t['epoch_rate_vs_reference']:.2f} the reference's epoch rate"
-                    + (f", x{vs:.2f} the runs side by side" if vs else "")
-                    + (f"; losses within {agree:.1e} (relative) of the run alone" if agree is not None else ""))
+    for key, what in (("stacked", "copies of one run as one network"), ("processes", "separate processes")):
+        t = result.get(key)
+        if t:
+            vs = t.get("epoch_rate_vs_alone")
+            agree = (t.get("train_loss_vs_alone") or {}).get("max_rel_diff")
+            rows.append(f"{key}: {t['runs']} {what} ({t['compile']}), {t['epochs_per_s']:.2f} epochs/s (aggregate), "
+                        f"x{t['epoch_rate_vs_reference']:.2f} the reference's epoch rate"
+                        + (f", x{vs:.2f} one run alone" if vs else "")
+                        + (f"; losses within {agree:.1e} (relative) of the run alone" if agree is not None else ""))
     return "\n".join(rows)
 
 
@@ -642,13 +696,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=4, help="reference DataLoader workers (reference: 4)")
     p.add_argument("--batch-size", type=int, help="mini-batch of both trainers (default: the preset's, 64)")
     p.add_argument("--fast-modes", help="comma-separated torch.compile modes of the fast path "
-                                        "(default: none,default on CUDA, none on CPU)")
-    p.add_argument("--together", type=int, default=0, metavar="K",
-                   help="also time K runs side by side in one process (default 0: not)")
-    p.add_argument("--together-mode", default="none", help="compile mode of those runs (default none)")
-    p.add_argument("--stack", type=int, nargs="?", const=-1, default=0, metavar="S",
-                   help="also time S copies of one run stacked as one network (kps.stack) in --together-mode; "
-                        "--stack alone: as many as --together (default: not)")
+                                        "(default: none, and on CUDA also kps.configs.fast_path's)")
+    p.add_argument("--stack", type=int, default=0, metavar="S",
+                   help="also time S copies of one run stacked as one network (kps.stack; default 0: not)")
+    p.add_argument("--processes", type=int, default=0, metavar="P",
+                   help="also time P separate processes of one run each, at once (default 0: not)")
+    p.add_argument("--parallel-mode", help="compile mode of --stack and --processes (default: fast_path's)")
+    p.add_argument("--child", help=argparse.SUPPRESS)  # one process of --processes: its file prefix
     p.add_argument("--preset", help="the preset of both trainers (default: the dataset's Table 2 preset; "
                                     "cifar10_lt_small: the CPU-scale protocol)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 for a one-core measurement)")
@@ -662,12 +716,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                               else ("cpu" if args.device == "auto" else args.device))
-        if device.type != "cuda" and args.out is None and args.out_dir is None:
+        if device.type != "cuda" and args.out is None and args.out_dir is None and not args.child:
             raise ValueError("a CPU run is a check, not a result: give --out FILE (outside bench/results)")
-        if args.stack == -1 and args.together < 2:
-            raise ValueError("--stack without a count takes --together's K: give --together K (K >= 2) or --stack S")
-        modes_text = args.fast_modes or ("none,default" if device.type == "cuda" else "none")
-        modes = [m.strip() for m in modes_text.split(",") if m.strip()]
+        modes = [m.strip() for m in (args.fast_modes or "").split(",") if m.strip()] or None
         t0 = time.perf_counter()
         if args.threads is not None:
             torch.set_num_threads(args.threads)
@@ -676,6 +727,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         data = load_data(base, args.data_root)  # at the preset's image size
         log(f"{data.label}: {len(data.train)} training, {len(data.test)} test images "
             f"({time.perf_counter() - t0:.1f} s to load)")
+        if args.child:  # one process of --processes (its parent checks what it writes)
+            base = make_config(args.dataset, METHOD, imbalance=args.imbalance, seed=0,
+                               **({} if args.preset is None else {"preset": args.preset}),
+                               **({} if args.batch_size is None else {"batch_size": args.batch_size}))
+            trainer = FastTrainer(fast_config(base, device, modes[0]), _limit_test(data, args.limit_steps,
+                                                                                  base.batch_size), device)
+            _child(trainer, device, args.child, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
+                   limit_steps=args.limit_steps)
+            return 0
+        # what a child of --processes needs to load the same data
+        child_args = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+                      if k in ("device", "dataset", "imbalance", "data_root", "epochs", "warmup_epochs", "limit_steps",
+                               "batch_size", "preset", "threads") and v is not None]
         target: list[Path] = []
 
         def emit(doc: dict[str, Any]) -> None:  # after each trainer, to one file chosen at the first
@@ -686,8 +750,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run_benchmark(data, device, imbalance=args.imbalance, epochs=args.epochs, preset=args.preset,
                                warmup_epochs=args.warmup_epochs, limit_steps=args.limit_steps,
                                workers=args.workers, fast_modes=modes, batch_size=args.batch_size,
-                               together=args.together, together_mode=args.together_mode,
-                               stack=args.together if args.stack == -1 else args.stack, log=log, emit=emit)
+                               stack=args.stack, processes=args.processes, parallel_mode=args.parallel_mode,
+                               child_args=child_args, log=log, emit=emit)
         path = target[0]
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
