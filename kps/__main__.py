@@ -44,7 +44,7 @@ def _parse_value(text: str) -> Any:
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     """Config overrides from --config FILE, --authors-code, --set KEY=VALUE and the
     dedicated options (later ones win)."""
-    from kps.configs import authors_code_overrides
+    from kps.configs import SPEED_KEYS, authors_code_overrides, fast_path
 
     values: dict[str, Any] = {}
     if args.config:
@@ -64,9 +64,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         values[key.strip()] = _parse_value(value)
     if args.fast:
-        cuda = _device(args.device).startswith("cuda")
-        values.update(channels_last=True, fused_sgd=True, bf16=cuda, compile="default" if cuda else "none")
-    for key in ("preset", "imbalance", "epochs", "channels_last", "bf16", "fused_sgd", "compile"):
+        values.update(fast_path("cuda" if _device(args.device).startswith("cuda") else "cpu"))
+    for key in ("preset", "imbalance", "epochs", *SPEED_KEYS):
         value = getattr(args, key, None)
         if value is not None:
             values[key] = value
@@ -129,13 +128,14 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                    help="the authors' code's setting: lr schedule, GA row scale; on CIFAR m_max 0.2, subset seed 666")
     fast = p.add_argument_group("fast path")
     fast.add_argument("--fast", action="store_true",
-                      help="channels_last + fused SGD; on CUDA also bf16 autocast and torch.compile")
+                      help="the switches measured fastest on the device (kps.configs.fast_path): on CPU "
+                           "channels_last; on CUDA also fused SGD, bf16 autocast, torch.compile reduce-overhead")
     fast.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
     fast.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast of the backbone (CUDA)")
     fast.add_argument("--fused-sgd", dest="fused_sgd", action="store_true", default=None)
-    fast.add_argument("--compile", help="torch.compile mode (none, default, reduce-overhead, max-autotune, "
-                                        "max-autotune-no-cudagraphs) or a whole-step CUDA graph (cuda-graph, "
-                                        "cuda-graph-compiled; CUDA only)")
+    fast.add_argument("--compile", help="torch.compile mode of the training step and the evaluation forward: "
+                                        "none (eager), default, reduce-overhead, max-autotune, "
+                                        "max-autotune-no-cudagraphs")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -154,16 +154,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_grid(args: argparse.Namespace) -> int:
-    from kps.train import train_grid
-
     configs = _grid_configs(args)
-    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
-        raise ValueError(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
-    if args.stack and not args.together:
-        raise ValueError("train-grid --stack needs --together (stacked runs train in one process)")
-    if args.jobs > 1 and args.together:
-        raise ValueError("train-grid --jobs trains each configuration alone in one of N processes; "
-                         "--together trains them side by side in one: choose one")
+    if args.jobs < 1 or args.stack < 1 or (args.threads is not None and args.threads < 1):
+        raise ValueError(f"--jobs, --stack and --threads must be >= 1, got {args.jobs}, {args.stack} "
+                         f"and {args.threads}")
     if args.jobs > 1:
         from kps.runner import spawn_workers
 
@@ -175,20 +169,13 @@ def cmd_train_grid(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    if args.worker:
-        from kps.runner import run_worker
+    from kps.runner import run_worker
 
-        failed = run_worker(configs, data_root=args.data_root, out=args.out, checkpoint_dir=args.checkpoints,
-                            device=_device(args.device), quiet=True, log=lambda line: print(line, flush=True))
-        return 1 if failed else 0
-    if args.together:
-        return _train_together(configs, args)
-    records = train_grid(configs, data_root=args.data_root, out=args.out, device=_device(args.device),
-                         quiet=args.quiet, force=args.force, resume=args.resume, checkpoint_dir=args.checkpoints,
-                         skip_existing=args.skip_existing)
-    for r in records:
-        _print_summary(r)
-    return 0
+    quiet = args.quiet or args.worker
+    failed = run_worker(configs, data_root=args.data_root, out=args.out, checkpoint_dir=args.checkpoints,
+                        device=_device(args.device), stack=args.stack, force=args.force, quiet=quiet,
+                        log=lambda line: print(line, flush=True))
+    return 1 if failed else 0
 
 
 def _grid_configs(args: argparse.Namespace) -> list:
@@ -205,30 +192,6 @@ def _grid_configs(args: argparse.Namespace) -> list:
         raise ValueError("--grid names its own dataset, methods and seeds; give --grid or --dataset/--methods")
     overrides = _overrides(args)  # e.g. --epochs 1 for a smoke test (short runs have records of their own)
     return [dataclasses.replace(c, **overrides) for c in GRIDS[args.grid]()]
-
-
-def _print_summary(record: dict[str, Any]) -> None:
-    c = record["config"]
-    print(f"{c['method']:>14} seed {c['seed']}: final {record['top1_error']:.2f}  "
-          f"best {record['best_top1_error']:.2f}  {record['wall_time_s']:.1f} s")
-
-
-def _train_together(configs: list, args: argparse.Namespace) -> int:
-    """train-grid --together: this process's configurations side by side (kps.together)."""
-    from kps.results import config_record_path
-    from kps.together import train_together
-
-    if args.skip_existing and not args.force:
-        configs = [c for c in configs if not config_record_path(args.out, c).exists()]
-    outcomes = train_together(configs, data_root=args.data_root, out=args.out, device=_device(args.device),
-                              resume=args.resume, force=args.force, checkpoint_dir=args.checkpoints,
-                              quiet=args.quiet, stack=args.stack)
-    for config, outcome in zip(configs, outcomes):
-        if outcome.record is not None:
-            _print_summary(outcome.record)
-        else:
-            print(f"{config.method:>14} seed {config.seed}: failed: {outcome.error}", file=sys.stderr)
-    return 1 if any(o.record is None for o in outcomes) else 0
 
 
 def _strip_option(argv: list[str], name: str) -> list[str]:
@@ -314,13 +277,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (default 1); on CPU one per core, e.g. --jobs 2 on two cores")
     g.add_argument("--threads", type=int, help="threads per process (default with --jobs on CPU: 1)")
     g.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    g.add_argument("--skip-existing", action="store_true", help="leave configurations with a record alone")
-    g.add_argument("--together", action="store_true",
-                   help="train the configurations side by side, each on its own CUDA stream (one process; "
-                        "on CPU they take turns), instead of one after another")
-    g.add_argument("--stack", action="store_true",
-                   help="with --together: methods of one seed train as one network (grouped convolutions, "
-                        "kps.stack; ResNet-32 without mixup), the same numbers as apart, one GPU kernel for all")
+    g.add_argument("--stack", type=int, default=1, metavar="K",
+                   help="train up to K configurations that read the same batches (methods of one seed; ResNet-32 "
+                        "without mixup) as one network (kps.stack): the same numbers as apart, one GPU kernel for "
+                        "all; for GPUs, unmeasured there so far (default 1: one at a time)")
     _add_run_options(g)
     g.set_defaults(func=cmd_train_grid)
 

@@ -36,7 +36,8 @@ from kps.data import DATASETS, build_dataset
 from kps.io import atomic_write_text
 from kps.losses import make_loss
 from kps.toy import cosines
-from kps.train import Trainer, device_name, git_state
+from kps.env import device_name, git_state
+from kps.train import Trainer
 
 __all__ = ["FORMS", "gradient_signals", "main"]
 

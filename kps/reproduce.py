@@ -24,17 +24,15 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from kps.configs import FIXED_IMBALANCE, METHODS, PRESETS, RunConfig, authors_code_overrides, make_config
+from kps.configs import FIXED_IMBALANCE, METHODS, PRESETS, SPEED_KEYS, RunConfig, authors_code_overrides, make_config
 from kps.data import DATASETS
 from kps.report import comparison_table, find_repo_root, read_paper_numbers
 from kps.results import config_record_path, load_record
-from kps.train import default_checkpoint_dir
+from kps.checkpoints import default_checkpoint_dir
 
 __all__ = ["PlannedRun", "plan_runs", "run_parameters", "main"]
 
 TABLES = range(1, 8)
-# Config keys that only pick a faster code path; a record that differs in them is the same run.
-_SPEED_KEYS = ("channels_last", "fused_sgd", "compile", "bf16")
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ class PlannedRun:
 
 
 def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return {k: v for k, v in a.items() if k not in _SPEED_KEYS} == {k: v for k, v in b.items() if k not in _SPEED_KEYS}
+    return {k: v for k, v in a.items() if k not in SPEED_KEYS} == {k: v for k, v in b.items() if k not in SPEED_KEYS}
 
 
 def plan_runs(

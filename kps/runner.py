@@ -1,13 +1,18 @@
-"""Many runs on one machine: worker processes that take configurations of a list
-in its order, one at a time, until every one has its record.
+"""Many runs on one machine, the one mechanism above the trainer: worker processes
+that take configurations of a list in its order until every one has its record.
 
 Each worker walks the whole list: a configuration whose record exists is done; one
 that another live worker has claimed is passed over; any other it claims (a claim
 file beside the run's checkpoint, created exclusively), trains, resuming from its
 checkpoint when there is one, and releases.  So N workers keep N cores busy, the
-list is filled in its order, a killed worker loses at most the epoch in flight
-(the trainer checkpoints after every epoch), and a later call, in this session or
-another, picks up where the last stopped: claims of dead processes are taken over.
+list is filled in its order, a worker stopped by SIGINT (Ctrl-C, or a job's
+deadline) or killed loses at most the epoch in flight (the trainer checkpoints
+after every epoch), and a later call, in this session or another, picks up where
+the last stopped: claims of dead processes are taken over.
+
+With ``stack`` = K > 1 (GPU) a worker claims, with each configuration, up to K - 1
+later ones of equal :func:`kps.stack.stack_key` and trains those that stand at the
+same epoch as one network (:func:`kps.stack.fit_stack`); the others alone.
 
 On a CPU each worker runs single-threaded by default: on our 2-core machine a second
 thread adds only 10-20 % to a small network, a second process nearly 100 %.
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -28,9 +34,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from kps.configs import RunConfig, authors_code_overrides, make_config
+from kps.configs import RunConfig, authors_code_overrides, fast_path, make_config
 
-__all__ = ["GRIDS", "CPU_GRID_ROWS", "cpu_grid", "claim", "release", "claim_path", "run_worker", "spawn_workers"]
+__all__ = ["GRIDS", "CPU_GRID_ROWS", "cpu_grid", "GPU_GRID_ROWS", "gpu_grid", "claim", "release", "claim_path",
+           "run_worker", "spawn_workers"]
 
 # The rows of the CPU-scale grid, in the order they are filled: (method, config overrides).
 # The three KPS-GA rows: eq. 25 as written, the authors' per-sample row scale alone,
@@ -59,13 +66,41 @@ def cpu_grid(imbalances: Sequence[float] = CPU_GRID_IMBALANCES, seeds: Sequence[
              dataset: str = "cifar10-jpeg") -> list[RunConfig]:
     """The CPU-scale protocol's grid (preset ``cifar10_lt_small``) in its order: per
     imbalance, each row of :data:`CPU_GRID_ROWS` for every seed, then the next row.
-    channels_last: the fastest CPU path measured (bench/cpu_bench.py)."""
+    The fast path measured on CPU (:func:`kps.configs.fast_path`: channels_last)."""
     return [make_config(dataset, method, preset="cifar10_lt_small", imbalance=imbalance, seed=seed,
-                        channels_last=True, **overrides)
+                        **fast_path("cpu"), **overrides)
             for imbalance in imbalances for method, overrides in CPU_GRID_ROWS for seed in seeds]
 
 
-GRIDS: dict[str, Callable[[], list[RunConfig]]] = {"cpu": cpu_grid}
+# The paper protocol's Tables 3 and 5 rows, in the order a GPU job fills them: KPS-GA
+# (both GA readings) first, the authors' whole CIFAR setting last.
+GPU_GRID_ROWS: tuple[tuple[str, dict[str, Any]], ...] = (
+    ("kps_ga", {}),
+    ("kps_ga", {"ga_variant": "official"}),
+    ("kps", {}),
+    ("ldam_drw", {}),
+    ("ce", {}),
+    ("kps_drw", {}),
+    ("la", {}),
+    ("cb_focal", {}),
+    ("focal", {}),
+    ("eql", {}),
+    ("cosface", {}),
+    ("arcface", {}),
+    ("kps_ga", authors_code_overrides("cifar10-jpeg")),
+)
+
+
+def gpu_grid(imbalance: float = 100.0, seeds: Sequence[int] = (0, 1, 2), dataset: str = "cifar10-jpeg",
+             device_type: str = "cuda") -> list[RunConfig]:
+    """The paper protocol (preset ``cifar10_lt``, 200 epochs) at ``imbalance`` on a GPU:
+    seed 0 of every row of :data:`GPU_GRID_ROWS`, then seed 1, then seed 2, with the
+    fast path measured on ``device_type`` (:func:`kps.configs.fast_path`)."""
+    return [make_config(dataset, method, imbalance=imbalance, seed=seed, **fast_path(device_type), **overrides)
+            for seed in seeds for method, overrides in GPU_GRID_ROWS]
+
+
+GRIDS: dict[str, Callable[[], list[RunConfig]]] = {"cpu": cpu_grid, "gpu": gpu_grid}
 
 
 # --------------------------------------------------------------------------- claims
@@ -128,56 +163,106 @@ def release(checkpoint: Path) -> None:
 # --------------------------------------------------------------------------- workers
 
 def run_worker(configs: Sequence[RunConfig], *, data_root: str | Path, out: str | Path,
-               checkpoint_dir: str | Path | None = None, device: str = "cpu", quiet: bool = True,
-               log: Callable[[str], None] = print) -> int:
-    """One worker: train every configuration of ``configs`` that has no record and no
-    live claim, in order, resuming checkpoints.  Returns the number of runs that
-    failed (a diverged run is reported and passed over; its checkpoint stays)."""
+               checkpoint_dir: str | Path | None = None, device: str = "cpu", stack: int = 1,
+               force: bool = False, quiet: bool = True, log: Callable[[str], None] = print) -> int:
+    """One worker: train every configuration of ``configs`` that has no record (any,
+    with ``force``) and no live claim, in order, resuming checkpoints; with ``stack``
+    > 1 up to that many at once as one network (module docstring).  Returns the number
+    of runs that failed (a diverged run is reported and passed over; its checkpoint
+    stays).  SIGINT ends the worker with TrainingInterrupted, claims released."""
+    from kps.batches import data_key, load_data, to_device
+    from kps.checkpoints import checkpoint_path, default_checkpoint_dir
     from kps.results import config_record_path
-    from kps.train import (TrainingDiverged, checkpoint_path, data_key, default_checkpoint_dir, load_data,
-                           to_device, train)
+    from kps.stack import stack_key
 
     import torch
 
     checkpoint_dir = default_checkpoint_dir(out) if checkpoint_dir is None else checkpoint_dir
+    done = set() if force else {i for i, c in enumerate(configs) if config_record_path(out, c).exists()}
     cache: dict[tuple, Any] = {}
     failed = 0
     for i, config in enumerate(configs):
-        record = config_record_path(out, config)
-        ckpt = checkpoint_path(checkpoint_dir, config)
-        if record.exists() or not claim(ckpt):
+        if i in done or (not force and config_record_path(out, config).exists()):
             continue
+        unit = [i]
+        key = stack_key(config) if stack > 1 else None
+        for j in range(i + 1, len(configs)) if key is not None else ():
+            if len(unit) < stack and j not in done and stack_key(configs[j]) == key:
+                unit.append(j)
+        claimed = [j for j in unit if claim(checkpoint_path(checkpoint_dir, configs[j]))]
         try:
-            if record.exists():  # written by another worker between the check and the claim
+            claimed = [j for j in claimed if force or not config_record_path(out, configs[j]).exists()]
+            if not claimed:
                 continue
-            key = data_key(config)
-            if key not in cache:
+            done.update(claimed)
+            if data_key(config) not in cache:
                 cache.clear()  # one dataset in memory at a time
-                cache[key] = to_device(load_data(config, data_root), torch.device(device))
-            log(f"[{i + 1}/{len(configs)}] {time.strftime('%H:%M:%S')} {record}")
-            result = train(config, out=out, device=device, resume=True, quiet=quiet,
-                           checkpoint_dir=checkpoint_dir, data=cache[key])
-            log(f"[{i + 1}/{len(configs)}] {time.strftime('%H:%M:%S')} done: final {result['top1_error']:.2f}, "
-                f"best {result['best_top1_error']:.2f}, {result['wall_time_s']:.0f} s")
-        except TrainingDiverged as err:
-            failed += 1
-            log(f"[{i + 1}/{len(configs)}] diverged, passed over: {err}")
+                cache[data_key(config)] = to_device(load_data(config, data_root), torch.device(device))
+            names = ", ".join(str(config_record_path(out, configs[j])) for j in claimed)
+            log(f"[{i + 1}/{len(configs)}] {time.strftime('%H:%M:%S')} {names}")
+            failed += _train_unit([configs[j] for j in claimed], cache[data_key(config)], out=out, device=device,
+                                  checkpoint_dir=checkpoint_dir, force=force, quiet=quiet,
+                                  log=lambda line: log(f"[{i + 1}/{len(configs)}] {time.strftime('%H:%M:%S')} {line}"))
         finally:
-            release(ckpt)
+            for j in claimed:
+                release(checkpoint_path(checkpoint_dir, configs[j]))
+    return failed
+
+
+def _train_unit(configs: Sequence[RunConfig], data: Any, *, out: str | Path, device: str,
+                checkpoint_dir: str | Path, force: bool, quiet: bool, log: Callable[[str], None]) -> int:
+    """Train ``configs`` on ``data`` in this process: those that can share a network
+    stacked, the others one after another; write their records.  Returns the failures."""
+    from kps.results import write_record
+    from kps.stack import fit_stack, stack_groups
+    from kps.train import TrainingDiverged, check_outputs, make_trainer, train
+
+    if len(configs) == 1:
+        units = [[configs[0]]]
+    else:
+        made = []
+        for c in configs:
+            check_outputs(c, out, checkpoint_dir, force)
+            made.append(make_trainer(c, data, device, checkpoint_dir, resume=True, finished_ok=not force))
+        by_trainer = {id(t): (t, ckpt) for t, ckpt in made}
+        units = [[by_trainer[id(t)] for t in group] for group in stack_groups([t for t, _ in made])]
+    failed = 0
+    for unit in units:
+        try:
+            if isinstance(unit[0], RunConfig):  # one configuration: the plain run
+                records = [train(unit[0], out=out, device=device, resume=True, quiet=quiet, force=force,
+                                 checkpoint_dir=checkpoint_dir, data=data)]
+            elif len(unit) == 1:
+                (trainer, ckpt), = unit
+                records = [trainer.fit(ckpt, quiet=quiet)]
+                write_record(records[0], out, force=force)
+            else:
+                records = fit_stack([t for t, _ in unit], [ckpt for _, ckpt in unit])
+                for record in records:
+                    write_record(record, out, force=force)
+        except TrainingDiverged as err:
+            failed += len(unit)
+            log(f"diverged, passed over: {err}")
+            continue
+        for r in records:
+            stacked = r["segments"][-1].get("stacked_runs")
+            log(f"done: {r['config']['method']} seed {r['config']['seed']}: final {r['top1_error']:.2f}, "
+                f"best {r['best_top1_error']:.2f}, {r['wall_time_s']:.0f} s" + (f" ({stacked} stacked)" if stacked else ""))
     return failed
 
 
 def spawn_workers(argv: Sequence[str], jobs: int, threads: int) -> int:
     """Start ``jobs`` workers (``python -m kps <argv> --worker``), each with ``threads``
-    threads, and wait for them; the largest exit status.  Ctrl-C stops them all
-    (each keeps its last checkpoint)."""
+    threads, and wait for them; the largest exit status.  SIGINT (Ctrl-C, a job's
+    deadline) reaches every worker, which stops after checkpointing (exit 130)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     procs = [subprocess.Popen([sys.executable, "-m", "kps", *argv, "--worker"], env=env) for _ in range(jobs)]
     try:
         return max(p.wait() for p in procs)
     except KeyboardInterrupt:
         for p in procs:
-            p.terminate()
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
         for p in procs:
             p.wait()
         raise

@@ -1,5 +1,6 @@
 """Several runs trained as one network ("stacking"): k small CIFAR runs in the
-kernels of one.
+kernels of one, the mechanism for many runs on one GPU.  Unmeasured on a GPU so
+far: it is tested on CPU (the same numbers as runs alone, up to float sums).
 
 Runs that read the same images in the same order with the same augmentation (same
 data set and subset, same seed, same optimisation settings: every RunConfig key but
@@ -11,38 +12,38 @@ the whole.  The loss is the sum of the runs' losses, so each run's weights get
 exactly its own gradient, and SGD (momentum, weight decay) works element by
 element: up to the order of floating-point sums this is k separate runs.  One
 kernel does k runs' work, which is what a GPU needs for networks this small (a
-ResNet-32 step on a batch of 64 is bound by kernel launches, see :mod:`kps.graphs`).
+ResNet-32 step on a batch of 64 is bound by kernel launches).
 
-Records and checkpoints stay per run, in the ordinary format: before a member's
-checkpoint its slice of the stacked weights, BatchNorm statistics and momenta is
-copied back into its own model and optimizer (:meth:`Stack.export`), and a stack
-is built from its members' states, so resumed runs stack too when they stand at
-the same epoch with the same random states.  Members are ordinary
-:class:`kps.train.Trainer` objects driven by :func:`kps.together.fit_together`:
-each member books its epoch (its ``submit_epoch`` returns a view into this
-stack's loss buffer) and the stack trains the booked epoch for all of them at the
-end of the round (:meth:`Stack.flush`), after every member has read back and
-checkpointed the previous one.  A member that ends early (stopped, failed) keeps
-its columns in the stack; they go on training, unread.  A record says how many
-runs its process stacked (``segments[-1]["stacked_runs"]``), and its time per
-epoch is the stack's.
+The members are ordinary :class:`kps.train.Trainer` objects, which know nothing of
+the stack: :func:`fit_stack` sets each member's epoch (lr, GA, DRW), trains the
+stack, and hands each member its loss and evaluation to book
+(:meth:`kps.train.Trainer.end_epoch`), after copying its slice of the stacked
+weights, BatchNorm statistics and momenta back into its own model and optimizer
+whenever its checkpoint is due (:meth:`Stack.export`).  So records and checkpoints
+stay per run, in the ordinary format, and a stack is built from its members'
+states: resumed runs stack when they stand at the same epoch with the same random
+states.  A record says how many runs its process stacked
+(``segments[-1]["stacked_runs"]``); its time per epoch is the stack's.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from kps.configs import RunConfig
-from kps.graphs import GRAPH_MODES
+from kps.metrics import count_correct
 from kps.models import Classifier, ResNet32Body
-from kps.train import (EVAL_BATCH, Scores, Trainer, apply_lr, compile_fns, count_correct, eval_scores, graph_parts,
-                       make_optimizer, new_graph_step, queue_epoch, sgd_step)
+from kps.train import (EVAL_BATCH, Scores, Trainer, check_every, compile_fn, make_optimizer, new_compiled_step,
+                       set_lr, sgd_step)
 
-__all__ = ["STACK_FREE_KEYS", "stack_key", "stack_states", "member_state", "Stack", "stack_trainers"]
+__all__ = ["STACK_FREE_KEYS", "stack_key", "stack_states", "member_state", "Stack", "fit_stack", "stack_groups"]
 
 # what may differ between the runs of a stack: the method and its loss's numbers and switches
 STACK_FREE_KEYS = ("method", "m_max", "n_base", "s_base", "ga_variant", "ga_switch_epoch", "drw_epoch", "drw_beta")
@@ -112,18 +113,9 @@ class Stack:
         self.aug_gen = first.aug_gen  # every member's augmentation draws are the same
         self.radius = torch.stack([torch.ones(first.num_classes, device=self.device) if m.radius is None
                                    else m.radius for m in members])
-        self.losses = torch.zeros(k, dtype=torch.float64, device=self.device)
-        self.counts = torch.zeros(k, 3, first.num_classes, dtype=torch.long, device=self.device)
-        self.booked_epoch: tuple[int, torch.Tensor] | None = None
-        self.booked_eval = False
-        self.compiled_loss, self.compiled_eval = compile_fns(self.batch_losses, self.net, c.compile)
-        self.static = self.step_graph = self.eval_graph = self.lr_tensor = None
-        if c.compile in GRAPH_MODES:  # each member checked the mode's requirements when it was made
-            self.lr_tensor, self.static, self.step_graph, self.eval_graph = graph_parts(
-                self.static_step, [self.aug_gen, *(m.loss_gen for m in members)], self.net, self.compiled_eval,
-                first.n_train, c.batch_size, self.device, runs=k)
+        self.compiled_loss = compile_fn(self.batch_losses, c.compile)
+        self.compiled_eval = compile_fn(self.net, c.compile)
         for m in members:
-            m.stack = self
             m.segments[-1]["stacked_runs"] = k
 
     # ---- members' weights and momenta in and out
@@ -148,13 +140,6 @@ class Stack:
                 if p in m.optimizer.state:
                     self.optimizer.state[p] = m.optimizer.state[p]
 
-    def recompiles(self) -> int:
-        """How often its compiled step may compile: at the start, and once per GA or DRW
-        switch epoch among the members (each changes what the loss reads)."""
-        switches = {(m.config.ga_switch_epoch if m.spec.ga else None, m.config.drw_epoch if m.spec.drw else None)
-                    for m in self.members}
-        return 2 + len({e for pair in switches for e in pair if e is not None})
-
     def export(self, member: Trainer) -> None:
         """Copy ``member``'s slice of the stack (weights, BatchNorm statistics, momenta,
         augmentation random state) into its own model and optimizer, for its checkpoint."""
@@ -170,74 +155,53 @@ class Stack:
         if member.aug_gen is not self.aug_gen:
             member.aug_gen.set_state(self.aug_gen.get_state())
 
-    # ---- booking by the members, training by the stack
-
-    def request_epoch(self, member: Trainer, epoch: int, indices: torch.Tensor) -> torch.Tensor:
-        """``member`` books ``epoch`` (the permutation ``indices``, the same for every
-        member); returns its mean training loss, a device scalar filled at :meth:`flush`."""
-        if self.booked_epoch is None:
-            self.booked_epoch = (epoch, indices)
-        elif self.booked_epoch[0] != epoch:
-            raise RuntimeError(f"stacked runs booked epochs {self.booked_epoch[0]} and {epoch} at once")
-        return self.losses[self.members.index(member)]
-
-    def request_evaluation(self, member: Trainer) -> torch.Tensor:
-        """``member`` books an evaluation; returns its (3, classes) counts, filled at :meth:`flush`."""
-        self.booked_eval = True
-        return self.counts[self.members.index(member)]
-
-    def flush(self) -> None:
-        """Queue the booked epoch for every member, then the booked evaluation."""
-        booked, self.booked_epoch = self.booked_epoch, None
-        if booked is not None:
-            self._train_epoch(*booked)
-        if self.booked_eval:
-            self.booked_eval = False
-            self._evaluate()
-
-    def graph_key(self) -> tuple[Any, ...]:
-        return tuple(m.graph_key() for m in self.members)
-
-    def _train_epoch(self, epoch: int, indices: torch.Tensor) -> None:
-        lr = [m.set_epoch(epoch) for m in self.members][0]  # every member's GA switch and DRW weights
-        apply_lr(self.optimizer, lr, self.lr_tensor)
-        self.model.train()
-        first = self.members[0]
-        loss_sum, seen = queue_epoch(self, first.source, self.aug_gen, indices, first.n_train, self.config.batch_size,
-                                     torch.zeros(self.k, dtype=torch.float64, device=self.device))
-        self.losses.copy_(loss_sum / seen)
+    # ---- one epoch of every member
 
     def batch_losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each member's mean loss on the batch, (k,): the unit ``compile`` compiles."""
         scores = self.net(x)
         return torch.stack([m.loss_fn(s, y) for m, s in zip(self.members, scores)])
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, full: int) -> torch.Tensor:
-        """One SGD step of every member on the batch; returns their mean losses (k,)."""
-        if self.config.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if self.compiled_loss is not None and len(y) == full:
-            new_graph_step(self.config.compile)
-            losses = self.compiled_loss(x, y)
-        else:
-            losses = self.batch_losses(x, y)
-        sgd_step(self.optimizer, losses.sum())
-        return losses
-
-    def static_step(self) -> None:
-        """:meth:`step` on the static batch, adding the losses to the epoch's sums."""
-        source = self.members[0].source
-        self.static.finish_step(self.step(*source.static_batch(self.static, self.aug_gen), self.static.batch_size))
+    def train_epoch(self, epoch: int, indices: torch.Tensor) -> torch.Tensor:
+        """Every member's :meth:`~kps.train.Trainer.set_epoch` (its GA switch and DRW
+        weights), then one pass over ``indices``; the members' mean losses (k,)."""
+        lr = [m.set_epoch(epoch) for m in self.members][0]
+        set_lr(self.optimizer, lr)
+        self.model.train()
+        source, batch = self.members[0].source, self.config.batch_size
+        loss_sum = torch.zeros(self.k, dtype=torch.float64, device=self.device)
+        seen = 0
+        for x, y in source.train_batches(indices, batch, self.aug_gen):
+            if self.config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self.compiled_loss is not None and len(y) == batch:
+                new_compiled_step(self.config.compile)
+                losses = self.compiled_loss(x, y)
+            else:
+                losses = self.batch_losses(x, y)
+            sgd_step(self.optimizer, losses.sum())
+            loss_sum += losses.detach().double() * len(y)
+            seen += len(y)
+        return loss_sum / seen
 
     @torch.no_grad()
-    def _evaluate(self) -> None:
+    def evaluate(self) -> list[dict[str, np.ndarray]]:
+        """Every member's :meth:`~kps.train.Trainer.evaluate` counts, from one pass of the stack."""
         self.net.eval()
         first = self.members[0]
-        self.counts.zero_()
+        counts = torch.zeros(self.k, 3, first.num_classes, dtype=torch.long, device=self.device)
+
+        def scores(x: torch.Tensor) -> torch.Tensor:
+            if self.config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if self.compiled_eval is not None and len(x) == EVAL_BATCH:
+                new_compiled_step(self.config.compile)
+                return self.compiled_eval(x).float()
+            return self.net(x).float()
+
         indices = torch.arange(first.n_test, device=first.source.generator_device)
-        count_correct(first.source.test_batches(indices, EVAL_BATCH),
-                      lambda x: eval_scores(x, self.net, self.compiled_eval, self.eval_graph, self.config),
-                      self.radius, self.counts)
+        count_correct(first.source.test_batches(indices, EVAL_BATCH), scores, self.radius, counts)
+        return [m.read_counts(c) for m, c in zip(self.members, counts)]
 
 
 def _check_members(members: list[Trainer]) -> None:
@@ -258,7 +222,6 @@ def _check_members(members: list[Trainer]) -> None:
         (first.next_epoch >= first.config.epochs, "they have no epoch left to train"),
         (len({str(m.device) for m in members}) > 1, "they are on different devices"),
         (any(m.ctx.world_size > 1 for m in members), "one is a DistributedDataParallel run"),
-        (any(m.stack is not None for m in members), "one is in a stack already"),
         (len({id(m) for m in members}) < len(members), "one run is listed twice"),
         (any(not torch.equal(m.order_gen.get_state(), first.order_gen.get_state())
              or not torch.equal(m.aug_gen.get_state(), first.aug_gen.get_state()) for m in members[1:]),
@@ -268,13 +231,45 @@ def _check_members(members: list[Trainer]) -> None:
         raise ValueError("these runs cannot be stacked: " + "; ".join(problems))
 
 
-def stack_trainers(trainers: Sequence[Trainer]) -> list[Stack]:
-    """Stack every group of two or more ``trainers`` that can share a network (equal
-    :func:`stack_key`, epoch and random states); the others stay as they are."""
+def stack_groups(trainers: Sequence[Trainer]) -> list[list[Trainer]]:
+    """``trainers`` in groups that can share a network (equal :func:`stack_key`, epoch
+    and random states), in their order; a trainer that can stack with none is a group
+    of one."""
     groups: dict[Any, list[Trainer]] = {}
-    for t in trainers:
+    for i, t in enumerate(trainers):
         key = stack_key(t.config)
-        if key is not None and t.ctx.world_size == 1 and t.next_epoch < t.config.epochs:
+        if key is None or t.ctx.world_size > 1 or t.next_epoch >= t.config.epochs:
+            key = ("alone", i)
+        else:
             rng = (bytes(t.order_gen.get_state().tolist()), bytes(t.aug_gen.get_state().tolist()))
-            groups.setdefault((key, t.next_epoch, str(t.device), rng), []).append(t)
-    return [Stack(group) for group in groups.values() if len(group) >= 2]
+            key = (key, t.next_epoch, str(t.device), rng)
+        groups.setdefault(key, []).append(t)
+    return list(groups.values())
+
+
+def fit_stack(trainers: Sequence[Trainer], checkpoints: Sequence[Path | None], *,
+              checkpoint_every: int = 1) -> list[dict[str, Any]]:
+    """Train ``trainers`` (stackable, at the same epoch) as one :class:`Stack` to the end
+    and return their records; each member's checkpoint is written as its own
+    :meth:`~kps.train.Trainer.end_epoch` says.  A member whose loss diverges stops
+    the stack (TrainingDiverged); the others keep their last checkpoints."""
+    check_every(checkpoint_every)
+    stack = Stack(trainers)
+    first, c = trainers[0], trainers[0].config
+    last: list[dict[str, np.ndarray] | None] = [None] * len(trainers)
+    try:
+        for epoch in range(first.next_epoch, c.epochs):
+            t0 = time.perf_counter()
+            losses = stack.train_epoch(epoch, first.epoch_indices()).tolist()
+            for m in trainers[1:]:
+                m.epoch_indices()  # keep every member's data-order generator where the run alone has it
+            results = stack.evaluate() if first.eval_due(epoch) else [None] * len(trainers)
+            seconds = time.perf_counter() - t0
+            for i, (m, ckpt) in enumerate(zip(trainers, checkpoints)):
+                if ckpt is not None and m.checkpoint_due(epoch, checkpoint_every):
+                    stack.export(m)
+                last[i] = results[i] or last[i]
+                m.end_epoch(epoch, losses[i], results[i], seconds, ckpt, checkpoint_every)
+    except KeyboardInterrupt as err:
+        raise first.interrupted(checkpoints[0]) from err
+    return [m.record(r) for m, r in zip(trainers, last)]

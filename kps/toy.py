@@ -34,7 +34,8 @@ from kps.augment import GPUAugment
 from kps.configs import RunConfig, make_config
 from kps.data import CIFAR10_CLASSES, DATASETS, LTData, build_dataset
 from kps.io import atomic_write_text
-from kps.train import Trainer, device_name, git_state
+from kps.env import device_name, git_state
+from kps.train import Trainer
 
 __all__ = ["TOY_CLASSES", "TOY_COUNTS", "TOY_METHODS", "toy_config", "cosines", "angles_decidegrees", "run", "main"]
 

@@ -13,8 +13,9 @@ from synthetic import strip_timing, synthetic_data, tiny_overrides
 import kps.train as kt
 from kps.configs import make_config
 from kps.models import ResNet32Body
-from kps.stack import Stack, member_state, stack_key, stack_states, stack_trainers
-from kps.together import fit_together, train_together
+from kps.results import config_record_path, load_record
+from kps.runner import run_worker
+from kps.stack import Stack, fit_stack, member_state, stack_groups, stack_key, stack_states
 
 torch.set_num_threads(1)
 
@@ -107,14 +108,22 @@ def alone(tmp_path, config, data):
     return kt.train(config, out=tmp_path / "alone", checkpoint_dir=tmp_path / "alone-ckpt", data=data, quiet=True)
 
 
-def test_stacked_runs_train_like_runs_alone(tmp_path):
+def stacked_worker(tmp_path, runs, data, monkeypatch, out="out"):
+    """kps.runner.run_worker with --stack: the configurations of ``runs`` trained as one network."""
+    monkeypatch.setattr("kps.batches.load_data", lambda config, root: data)
+    lines = []
+    assert run_worker(runs, data_root="unused", out=tmp_path / out, checkpoint_dir=tmp_path / "ckpt",
+                      stack=len(runs), log=lines.append) == 0
+    return [load_record(config_record_path(tmp_path / out, c)) for c in runs], lines
+
+
+def test_stacked_runs_train_like_runs_alone(tmp_path, monkeypatch):
     runs = [config(m) for m in SWITCHES]
-    outcomes = train_together(runs, out=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt",
-                              data=synthetic_data(counts=RARE), device="cpu", quiet=True, stack=True)
-    assert [o.error for o in outcomes] == [None] * 4
-    for run, outcome in zip(runs, outcomes):
-        assert outcome.record["segments"][-1]["stacked_runs"] == 4
-        close_records(outcome.record, alone(tmp_path, run, synthetic_data(counts=RARE)))
+    records, lines = stacked_worker(tmp_path, runs, synthetic_data(counts=RARE), monkeypatch)
+    assert sum("(4 stacked)" in line for line in lines) == 4
+    for run, record in zip(runs, records):
+        assert record["segments"][-1]["stacked_runs"] == 4
+        close_records(record, alone(tmp_path, run, synthetic_data(counts=RARE)))
         ours = torch.load(kt.checkpoint_path(tmp_path / "ckpt", run), weights_only=False)
         theirs = torch.load(kt.checkpoint_path(tmp_path / "alone-ckpt", run), weights_only=False)
         for name, t in theirs["model"].items():  # the per-run checkpoint is the run's own network
@@ -124,53 +133,50 @@ def test_stacked_runs_train_like_runs_alone(tmp_path):
         assert len(momenta) == len(expected) == len(list(kt.Trainer(run, synthetic_data()).model.parameters()))
         for m, e in zip(momenta, expected):
             torch.testing.assert_close(m, e, rtol=1e-3, atol=1e-4)
-        assert torch.equal(ours["rng"][0]["aug"], theirs["rng"][0]["aug"])
+        for key in ("aug", "order"):
+            assert torch.equal(ours["rng"][0][key], theirs["rng"][0][key]), key
 
 
-def test_stopped_stacked_runs_resume_stacked_or_alone(tmp_path):
+def test_stopped_stacked_runs_resume_stacked_or_alone(tmp_path, monkeypatch):
     runs = [config("ce"), config("kps_ga"), config("ldam_drw")]
     trainers = [kt.Trainer(c, synthetic_data()) for c in runs]
-    (stack,) = stack_trainers(trainers)
-    assert stack.k == 3
+    assert [len(g) for g in stack_groups(trainers)] == [3]
     ckpts = [kt.checkpoint_path(tmp_path / "ckpt", c) for c in runs]
-    asked = {i: 0 for i in range(3)}
+    real = Stack.train_epoch
 
-    def stop(i):  # runs 1 and 2 stop before their second epoch; run 0 trains to the end
-        asked[i] += 1
-        return i > 0 and asked[i] == 2
+    def ctrl_c_in_epoch_1(self, epoch, indices):
+        if epoch == 1:
+            raise KeyboardInterrupt
+        return real(self, epoch, indices)
 
-    outcomes = fit_together(trainers, ckpts, checkpoint_every=10, stop=stop, progress=False)
-    assert [o.stopped for o in outcomes] == [False, True, True] and outcomes[1].epochs_done == 1
-    close_records(outcomes[0].record, alone(tmp_path, runs[0], synthetic_data()))
+    monkeypatch.setattr(Stack, "train_epoch", ctrl_c_in_epoch_1)
+    with pytest.raises(kt.TrainingInterrupted, match=r"ce seed 0 stopped in epoch 2 of 3; checkpoint .* holds epochs 1-1"):
+        fit_stack(trainers, ckpts)
+    monkeypatch.setattr(Stack, "train_epoch", real)
+    assert all(torch.load(c, weights_only=False)["next_epoch"] == 1 for c in ckpts)
 
     # a stacked run's checkpoint is an ordinary one: kps_ga resumes alone from a copy ...
     shutil.copytree(tmp_path / "ckpt", tmp_path / "copy")
     record = kt.train(runs[1], out=tmp_path / "out-alone", checkpoint_dir=tmp_path / "copy", data=synthetic_data(),
                       resume=True, quiet=True)
     assert [s["from_epoch"] for s in record["segments"]] == [0, 1] and "stacked_runs" not in record["segments"][1]
-    reference = {c.method: alone(tmp_path, c, synthetic_data()) for c in runs[1:]}
+    reference = {c.method: alone(tmp_path, c, synthetic_data()) for c in runs}
     close_records(record, reference["kps_ga"])
-    # ... and both stopped after epoch 0: they resume as a stack of two
-    resumed = train_together(runs[1:], out=tmp_path / "out", checkpoint_dir=tmp_path / "ckpt",
-                             data=synthetic_data(), device="cpu", resume=True, quiet=True, stack=True)
-    for run, outcome in zip(runs[1:], resumed):
-        assert [s["from_epoch"] for s in outcome.record["segments"]] == [0, 1]
-        assert outcome.record["segments"][1]["stacked_runs"] == 2
-        close_records(outcome.record, reference[run.method])
+    # ... and all three, stopped after epoch 0, resume as a stack of three
+    records, _ = stacked_worker(tmp_path, runs, synthetic_data(), monkeypatch)
+    for run, record in zip(runs, records):
+        assert [s["from_epoch"] for s in record["segments"]] == [0, 1]
+        assert [s.get("stacked_runs") for s in record["segments"]] == [3, 3]
+        close_records(record, reference[run.method])
 
 
 def test_only_runs_on_the_same_batches_stack():
     data = synthetic_data()
     runs = [config("ce"), config("la"), config("ce", seed=1), config("kps_ga_mixup", mixup_alpha=1.0)]
     trainers = [kt.Trainer(c, data) for c in runs]
-    stacks = stack_trainers(trainers)
-    assert [[m.config.method for m in s.members] for s in stacks] == [["ce", "la"]]
-    assert trainers[2].stack is None and stack_key(runs[3]) is None
+    assert [[m.config.method for m in g] for g in stack_groups(trainers)] == [["ce", "la"], ["ce"], ["kps_ga_mixup"]]
+    assert stack_key(runs[3]) is None
     assert stack_key(runs[0]) == stack_key(runs[1]) != stack_key(runs[2])
-    with pytest.raises(ValueError, match="a stacked run trains with its stack"):
-        trainers[0].fit()
-    with pytest.raises(ValueError, match="one is in a stack already"):
-        Stack(trainers[:2])
     with pytest.raises(ValueError, match="differ in seed cannot be stacked"):
         Stack([kt.Trainer(runs[0], data), kt.Trainer(runs[2], data)])
     with pytest.raises(ValueError, match="without mixup can be stacked, not: kps_ga_mixup"):
@@ -182,6 +188,8 @@ def test_only_runs_on_the_same_batches_stack():
         Stack([kt.Trainer(runs[1], data), moved])
     with pytest.raises(ValueError, match="at least 2 runs"):
         Stack([kt.Trainer(runs[0], data)])
+    with pytest.raises(ValueError, match="one run is listed twice"):
+        Stack([trainers[0], trainers[0]])
 
 
 def test_momenta_take_their_weights_layout_and_the_global_generator_is_left_alone():
@@ -203,10 +211,3 @@ def test_momenta_take_their_weights_layout_and_the_global_generator_is_left_alon
     stacked = [p for p in stack.model.body.parameters() if p.dim() == 4]
     assert stacked and all(stack.optimizer.state[p]["momentum_buffer"].stride() == p.stride() for p in stacked)
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in stacked)
-
-
-def test_a_stack_may_compile_once_per_switch_epoch():
-    data = synthetic_data()
-    runs = [config("kps_ga"), config("ldam_drw"), config("ce"), config("kps_ga", ga_variant="official")]
-    (stack,) = stack_trainers([kt.Trainer(c, data) for c in runs])
-    assert stack.recompiles() == 2 + 2  # GA at epoch 1 (both kps_ga runs), DRW at epoch 2

@@ -4,15 +4,20 @@ refusals before any work, train-grid, fast-path switches on CPU."""
 import json
 import math
 import subprocess
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from synthetic import folder_data, strip_timing, synthetic_data, tiny_overrides
 
+import kps.env
+import kps.metrics as km
 import kps.train as kt
+from kps.batches import shard
 from kps.configs import make_config
 from kps.results import config_record_path, load_record, load_records
+from kps.runner import run_worker
 
 torch.set_num_threads(1)
 
@@ -28,12 +33,12 @@ def run(tmp_path, method="kps_ga", data=None, **overrides):
 
 def test_class_groups_and_shots():
     counts = [500 - 5 * i for i in range(100)]
-    groups = kt.class_groups(counts)
+    groups = km.class_groups(counts)
     assert [g.tolist() for g in groups[:2]] == [list(range(10)), list(range(10, 20))]
     unsorted = [5, 50, 500, 20, 21, 19, 100, 101, 7, 8]
-    assert [g.tolist() for g in kt.class_groups(unsorted)] == [[2], [7], [6], [1], [4], [3], [5], [9], [8], [0]]
-    assert kt.class_groups([5, 4, 3]) is None
-    shots = kt.shot_masks(unsorted)
+    assert [g.tolist() for g in km.class_groups(unsorted)] == [[2], [7], [6], [1], [4], [3], [5], [9], [8], [0]]
+    assert km.class_groups([5, 4, 3]) is None
+    shots = km.shot_masks(unsorted)
     assert np.flatnonzero(shots["many"]).tolist() == [2, 7]
     assert np.flatnonzero(shots["medium"]).tolist() == [1, 3, 4, 6]
     assert np.flatnonzero(shots["few"]).tolist() == [0, 5, 8, 9]
@@ -43,17 +48,17 @@ def test_summarize_numbers():
     counts = [500, 300, 200, 150, 120, 100, 60, 30, 10, 5]
     total = np.full(10, 100)
     correct = np.array([90, 80, 70, 60, 50, 40, 30, 20, 10, 0])
-    s = kt.summarize(correct, total, counts)
+    s = km.summarize(correct, total, counts)
     assert s["top1_error"] == pytest.approx(55.0)
     assert s["per_class_accuracy"] == [90.0, 80.0, 70.0, 60.0, 50.0, 40.0, 30.0, 20.0, 10.0, 0.0]
     assert s["group_errors"] == pytest.approx({"head": 20.0, "mid": 55.0, "tail": 90.0})
     assert s["per_group_errors"] == pytest.approx([10, 20, 30, 40, 50, 60, 70, 80, 90, 100])
     # many: counts > 100 (classes 0-4), medium 20..100 (5-7), few < 20 (8, 9)
     assert s["shot_errors"] == pytest.approx({"many": 30.0, "medium": 70.0, "few": 95.0})
-    none_few = kt.summarize(correct, total, [5000] * 5 + [50] * 5)
+    none_few = km.summarize(correct, total, [5000] * 5 + [50] * 5)
     assert none_few["shot_errors"]["few"] is None
     with pytest.raises(ValueError, match=r"no images of class\(es\) \[3\]"):
-        kt.summarize(correct, np.where(np.arange(10) == 3, 0, 100), counts)
+        km.summarize(correct, np.where(np.arange(10) == 3, 0, 100), counts)
 
 
 def test_shard_matches_distributed_sampler():
@@ -62,7 +67,7 @@ def test_shard_matches_distributed_sampler():
         for rank in range(world):
             sampler = torch.utils.data.DistributedSampler(range(23), num_replicas=world, rank=rank, shuffle=False)
             expected = order[list(iter(sampler))]
-            assert torch.equal(kt.shard(order, kt.Distributed(rank, world)), expected)
+            assert torch.equal(shard(order, rank, world), expected)
 
 
 def test_epoch_switches_follow_algorithm_1():
@@ -274,11 +279,11 @@ def test_git_state_without_git(monkeypatch):
     def no_git(*args, **kwargs):
         raise FileNotFoundError("git")
 
-    monkeypatch.setattr(kt.subprocess, "run", no_git)
+    monkeypatch.setattr(kps.env.subprocess, "run", no_git)
     monkeypatch.delenv("KPS_GIT_COMMIT", raising=False)
-    assert kt.git_state() == (None, None)
+    assert kps.env.git_state() == (None, None)
     monkeypatch.setenv("KPS_GIT_COMMIT", "0123abcd" * 5)
-    assert kt.git_state() == ("0123abcd" * 5, None)
+    assert kps.env.git_state() == ("0123abcd" * 5, None)
 
 
 def test_git_state_declared_commit_beats_a_stale_git(monkeypatch):
@@ -288,13 +293,13 @@ def test_git_state_declared_commit_beats_a_stale_git(monkeypatch):
         out = {"rev-parse": "65a4c88" * 5 + "\n", "status": " M bench/grid.py\n"}[args[1]]
         return subprocess.CompletedProcess(args, 0, stdout=out)
 
-    monkeypatch.setattr(kt.subprocess, "run", fake_git)
+    monkeypatch.setattr(kps.env.subprocess, "run", fake_git)
     monkeypatch.delenv("KPS_GIT_COMMIT", raising=False)
-    assert kt.git_state() == ("65a4c88" * 5, True)
+    assert kps.env.git_state() == ("65a4c88" * 5, True)
     monkeypatch.setenv("KPS_GIT_COMMIT", "cf36c4a" * 5)
-    assert kt.git_state() == ("cf36c4a" * 5, None)
+    assert kps.env.git_state() == ("cf36c4a" * 5, None)
     monkeypatch.setenv("KPS_GIT_COMMIT", "65a4c88" * 5)
-    assert kt.git_state() == ("65a4c88" * 5, True)
+    assert kps.env.git_state() == ("65a4c88" * 5, True)
 
 
 def test_refusals_before_any_work(tmp_path, monkeypatch):
@@ -320,24 +325,30 @@ def test_force_overwrites(tmp_path):
     assert strip_timing(second) == strip_timing(first)
 
 
-def test_train_grid_loads_data_once_and_matches_single_runs(tmp_path, monkeypatch):
+def test_a_grid_worker_loads_data_once_and_matches_single_runs(tmp_path, monkeypatch):
+    """kps.runner.run_worker (train-grid) loads each dataset once, writes the records of
+    single runs, and leaves configurations with a record alone."""
     calls = []
 
     def fake_load(config, root):
         calls.append(config.method)
         return synthetic_data()
 
-    monkeypatch.setattr(kt, "load_data", fake_load)
+    monkeypatch.setattr("kps.batches.load_data", fake_load)
     configs = [make_config("cifar10", m, **tiny_overrides(epochs=1, seed=s)) for m in ("kps", "ce") for s in (0, 1)]
-    records = kt.train_grid(configs, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", quiet=True)
-    assert calls == ["kps"] and len(records) == 4
-    assert [(r["config"]["method"], r["config"]["seed"]) for r in load_records(tmp_path / "results")] == [
+    lines = []
+    failed = run_worker(configs, data_root="unused", out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt",
+                        log=lines.append)
+    assert failed == 0 and calls == ["kps"] and sum("done:" in line for line in lines) == 4
+    records = load_records(tmp_path / "results")
+    assert [(r["config"]["method"], r["config"]["seed"]) for r in records] == [
         ("ce", 0), ("ce", 1), ("kps", 0), ("kps", 1)]
     _, single = run(tmp_path / "single", "ce", epochs=1, seed=1)
-    assert strip_timing(single) == strip_timing(records[3])
-    again = kt.train_grid(configs, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", quiet=True,
-                          skip_existing=True)
-    assert again == []
+    assert strip_timing(single) == strip_timing(load_record(config_record_path(tmp_path / "results", configs[3])))
+    lines.clear()
+    assert run_worker(configs, data_root="unused", out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt",
+                      log=lines.append) == 0
+    assert lines == [] and calls == ["kps"]
 
 
 def test_fast_path_switches_on_cpu():
@@ -376,20 +387,19 @@ def test_compiled_step_matches_eager_on_cpu(monkeypatch):
     for t in (eager, compiled):
         t.set_epoch(0)
         t.model.train()
-        loss = t._loss(x, y, full=16)
-        loss.backward()
-        losses.append(loss.item())
+        losses.append(t.step(x, y, full=16).item())  # the gradients stay on the weights after the step
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
     for (name, p), q in zip(eager.model.named_parameters(), compiled.model.parameters()):
         # float32 rounding of other (fused) kernels; see test_fast_path_switches_on_cpu for this
         # ill-conditioned first step (plain float32 is ~0.3% off float64)
         assert (q.grad - p.grad).norm() <= 0.02 * p.grad.norm() + 1e-6, name
-    with torch._dynamo.config.patch(error_on_recompile=True):
-        assert math.isfinite(compiled._loss(x.flip(0), y.flip(0), full=16).item())
-        assert math.isfinite(compiled._loss(x[:6], y[:6], full=16).item())
     monkeypatch.setattr(kt, "EVAL_BATCH", 25)  # 50 test images: two full batches
     for name, value in eager.evaluate().items():
         assert np.abs(compiled.evaluate()[name] - value).sum() <= 1, name
+    compiled.model.train()  # evaluate() left it in eval mode
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        assert math.isfinite(compiled.step(x.flip(0), y.flip(0), full=16).item())
+        assert math.isfinite(compiled.step(x[:6], y[:6], full=16).item())
 
 
 def test_dataset_path_for_large_image_sets(tmp_path):
@@ -422,7 +432,7 @@ def test_resume_uses_this_runs_optimizer_kernels(tmp_path):
     kt.train(plain, out=tmp_path / "r", checkpoint_dir=tmp_path / "ckpt", data=synthetic_data(), quiet=True)
     state = torch.load(kt.checkpoint_path(tmp_path / "ckpt", plain), weights_only=False)
     assert state["optimizer"]["param_groups"][0]["fused"] in (None, False)
-    fused = kt.Trainer(kt.replace(plain, fused_sgd=True, epochs=2), synthetic_data())
+    fused = kt.Trainer(replace(plain, fused_sgd=True, epochs=2), synthetic_data())
     fused.load_state(state, "ckpt")
     assert all(g["fused"] is True for g in fused.optimizer.param_groups)
 
@@ -432,7 +442,7 @@ def test_eql_draws_from_the_trainers_own_generator():
     seed, checkpointed): the global RNG does not move them."""
     rare = synthetic_data(counts=(250, 16, 12, 8, 6, 5, 4, 2, 2, 1))  # class 9: 1 of 306 < 5e-3
     t = kt.Trainer(make_config("cifar10", "eql", **tiny_overrides()), rare)
-    assert t.loss_fn._suppresses and t.loss_fn.generator is t.loss_gen and "loss" in t._rng_state()
+    assert t.loss_fn._suppresses and t.loss_fn.generator is t.loss_gen and "loss" in t.state()["rng"][0]
     scores, y = torch.randn(16, 10), torch.randint(0, 10, (16,))
     start = t.loss_gen.get_state()
     torch.manual_seed(1)
@@ -462,5 +472,5 @@ def test_progress_moves_within_an_epoch():
     indices = trainer.epoch_indices()
     n = len(indices)
     assert n > 4 * 21  # at least two updates
-    trainer.submit_epoch(1, indices, bar)
+    trainer.train_epoch(1, indices, bar)
     assert bar.seen == [round(1 + min(1.0, (step + 1) * 4 / n), 4) for step in range(0, -(-n // 4), 20)]

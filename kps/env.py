@@ -1,0 +1,52 @@
+"""Where and from which code a run ran: the device's name and the git commit, as
+records and benchmarks state them."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+__all__ = ["device_name", "git_state"]
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or 'cpu (<processor>)'."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    processor = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                processor = line.split(":", 1)[1].strip()
+                break
+    return f"cpu ({processor})"
+
+
+def git_state() -> tuple[str | None, bool | None]:
+    """(commit, dirty) of the code this process runs; dirty ignores results/ and
+    bench/results/ (records written by runs).
+
+    The environment's KPS_GIT_COMMIT, when set, names the commit: a copy of the
+    tree (the GPU machine's) may carry no .git or a stale one (seen 2026-11-26: a
+    copy of commit cf36c4a whose .git still said 65a4c88).  Dirty is then known only
+    if git there agrees on that commit, else None.  Without KPS_GIT_COMMIT: git's
+    HEAD and status, or (None, None) outside git."""
+    root = Path(__file__).resolve().parent.parent
+    declared = os.environ.get("KPS_GIT_COMMIT", "").strip() or None
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        status = git("status", "--porcelain", "--", ".", ":(exclude)results", ":(exclude)bench/results")
+    except (OSError, subprocess.CalledProcessError):
+        return declared, None
+    if declared is not None and declared != commit:
+        return declared, None
+    return commit, bool(status.strip())
