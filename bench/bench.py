@@ -78,14 +78,16 @@ REPO = Path(__file__).resolve().parent.parent
 if importlib.util.find_spec("kps") is None:  # run as a script without kps installed
     sys.path.insert(0, str(REPO))
 
+from kps.batches import augment_for, load_data  # noqa: E402
 from kps.configs import COMPILE_MODES, RunConfig, fast_path, make_config  # noqa: E402
 from kps.data import DATASETS, LTData, TensorSplit  # noqa: E402
+from kps.env import device_name, git_state  # noqa: E402
 from kps.io import atomic_write_text  # noqa: E402
 from kps.losses import make_loss  # noqa: E402
 from kps.models import make_model  # noqa: E402
 from kps.schedules import learning_rate  # noqa: E402
 from kps.stack import Stack  # noqa: E402
-from kps.train import Trainer, augment_for, device_name, git_state, load_data, loss_options  # noqa: E402
+from kps.train import Trainer, loss_options  # noqa: E402
 
 __all__ = [
     "SCHEMA",

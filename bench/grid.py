@@ -110,9 +110,9 @@ def _fast_path(device_type: str) -> dict[str, Any]:
 def grid_configs(kps_args: Sequence[str]) -> list:
     """The configurations ``python -m kps train-grid <kps_args>`` trains, in its order
     (its own parser and grid builder, so the status below names exactly its runs)."""
-    from kps.__main__ import _grid_configs, build_parser
+    from kps.__main__ import train_grid_configs
 
-    return _grid_configs(build_parser().parse_args(["train-grid", *kps_args]))
+    return train_grid_configs(kps_args)
 
 
 def run_name(config) -> str:
@@ -125,7 +125,7 @@ def status(configs: Sequence, records: Path, checkpoints: Path) -> list[dict[str
     """One row per configuration: ``done`` (its record, with its numbers), ``unfinished``
     (a checkpoint: epochs trained, epochs it holds) or ``not started``."""
     from kps.results import config_record_path, load_record
-    from kps.train import checkpoint_path, read_progress
+    from kps.checkpoints import checkpoint_path, read_progress
 
     rows = []
     for k, c in enumerate(configs):
@@ -221,7 +221,7 @@ def run_grid(kps_args: Sequence[str], *, work: Path, out: Path, deadline: float,
     not returned again."""
     from kps.io import atomic_write_text
     from kps.results import config_record_path
-    from kps.train import progress_path
+    from kps.checkpoints import progress_path
 
     configs = grid_configs(kps_args)
     records, checkpoints = work / "results", work / "checkpoints"

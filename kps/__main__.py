@@ -178,6 +178,12 @@ def cmd_train_grid(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def train_grid_configs(argv: Sequence[str]) -> list:
+    """The configurations, in order, that ``python -m kps train-grid ARGV`` trains (a
+    job's plan lists exactly what its workers take)."""
+    return _grid_configs(build_parser().parse_args(["train-grid", *argv]))
+
+
 def _grid_configs(args: argparse.Namespace) -> list:
     """--grid NAME (kps.runner.GRIDS) or --methods x --seeds."""
     from kps.runner import GRIDS

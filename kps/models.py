@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-__all__ = ["ARCHS", "HEADS", "Classifier", "CosineLinear", "ResNet32Body", "make_model", "resnet32"]
+__all__ = ["ARCHS", "HEADS", "Classifier", "CosineLinear", "ResNet32Body", "Scores", "make_model", "resnet32"]
 
 ARCHS = ("resnet32", "resnet50", "resnext50_32x4d")
 HEADS = ("cosine", "linear")
@@ -165,3 +165,19 @@ def make_model(arch: str, num_classes: int, head: str = "cosine", prior_bias: bo
     if prior_bias:
         nn.init.constant_(model.head.bias, -math.log(num_classes - 1))
     return model
+
+
+class Scores(nn.Module):
+    """model(x) -> class scores, with the backbone under bf16 autocast when asked
+    and the head (cosines or logits) always in float32."""
+
+    def __init__(self, model: nn.Module, bf16: bool) -> None:
+        super().__init__()
+        self.model, self.bf16 = model, bf16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # no autocast weight cache: each region is one forward, which uses every weight once
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
+            features = self.model.features(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return self.model.head(features.float())

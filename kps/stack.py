@@ -39,8 +39,8 @@ import torch.nn as nn
 
 from kps.configs import RunConfig
 from kps.metrics import count_correct
-from kps.models import Classifier, ResNet32Body
-from kps.train import (EVAL_BATCH, Scores, Trainer, check_every, compile_fn, make_optimizer, new_compiled_step,
+from kps.models import Classifier, ResNet32Body, Scores
+from kps.train import (EVAL_BATCH, Trainer, check_every, compile_fn, make_optimizer, new_compiled_step,
                        set_lr, sgd_step)
 
 __all__ = ["STACK_FREE_KEYS", "stack_key", "stack_states", "member_state", "Stack", "fit_stack", "stack_groups"]

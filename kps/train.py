@@ -56,7 +56,7 @@ from kps.env import device_name, git_state
 from kps.io import atomic_torch_save, check_writable_dir
 from kps.losses import make_loss
 from kps.metrics import count_correct, eval_errors, summarize
-from kps.models import make_model
+from kps.models import Scores, make_model
 from kps.params import kps_parameters
 from kps.results import SCHEMA_VERSION, config_record_path, validate_record, write_record
 from kps.schedules import drw_weights, ga_active, learning_rate
@@ -84,22 +84,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-class Scores(nn.Module):
-    """model(x) -> class scores, with the backbone under bf16 autocast when asked
-    and the head (cosines or logits) always in float32."""
-
-    def __init__(self, model: nn.Module, bf16: bool) -> None:
-        super().__init__()
-        self.model, self.bf16 = model, bf16
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # no autocast weight cache: each region is one forward, which uses every weight once
-        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16, cache_enabled=False):
-            features = self.model.features(x)
-        with torch.autocast(x.device.type, enabled=False):
-            return self.model.head(features.float())
 
 
 def seed_of(*words: int) -> int:

@@ -19,7 +19,8 @@ from kps.report.paper import (PAPER_COLUMNS, dataset_title, not_in_paper, paper_
                               read_paper_table1, table1, table1_page, table2, table2_page)
 from kps.report.provenance import (ProvenanceNote, note_for, provenance_footnotes, provenance_table,
                                    read_provenance_notes, record_file, segments_label)
-from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, ErrorSummary, RunsOverview, find_repo_root,
+from kps.report.paper import find_repo_root
+from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, ErrorSummary, RunsOverview,
                                 format_summary, matching_records, preset_of, protocol_of, runs_overview,
                                 seed_groups, setting_label, summarize, variant_label)
 from kps.report.speed import (SPEED_TARGETS, STACKED_COLUMNS, TOGETHER_COLUMNS, TRAINER_TITLES, SpeedPage,

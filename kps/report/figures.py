@@ -193,7 +193,7 @@ class PerClassPage:
 def per_class_page(results: str | Path | None = None) -> PerClassPage:
     """Figs. 6-7 from the records under ``results`` (None: the repository's ``results/``)."""
     from kps.report.provenance import provenance_footnotes, provenance_table, read_provenance_notes
-    from kps.report.records import find_repo_root
+    from kps.report.paper import find_repo_root
     from kps.results import load_records
 
     root = find_repo_root()

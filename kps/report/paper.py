@@ -16,6 +16,17 @@ from kps.configs import PRESETS, make_config
 from kps.data import summarize_counts, train_class_counts
 
 
+def find_repo_root(start: str | Path | None = None) -> Path:
+    """The repository root above ``start`` (default: the working folder): the
+    first folder holding both ``_toc.yml`` and ``kps/``. Notebooks run from
+    ``notebooks/`` (jupyter-book) or from the root (papermill, reproduce)."""
+    here = Path(start if start is not None else Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "kps").is_dir():
+            return folder
+    raise FileNotFoundError(f"no repository root (a folder with _toc.yml and kps/) at or above {here}")
+
+
 PAPER_COLUMNS = ("table", "dataset", "imbalance", "backbone", "method", "top1_error", "note")
 
 
@@ -173,8 +184,6 @@ def table2(paper_t2: pd.DataFrame) -> pd.DataFrame:
 def table1_page(data_root: str | Path | None = None) -> pd.DataFrame:
     """The Table 1 page: :func:`table1` of ``book/paper_table1.csv`` with the split
     files under ``data_root`` (None: the repository's ``data/``)."""
-    from kps.report.records import find_repo_root
-
     root = find_repo_root()
     return table1(read_paper_table1(root / "book" / "paper_table1.csv"),
                   root / "data" if data_root is None else Path(data_root))
@@ -192,7 +201,5 @@ def not_in_paper() -> pd.DataFrame:
 def table2_page() -> tuple[Any, Any]:
     """The Table 2 page: :func:`table2` of ``book/paper_table2.csv`` and
     :func:`not_in_paper`, styled so that no cell is cut short."""
-    from kps.report.records import find_repo_root
-
     root = find_repo_root()
     return table2(pd.read_csv(root / "book" / "paper_table2.csv")).style, not_in_paper().style

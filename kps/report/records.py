@@ -50,17 +50,6 @@ def format_summary(s: ErrorSummary | None, missing: str = NOT_RUN, digits: int =
     return f"{s.mean:.{digits}f}{spread} (n={s.n})"
 
 
-def find_repo_root(start: str | Path | None = None) -> Path:
-    """The repository root above ``start`` (default: the working folder): the
-    first folder holding both ``_toc.yml`` and ``kps/``. Notebooks run from
-    ``notebooks/`` (jupyter-book) or from the root (papermill, reproduce)."""
-    here = Path(start if start is not None else Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / "_toc.yml").is_file() and (folder / "kps").is_dir():
-            return folder
-    raise FileNotFoundError(f"no repository root (a folder with _toc.yml and kps/) at or above {here}")
-
-
 def preset_of(config: Mapping[str, Any]) -> Preset:
     """The preset a record's config ran.  An unknown one: ValueError naming it."""
     name = config["preset"]

@@ -16,7 +16,7 @@ import pandas as pd
 
 from kps.report import benchfiles as bf
 from kps.report.provenance import ProvenanceNote, note_for, provenance_footnotes, read_provenance_notes
-from kps.report.records import find_repo_root
+from kps.report.paper import find_repo_root
 
 # The targets of the GPU path (what the page measures against): train images/s at
 # least 10x the reference trainer's, one full run within 60 s, 12 runs in one 540 s job.

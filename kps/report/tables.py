@@ -281,7 +281,7 @@ def table_page(table: int, results: str | Path | None = None) -> TablePage:
     and ``book/provenance_notes.yml``."""
     from kps.report.paper import read_paper_numbers
     from kps.report.provenance import provenance_footnotes, provenance_table, read_provenance_notes
-    from kps.report.records import find_repo_root
+    from kps.report.paper import find_repo_root
     from kps.results import load_records
 
     root = find_repo_root()
