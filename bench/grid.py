@@ -190,23 +190,31 @@ def _write_tar(target: Path, root: Path, files: Sequence[Path]) -> None:
 
 def interrupt(proc: subprocess.Popen, grace_s: float, log: Callable[[str], None]) -> None:
     """SIGINT to ``proc`` (train-grid passes it on to its workers); after ``grace_s`` to its
-    whole process group; after as long again SIGKILL (the checkpoints are written
-    atomically after every epoch, so even that loses only the epochs in flight)."""
+    whole process group; after as long again SIGKILL, for as long as any process of the
+    group lives (the checkpoints are written atomically after every epoch, so even that
+    loses only the epochs in flight)."""
+    def group_alive() -> bool:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
     for sig, target in ((signal.SIGINT, "command"), (signal.SIGINT, "group"), (signal.SIGKILL, "group")):
-        if proc.poll() is not None:
+        if proc.poll() is not None and not group_alive():
             return
         log(f"sending {sig.name} to the {target}")
         try:
-            if target == "command":
+            if target == "command" and proc.poll() is None:
                 proc.send_signal(sig)
             else:
                 os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
-        try:
-            proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            pass
+        end = time.time() + grace_s
+        while time.time() < end and (proc.poll() is None or group_alive()):
+            time.sleep(0.2)
+    proc.wait()
 
 
 def run_grid(kps_args: Sequence[str], *, work: Path, out: Path, deadline: float, bench: dict | None = None,

@@ -158,6 +158,9 @@ def cmd_train_grid(args: argparse.Namespace) -> int:
     if args.jobs < 1 or args.stack < 1 or (args.threads is not None and args.threads < 1):
         raise ValueError(f"--jobs, --stack and --threads must be >= 1, got {args.jobs}, {args.stack} "
                          f"and {args.threads}")
+    if args.jobs > 1 and args.force:
+        raise ValueError("train-grid --force retrains runs that have a record; with --jobs N every worker would "
+                         "retrain every run: use --force without --jobs")
     if args.jobs > 1:
         from kps.runner import spawn_workers
 
@@ -173,7 +176,8 @@ def cmd_train_grid(args: argparse.Namespace) -> int:
 
     quiet = args.quiet or args.worker
     failed = run_worker(configs, data_root=args.data_root, out=args.out, checkpoint_dir=args.checkpoints,
-                        device=_device(args.device), stack=args.stack, force=args.force, quiet=quiet,
+                        device=_device(args.device), stack=args.stack, force=args.force, resume=args.resume,
+                        quiet=quiet,
                         log=lambda line: print(line, flush=True))
     return 1 if failed else 0
 
@@ -271,14 +275,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     g = sub.add_parser("train-grid", help="train several methods x seeds (data loaded once), or a named grid",
-                       description="Train every (method, seed) pair one after another in one process, loading "
-                                   "the data once.  --jobs N: N worker processes take the configurations in "
-                                   "order, each skipping those with a record or claimed by another worker, and "
-                                   "resuming checkpoints (kps.runner); a later call continues where one stopped.")
+                       description="Train the configurations in order (kps.runner), loading the data once: "
+                                   "those with a record are done (--force retrains them), checkpoints are "
+                                   "resumed (--restart replaces them).  --jobs N: N worker processes take the "
+                                   "configurations in order, each passing over those claimed by another worker; "
+                                   "--stack K: up to K that read the same batches train as one network (kps.stack). "
+                                   "A later call continues where one stopped (Ctrl-C keeps every checkpoint).")
     g.add_argument("--methods", nargs="+")
     g.add_argument("--seeds", nargs="+", type=int, default=[0])
     g.add_argument("--grid", help="a named grid instead of --methods/--seeds: cpu (the CPU-scale protocol's "
-                                  "14 rows x rho 100, 50 x seeds 0-2, kps.runner.CPU_GRID_ROWS)")
+                                  "14 rows x rho 100, 50 x seeds 0-2, kps.runner.CPU_GRID_ROWS) or gpu (the paper "
+                                  "protocol's Tables 3 and 5 rows at rho 100, seeds 0-2, kps.runner.GPU_GRID_ROWS)")
     g.add_argument("--jobs", type=int, default=1,
                    help="worker processes (default 1); on CPU one per core, e.g. --jobs 2 on two cores")
     g.add_argument("--threads", type=int, help="threads per process (default with --jobs on CPU: 1)")

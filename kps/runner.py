@@ -164,9 +164,11 @@ def release(checkpoint: Path) -> None:
 
 def run_worker(configs: Sequence[RunConfig], *, data_root: str | Path, out: str | Path,
                checkpoint_dir: str | Path | None = None, device: str = "cpu", stack: int = 1,
-               force: bool = False, quiet: bool = True, log: Callable[[str], None] = print) -> int:
+               force: bool = False, resume: bool = True, quiet: bool = True,
+               log: Callable[[str], None] = print) -> int:
     """One worker: train every configuration of ``configs`` that has no record (any,
-    with ``force``) and no live claim, in order, resuming checkpoints; with ``stack``
+    with ``force``) and no live claim, in order, resuming checkpoints (replacing them
+    if not ``resume``); with ``stack``
     > 1 up to that many at once as one network (module docstring).  Returns the number
     of runs that failed (a diverged run is reported and passed over; its checkpoint
     stays).  SIGINT ends the worker with TrainingInterrupted, claims released."""
@@ -201,7 +203,7 @@ def run_worker(configs: Sequence[RunConfig], *, data_root: str | Path, out: str 
             names = ", ".join(str(config_record_path(out, configs[j])) for j in claimed)
             log(f"[{i + 1}/{len(configs)}] {time.strftime('%H:%M:%S')} {names}")
             failed += _train_unit([configs[j] for j in claimed], cache[data_key(config)], out=out, device=device,
-                                  checkpoint_dir=checkpoint_dir, force=force, quiet=quiet,
+                                  checkpoint_dir=checkpoint_dir, force=force, resume=resume, quiet=quiet,
                                   log=lambda line: log(f"[{i + 1}/{len(configs)}] {time.strftime('%H:%M:%S')} {line}"))
         finally:
             for j in claimed:
@@ -210,44 +212,48 @@ def run_worker(configs: Sequence[RunConfig], *, data_root: str | Path, out: str 
 
 
 def _train_unit(configs: Sequence[RunConfig], data: Any, *, out: str | Path, device: str,
-                checkpoint_dir: str | Path, force: bool, quiet: bool, log: Callable[[str], None]) -> int:
+                checkpoint_dir: str | Path, force: bool, resume: bool, quiet: bool,
+                log: Callable[[str], None]) -> int:
     """Train ``configs`` on ``data`` in this process: those that can share a network
-    stacked, the others one after another; write their records.  Returns the failures."""
+    stacked, the others one after another; write their records.  Returns the number of
+    runs that diverged (each reported; its checkpoint stays)."""
     from kps.results import write_record
     from kps.stack import fit_stack, stack_groups
     from kps.train import TrainingDiverged, check_outputs, make_trainer, train
 
-    if len(configs) == 1:
-        units = [[configs[0]]]
+    failed = 0
+    if len(configs) == 1:  # the plain run
+        try:
+            results: list[Any] = [train(configs[0], out=out, device=device, resume=resume, quiet=quiet, force=force,
+                                        checkpoint_dir=checkpoint_dir, data=data)]
+        except TrainingDiverged as err:
+            results = [err]
     else:
         made = []
         for c in configs:
             check_outputs(c, out, checkpoint_dir, force)
-            made.append(make_trainer(c, data, device, checkpoint_dir, resume=True, finished_ok=not force))
-        by_trainer = {id(t): (t, ckpt) for t, ckpt in made}
-        units = [[by_trainer[id(t)] for t in group] for group in stack_groups([t for t, _ in made])]
-    failed = 0
-    for unit in units:
-        try:
-            if isinstance(unit[0], RunConfig):  # one configuration: the plain run
-                records = [train(unit[0], out=out, device=device, resume=True, quiet=quiet, force=force,
-                                 checkpoint_dir=checkpoint_dir, data=data)]
-            elif len(unit) == 1:
-                (trainer, ckpt), = unit
-                records = [trainer.fit(ckpt, quiet=quiet)]
-                write_record(records[0], out, force=force)
+            made.append(make_trainer(c, data, device, checkpoint_dir, resume=resume, finished_ok=not force))
+        checkpoint_of = {id(t): ckpt for t, ckpt in made}
+        results = []
+        for group in stack_groups([t for t, _ in made]):
+            if len(group) == 1:
+                try:
+                    results.append(group[0].fit(checkpoint_of[id(group[0])], quiet=quiet))
+                except TrainingDiverged as err:
+                    results.append(err)
             else:
-                records = fit_stack([t for t, _ in unit], [ckpt for _, ckpt in unit])
-                for record in records:
-                    write_record(record, out, force=force)
-        except TrainingDiverged as err:
-            failed += len(unit)
-            log(f"diverged, passed over: {err}")
+                results += fit_stack(group, [checkpoint_of[id(t)] for t in group])
+            for r in results[len(results) - len(group):]:
+                if isinstance(r, dict):
+                    write_record(r, out, force=force)
+    for r in results:
+        if isinstance(r, TrainingDiverged):
+            failed += 1
+            log(f"diverged, passed over: {r}")
             continue
-        for r in records:
-            stacked = r["segments"][-1].get("stacked_runs")
-            log(f"done: {r['config']['method']} seed {r['config']['seed']}: final {r['top1_error']:.2f}, "
-                f"best {r['best_top1_error']:.2f}, {r['wall_time_s']:.0f} s" + (f" ({stacked} stacked)" if stacked else ""))
+        stacked = r["segments"][-1].get("stacked_runs")
+        log(f"done: {r['config']['method']} seed {r['config']['seed']}: final {r['top1_error']:.2f}, "
+            f"best {r['best_top1_error']:.2f}, {r['wall_time_s']:.0f} s" + (f" ({stacked} stacked)" if stacked else ""))
     return failed
 
 
@@ -258,7 +264,8 @@ def spawn_workers(argv: Sequence[str], jobs: int, threads: int) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     procs = [subprocess.Popen([sys.executable, "-m", "kps", *argv, "--worker"], env=env) for _ in range(jobs)]
     try:
-        return max(p.wait() for p in procs)
+        # a worker killed by signal n (returncode -n) counts as the shell's 128 + n, never as success
+        return max(code if code >= 0 else 128 - code for code in (p.wait() for p in procs))
     except KeyboardInterrupt:
         for p in procs:
             if p.poll() is None:

@@ -17,7 +17,7 @@ ResNet-32 step on a batch of 64 is bound by kernel launches).
 The members are ordinary :class:`kps.train.Trainer` objects, which know nothing of
 the stack: :func:`fit_stack` sets each member's epoch (lr, GA, DRW), trains the
 stack, and hands each member its loss and evaluation to book
-(:meth:`kps.train.Trainer.end_epoch`), after copying its slice of the stacked
+(:meth:`kps.train.Trainer.end_epoch`; a diverged member ends alone), after copying its slice of the stacked
 weights, BatchNorm statistics and momenta back into its own model and optimizer
 whenever its checkpoint is due (:meth:`Stack.export`).  So records and checkpoints
 stay per run, in the ordinary format, and a stack is built from its members'
@@ -40,8 +40,8 @@ import torch.nn as nn
 from kps.configs import RunConfig
 from kps.metrics import count_correct
 from kps.models import Classifier, ResNet32Body, Scores
-from kps.train import (EVAL_BATCH, Trainer, check_every, compile_fn, make_optimizer, new_compiled_step,
-                       set_lr, sgd_step)
+from kps.train import (EVAL_BATCH, Trainer, TrainingDiverged, check_every, compile_fn, make_optimizer,
+                       new_compiled_step, set_lr, sgd_step)
 
 __all__ = ["STACK_FREE_KEYS", "stack_key", "stack_states", "member_state", "Stack", "fit_stack", "stack_groups"]
 
@@ -248,17 +248,21 @@ def stack_groups(trainers: Sequence[Trainer]) -> list[list[Trainer]]:
 
 
 def fit_stack(trainers: Sequence[Trainer], checkpoints: Sequence[Path | None], *,
-              checkpoint_every: int = 1) -> list[dict[str, Any]]:
-    """Train ``trainers`` (stackable, at the same epoch) as one :class:`Stack` to the end
-    and return their records; each member's checkpoint is written as its own
-    :meth:`~kps.train.Trainer.end_epoch` says.  A member whose loss diverges stops
-    the stack (TrainingDiverged); the others keep their last checkpoints."""
+              checkpoint_every: int = 1) -> list[dict[str, Any] | TrainingDiverged]:
+    """Train ``trainers`` (stackable, at the same epoch) as one :class:`Stack` to the end;
+    returns each member's record, or the TrainingDiverged that ended it.  Each member's
+    checkpoint is written as its own :meth:`~kps.train.Trainer.end_epoch` says.  A member
+    whose loss diverges is ended alone: its columns of the stack train on, unread (its
+    loss reaches only its own weights: the losses are summed and the convolutions grouped)."""
     check_every(checkpoint_every)
     stack = Stack(trainers)
     first, c = trainers[0], trainers[0].config
     last: list[dict[str, np.ndarray] | None] = [None] * len(trainers)
+    ended: dict[int, TrainingDiverged] = {}
     try:
         for epoch in range(first.next_epoch, c.epochs):
+            if len(ended) == len(trainers):
+                break
             t0 = time.perf_counter()
             losses = stack.train_epoch(epoch, first.epoch_indices()).tolist()
             for m in trainers[1:]:
@@ -266,10 +270,15 @@ def fit_stack(trainers: Sequence[Trainer], checkpoints: Sequence[Path | None], *
             results = stack.evaluate() if first.eval_due(epoch) else [None] * len(trainers)
             seconds = time.perf_counter() - t0
             for i, (m, ckpt) in enumerate(zip(trainers, checkpoints)):
+                if i in ended:
+                    continue
                 if ckpt is not None and m.checkpoint_due(epoch, checkpoint_every):
                     stack.export(m)
                 last[i] = results[i] or last[i]
-                m.end_epoch(epoch, losses[i], results[i], seconds, ckpt, checkpoint_every)
+                try:
+                    m.end_epoch(epoch, losses[i], results[i], seconds, ckpt, checkpoint_every)
+                except TrainingDiverged as err:
+                    ended[i] = err
     except KeyboardInterrupt as err:
         raise first.interrupted(checkpoints[0]) from err
-    return [m.record(r) for m, r in zip(trainers, last)]
+    return [ended[i] if i in ended else m.record(r) for i, (m, r) in enumerate(zip(trainers, last))]

@@ -236,7 +236,13 @@ class Trainer:
             self.loss_fn.ga = ga_active(epoch, c.ga_switch_epoch)
         if self.spec.drw:
             w = drw_weights(self.counts, epoch, c.drw_epoch, c.drw_beta)
-            self.loss_fn.weight = None if w is None else torch.as_tensor(w, dtype=torch.float32, device=self.device)
+            old = self.loss_fn.weight
+            if w is None:
+                self.loss_fn.weight = None
+            elif isinstance(old, torch.Tensor) and old.shape == (len(w),):
+                old.copy_(torch.as_tensor(w, dtype=torch.float32))  # one tensor: a compiled CUDA graph reads it
+            else:
+                self.loss_fn.weight = torch.as_tensor(w, dtype=torch.float32, device=self.device)
         return self.lr
 
     def batch_loss(self, x: torch.Tensor, y: torch.Tensor, mix: tuple[torch.Tensor, ...] | None = None

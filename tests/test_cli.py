@@ -149,6 +149,7 @@ def test_train_grid_stack_trains_the_methods_of_a_seed_as_one_network(tmp_path, 
         (["train-grid", "--methods", "kps", "ce", "--dataset", "cifar10", "--stack", "0"],
          "--jobs, --stack and --threads must be >= 1, got 1, 0 and None"),
         (["train-grid", "--grid", "tpu"], "unknown grid 'tpu'; valid: cpu, gpu"),
+        (["train-grid", "--grid", "cpu", "--jobs", "2", "--force"], "with --jobs N every worker would retrain"),
         (["train-grid", "--grid", "cpu", "--methods", "ce"], "give --grid or --dataset/--methods"),
         (["train-grid", "--dataset", "cifar10"], "train-grid needs --methods (or --grid NAME: cpu, gpu)"),
         (["train", "--method", "ce", "--dataset", "cifar10", "--compile", "cuda-graph"],
@@ -256,8 +257,9 @@ def test_ctrl_c_says_where_and_the_same_command_resumes(tmp_path, fake_data, cap
     assert [h["loss"] for h in again["history"]] == [h["loss"] for h in record["history"]]
 
 
-def test_restart_replaces_an_unfinished_checkpoint_and_says_so(tmp_path, fake_data, capsys, monkeypatch):
-    argv = ["train", "--method", "ce", "--dataset", "cifar10", "--epochs", "2", "--quiet", "--set", "batch_size=16",
+@pytest.mark.parametrize("command", [["train", "--method", "ce"], ["train-grid", "--methods", "ce"]])
+def test_restart_replaces_an_unfinished_checkpoint_and_says_so(tmp_path, fake_data, capsys, monkeypatch, command):
+    argv = [*command, "--dataset", "cifar10", "--epochs", "2", "--quiet", "--set", "batch_size=16",
             "--set", "warmup_epochs=1", "--out", str(tmp_path / "results"), "--device", "cpu"]
     real = kt.Trainer.train_epoch
     monkeypatch.setattr(kt.Trainer, "train_epoch",

@@ -170,6 +170,28 @@ def test_stopped_stacked_runs_resume_stacked_or_alone(tmp_path, monkeypatch):
         close_records(record, reference[run.method])
 
 
+def test_a_diverging_member_ends_alone_and_the_others_train_on(tmp_path, monkeypatch):
+    """A stacked run whose weights become NaN ends with TrainingDiverged; its NaN reaches
+    no other member (losses summed, convolutions grouped): they end as they would alone."""
+    runs = [config("ce"), config("kps_ga"), config("ldam_drw")]
+    trainers = [kt.Trainer(c, synthetic_data()) for c in runs]
+    real = Stack.train_epoch
+
+    def poison_kps_ga(self, epoch, indices):
+        if epoch == 1:
+            with torch.no_grad():
+                next(self.model.head.runs[1].parameters()).fill_(float("nan"))
+        return real(self, epoch, indices)
+
+    monkeypatch.setattr(Stack, "train_epoch", poison_kps_ga)
+    ends = fit_stack(trainers, [kt.checkpoint_path(tmp_path / "ckpt", c) for c in runs])
+    assert isinstance(ends[1], kt.TrainingDiverged) and "kps_ga seed 0" in str(ends[1]) and "epoch 1" in str(ends[1])
+    assert torch.load(kt.checkpoint_path(tmp_path / "ckpt", runs[1]), weights_only=False)["next_epoch"] == 1
+    for i in (0, 2):
+        assert ends[i]["segments"][-1]["stacked_runs"] == 3
+        close_records(ends[i], alone(tmp_path, runs[i], synthetic_data()))
+
+
 def test_only_runs_on_the_same_batches_stack():
     data = synthetic_data()
     runs = [config("ce"), config("la"), config("ce", seed=1), config("kps_ga_mixup", mixup_alpha=1.0)]

@@ -17,8 +17,9 @@ BENCH_SCHEMA = "kps-bench/1"
 BENCH_KEYS = ("device", "date", "git_commit", "git_dirty", "torch_version", "peak")
 TRAINER_KEYS = ("train_images_per_s", "epoch_s", "eval_s_per_epoch", "projected_run_s", "achieved_tflops",
                 "fraction_of_bf16_peak")
-# The measurements that are not trainers (bench.py --together K, --stack S) and the
-# keys read from each, in the order of their tables; a key a file lacks reads None.
+# The measurements that are not trainers (--together K of the November 2026 bench, since
+# removed; --stack S) and the keys read from each, in the order of their tables; a key a
+# file lacks reads None.
 MEASUREMENT_KEYS = {
     "together": ("runs", "compile", "round_s_median", "epochs_per_s", "train_images_per_s",
                  "epoch_rate_vs_alone", "epoch_rate_vs_reference"),

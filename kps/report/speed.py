@@ -229,9 +229,9 @@ def _nan(x: Any) -> Any:
 
 
 def together_table(benches: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per bench result with a ``together`` measurement (bench.py
-    --together K: K fast runs side by side in one process, one CUDA stream
-    each), indexed by bench: device, date, K, compile mode, the median round
+    """One row per bench result with a ``together`` measurement (--together K of
+    the November 2026 bench, since removed: K fast runs side by side in one
+    process, one CUDA stream each), indexed by bench: device, date, K, compile mode, the median round
     (every run one epoch of training and evaluation) in s, the aggregate
     epochs/s and training images/s of all K runs, and that epoch rate divided
     by one fast run's alone (same file and mode; NaN where not timed alone) and
@@ -273,8 +273,8 @@ def stacked_table(benches: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
 
 
 def measurement_status(benches: Mapping[str, Mapping[str, Any]], kind: str) -> pd.DataFrame:
-    """Whether each bench result has the ``kind`` measurement ('together': bench.py
-    --together K; 'stacked': --stack S), indexed by bench: status 'measured',
+    """Whether each bench result has the ``kind`` measurement ('together': the
+    November 2026 bench's --together K; 'stacked': bench.py --stack S), indexed by bench: status 'measured',
     'failed' (with the recorded error) or 'not measured' (the file predates it)."""
     rows = []
     for name, bench in benches.items():
@@ -286,7 +286,7 @@ def measurement_status(benches: Mapping[str, Mapping[str, Any]], kind: str) -> p
 
 # Do the trainers train alike?  The fast path and the plain path should agree on a
 # short run to within run-to-run noise.  Newer bench files record each trainer's
-# mean training loss per epoch (warm-up included) and, with ``--together K``, the
+# mean training loss per epoch (warm-up included) and, with the November 2026 bench's ``--together K``, the
 # losses of K seeds of the fast path: their spread at the last epoch is the noise band.
 
 
