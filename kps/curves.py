@@ -15,16 +15,16 @@ __all__ = ["error_curves", "plot_error_curves"]
 
 
 def error_curves(records: Iterable[Mapping[str, Any]], methods: Sequence[str], protocol: str,
-                 imbalance: float) -> pd.DataFrame:
+                 imbalance: float, dataset: str = "cifar10-jpeg") -> pd.DataFrame:
     """One row per (series, evaluated epoch): ``series`` is the method, with its variant
     (e.g. the authors' GA) where it is not the paper's; mean and sample std (NaN for one
-    seed) of the test error over the full-schedule records of ``protocol`` at
-    ``imbalance`` that evaluated that epoch; ``n`` seeds."""
+    seed) of the test error over the full-schedule records of ``protocol`` on ``dataset``
+    at ``imbalance`` that evaluated that epoch; ``n`` seeds."""
     by_series: dict[tuple[int, str], list[Mapping[str, Any]]] = {}  # (method's place, series name) -> records
     for rec in records:
         c = rec["config"]
         if (c["method"] not in methods or protocol_of(c) != protocol or float(c["imbalance"]) != float(imbalance)
-                or rec["epochs"] != rec["preset_epochs"]):
+                or c["dataset"] != dataset or rec["epochs"] != rec["preset_epochs"]):
             continue
         variant = variant_label(c, with_protocol=False)
         name = c["method"] if variant == "paper setting" else f"{c['method']} ({variant})"

@@ -876,3 +876,25 @@ def test_table_page_and_speed_page_values(tmp_path):
     empty = report.speed_page(tmp_path)
     assert empty.benches == {} and empty.targets_met == 0 and empty.chart is None
     assert empty.summary.data["status"].tolist() == ["not measured"] * 3 and empty.grid.data.empty
+
+
+def test_a_reduced_protocol_is_never_set_beside_the_paper_protocol():
+    """Detail rows of the CPU-scale protocol carry no paper number; setting_effects and the
+    per-class GA pair keep protocols apart (records built from the repository's own)."""
+    from kps.results import load_records
+
+    records = load_records(ROOT / "results")
+    cpu = [r for r in records if r["config"]["preset"] == "cifar10_lt_small"]
+    if not cpu:
+        pytest.skip("no CPU-scale records under results/")
+    detail = report.table_page(3).detail.data
+    reduced = detail[detail["protocol"] == "CPU-scale"]
+    assert len(reduced) > 0 and set(reduced["paper"]) == {""}
+    assert (detail[detail["protocol"] == "paper"]["paper"] != "").all()
+    # the same method and cell in two protocols: two groups of one setting each, so no row
+    assert report.setting_effects([record(seed=0), record(seed=0, preset="cifar10_lt_small")]).empty
+    pairs = [r for r in cpu if r["config"]["method"] == "kps_ga" and r["config"]["lr_style"] == "paper"]
+    if {r["config"]["ga_variant"] for r in pairs} == {"paper", "official"}:
+        assert report.ga_variant_per_class(pairs) is None  # no paper-protocol pair among them
+        t = report.ga_variant_per_class(pairs, protocol="CPU-scale")
+        assert t.loc["class size"].tolist()[0] == 5000

@@ -145,7 +145,7 @@ def per_class_figure(records: Sequence[Mapping[str, Any]], title: str, methods: 
                 continue
             for setting, part in per_group_error_table(recs).groupby("setting", sort=False):
                 series.append((k, method, setting, part))
-                summary.append(part.assign(dataset=panel.split(",")[0]))
+                summary.append(part.assign(dataset=panel))  # the whole panel title: it names the protocol
         drawn = sum(part is not None for *_, part in series)
         width = 0.8 / max(drawn, 1)
         x = np.arange(10)

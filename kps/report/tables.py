@@ -178,12 +178,13 @@ def _ga_variant_pairs(records: Sequence[Mapping[str, Any]]) -> list[dict[str, li
     return [by_key[k] for k in sorted(by_key) if {"paper", "official"} <= set(by_key[k])]
 
 
-def ga_variant_per_class(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame | None:
+def ga_variant_per_class(records: Sequence[Mapping[str, Any]], protocol: str = "paper") -> pd.DataFrame | None:
     """Per-class test accuracy (argmax cos, mean over seeds) of the first pair of
-    :func:`_ga_variant_pairs`, classes from the largest to the smallest training
+    :func:`_ga_variant_pairs` run at ``protocol`` (a reduced protocol's pair is never
+    shown as the paper protocol's), classes from the largest to the smallest training
     count; rows: class size, paper GA, authors' GA, authors' minus paper.  None
     without such a pair."""
-    pairs = _ga_variant_pairs(records)
+    pairs = [v for v in _ga_variant_pairs(records) if protocol_of(v["paper"][0]["config"]) == protocol]
     if not pairs:
         return None
     v = pairs[0]
@@ -236,15 +237,17 @@ def ga_variant_view(records: Sequence[Mapping[str, Any]]) -> Any:
 
 
 def setting_effects(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Runs of one dataset, method, imbalance and backbone made in more than
-    one setting (e.g. the paper's and the authors' code's), side by side: one
+    """Runs of one protocol, dataset, method, imbalance and backbone made in more
+    than one setting (e.g. the paper's and the authors' code's), side by side: one
     row per setting with final and best-epoch error (mean ± std over seeds)."""
     by_cell: dict[tuple, list[Mapping[str, Any]]] = {}
     for rec in records:
         c = rec["config"]
-        by_cell.setdefault((c["dataset"], c["method"], float(c["imbalance"]), c["arch"]), []).append(rec)
+        # one protocol per group: a reduced protocol's runs are never set beside the paper protocol's
+        by_cell.setdefault((protocol_of(c), c["dataset"], c["method"], float(c["imbalance"]), c["arch"]),
+                           []).append(rec)
     rows = []
-    for (dataset, method, imbalance, arch), recs in sorted(by_cell.items()):
+    for (_, dataset, method, imbalance, arch), recs in sorted(by_cell.items()):
         groups = seed_groups(recs)
         if len(groups) < 2:
             continue
@@ -290,7 +293,10 @@ def table_page(table: int, results: str | Path | None = None) -> TablePage:
     notes = read_provenance_notes(root / "book" / "provenance_notes.yml")
     long = comparison_table(paper, records, table)
     used = table_records(paper, records, table)
-    detail = long.drop(columns=["paper label", "our variant"]).set_index(["method", "dataset", "imbalance", "backbone"])
+    detail = long.drop(columns=["paper label", "our variant"])
+    # a reduced protocol's row never shows the paper's number beside its own
+    detail.loc[~detail["protocol"].isin(["", "paper"]), "paper"] = ""
+    detail = detail.set_index(["method", "dataset", "imbalance", "backbone"])
     return TablePage(table, long, used, wide=wide_table(long).style, detail=detail.style,
                      provenance=provenance_table(used, notes).style.hide(axis="index"),
                      footnotes=provenance_footnotes(notes, used))
