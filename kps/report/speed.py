@@ -7,7 +7,7 @@ Markdown says what they mean."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -236,14 +236,7 @@ def together_table(benches: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     epochs/s and training images/s of all K runs, and that epoch rate divided
     by one fast run's alone (same file and mode; NaN where not timed alone) and
     by the reference trainer's, as the bench wrote them.  No rows without one."""
-    rows = []
-    for name, bench in benches.items():
-        t = bf.measurement(bench, "together")
-        if not t:
-            continue
-        p = bf.provenance(bench)
-        rows.append(dict(zip(TOGETHER_COLUMNS, (p["device"], p["date"], *(_nan(v) for v in t.values()))), bench=name))
-    return pd.DataFrame(rows, columns=["bench", *TOGETHER_COLUMNS]).set_index("bench")
+    return _measurement_table(benches, "together", TOGETHER_COLUMNS)
 
 
 STACKED_COLUMNS = ("device", "date", "runs stacked", "compile mode", "one round (s)",
@@ -262,14 +255,20 @@ def stacked_table(benches: Mapping[str, Mapping[str, Any]]) -> pd.DataFrame:
     did not time as many in that mode) and by the reference trainer's, and the
     largest relative difference of a copy's training loss per epoch to the run alone
     (NaN where not compared), as the bench wrote them.  No rows without one."""
+    return _measurement_table(benches, "stacked", STACKED_COLUMNS)
+
+
+def _measurement_table(benches: Mapping[str, Mapping[str, Any]], kind: str, columns: Sequence[str]) -> pd.DataFrame:
+    """One row per bench result with the ``kind`` measurement: device, date, then its
+    values in :data:`kps.report.benchfiles.MEASUREMENT_KEYS` order under ``columns``."""
     rows = []
     for name, bench in benches.items():
-        t = bf.measurement(bench, "stacked")
+        t = bf.measurement(bench, kind)
         if not t:
             continue
         p = bf.provenance(bench)
-        rows.append(dict(zip(STACKED_COLUMNS, (p["device"], p["date"], *(_nan(v) for v in t.values()))), bench=name))
-    return pd.DataFrame(rows, columns=["bench", *STACKED_COLUMNS]).set_index("bench")
+        rows.append(dict(zip(columns, (p["device"], p["date"], *(_nan(v) for v in t.values()))), bench=name))
+    return pd.DataFrame(rows, columns=["bench", *columns]).set_index("bench")
 
 
 def measurement_status(benches: Mapping[str, Mapping[str, Any]], kind: str) -> pd.DataFrame:
