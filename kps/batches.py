@@ -18,16 +18,21 @@ import torch
 from kps.configs import RunConfig
 from kps.data import DATASETS, GPUAugment, LTData, TensorSplit, build_dataset, downsample
 
-__all__ = ["TensorBatches", "LoaderBatches", "augment_for", "shard", "load_data", "to_device", "data_key",
+__all__ = ["TensorBatches", "LoaderBatches", "crop_padding", "augment_for", "shard", "load_data", "to_device", "data_key",
            "targets_of"]
 
 
+def crop_padding(size: int, native: int) -> int:
+    """The random crop's padding at input side ``size`` for data of side ``native``:
+    Sec. 4.2.1's 4 pixels at 32, scaled with the side (2 at 16 px: the same fraction)."""
+    return max(1, round(4 * size / native))
+
+
 def augment_for(data: LTData) -> GPUAugment:
-    """Sec. 4.2.1's pad-4 crop-32 flip, the padding scaled with the image size
-    (2 at 16 px: the same fraction of the image)."""
+    """Sec. 4.2.1's pad-4 crop-32 flip at the data's image size (:func:`crop_padding`)."""
     spec = DATASETS[data.name]
     size = int(data.train.images.shape[-1])
-    return GPUAugment(spec.mean, spec.std, pad=max(1, round(4 * size / spec.image_size)), crop=size)
+    return GPUAugment(spec.mean, spec.std, pad=crop_padding(size, spec.image_size), crop=size)
 
 
 def shard(order: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:

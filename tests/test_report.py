@@ -227,6 +227,21 @@ def test_per_group_error_table():
         report.per_group_error_table([r0])
 
 
+def test_head_tail_table_pools_seeds_in_method_order():
+    runs = [record(method="kps_ga", seed=0, final=40.0), record(method="kps_ga", seed=1, final=50.0),
+            record(method="kps_ga", ga_variant="official", final=30.0), record(method="ce", final=60.0)]
+    for r, head in zip(runs, (10.0, 20.0, 5.0, 1.0)):
+        r["group_errors"] = {"head": head, "mid": 2 * head, "tail": 100.0 - head}
+    t = report.head_tail_table(runs)
+    assert t["method"].tolist() == ["ce", "kps_ga", "kps_ga"]  # kps.configs.METHODS order, paper setting first
+    assert t["variant"].iloc[1] == "paper setting" and "authors'" in t["variant"].iloc[2]
+    pooled = t.iloc[1]
+    assert (pooled["n"], pooled["error"], pooled["head error"], pooled["mid error"], pooled["tail error"]) == \
+        (2, 45.0, 15.0, 30.0, 85.0)
+    assert t.iloc[2]["tail error"] == 95.0 and t.iloc[0]["n"] == 1
+    assert report.head_tail_table([]).empty
+
+
 def test_find_repo_root(tmp_path):
     assert report.find_repo_root(ROOT / "notebooks") == ROOT
     with pytest.raises(FileNotFoundError, match="repository root"):
@@ -515,13 +530,6 @@ def test_grid_table_and_facts(benches):
     assert g.loc["kps_ga", "stacked runs"] == 6 and g.loc["kps_ga:official", "stacked runs"] == 1
     assert g.loc["kps", "stacked runs"] == ""  # not done: its record would say
     assert g.loc["kps", "why it stopped"] == done["kps"]["reason"]
-    retried = dict(runs, retry_compile="reduce-overhead", runs=[
-        dict(r, retried_after="exit status -9, no record") if r["run"] in ("kps_ga", "kps") else r for r in runs["runs"]])
-    g = report.grid_table(retried)
-    assert g.loc["kps_ga", "why it stopped"] == ("first attempt failed (exit status -9, no record), tried once more "
-                                                 "alone in `reduce-overhead`")
-    assert g.loc["kps", "why it stopped"] == (f"{done['kps']['reason']}; first attempt failed (exit status -9, no "
-                                              "record), tried once more alone in `reduce-overhead`")
     # the grid's own time comes from runs.json; the job's log is never read
     f = report.speed.grid_facts({"job2": runs}, jobs=["job2", "job1"])
     job2 = f.loc["job2"]
@@ -812,6 +820,13 @@ def test_train_loss_of_the_committed_benches_predates_the_record(benches):
     assert report.speed.train_loss_tables(benches).empty
 
 
+def test_protocols_lists_the_held_ones_reduced_first():
+    small, paper_run = record(preset="cifar10_lt_small"), record()
+    assert report.protocols([paper_run, small, small]) == ["CPU-scale", "paper"]
+    assert report.protocols([paper_run]) == ["paper"] and report.protocols([small]) == ["CPU-scale"]
+    assert report.protocols([]) == []
+
+
 def test_runs_overview_counts_protocols_and_times_the_grid():
     from kps.runner import cpu_grid
 
@@ -833,6 +848,8 @@ def test_runs_overview_counts_protocols_and_times_the_grid():
     assert o.run_min == pytest.approx(12.5) and o.grid_hours == pytest.approx(8.75)
     none = report.runs_overview([], grid, workers=2)
     assert none.counts.empty and none.grid_done == 0 and math.isnan(none.run_min)
+    assert o.duration == "one run takes 12.5 min on one core (mean of its records), so the whole grid takes about 8.8 h on 2 cores"
+    assert none.duration == "its duration is not measured yet (no grid run has a record)" and "nan" not in none.duration
 
 
 def test_the_committed_cpu_bench_timed_the_grids_configuration():

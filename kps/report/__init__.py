@@ -14,14 +14,14 @@ other kps modules import are re-exported here."""
 
 from kps.report.benchfiles import BENCH_SCHEMA, bench_files, read_bench, read_grids
 from kps.report.figures import (GRADIENT_FORMS, PerClassPage, gradient_table, group_names, per_class_figure,
-                                per_class_page, per_group_error_table, toy_angles, toy_table)
+                                per_class_page, per_group_error_table, head_tail_table, toy_angles, toy_table)
 from kps.report.paper import (PAPER_COLUMNS, dataset_title, not_in_paper, paper_label, read_paper_numbers,
                               read_paper_table1, table1, table1_page, table2, table2_page)
 from kps.report.provenance import (ProvenanceNote, note_for, provenance_footnotes, provenance_table,
                                    read_provenance_notes, record_file, segments_label)
 from kps.report.paper import find_repo_root
 from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, ErrorSummary, RunsOverview,
-                                format_summary, matching_records, preset_of, protocol_of, runs_overview,
+                                format_summary, matching_records, preset_of, protocol_of, protocols, runs_overview,
                                 seed_groups, setting_label, summarize, variant_label)
 from kps.report.speed import (SPEED_TARGETS, STACKED_COLUMNS, TOGETHER_COLUMNS, TRAINER_TITLES, SpeedPage,
                               bench_table, cpu_bench_facts, cpu_bench_table, cpu_benches, grid_facts, grid_per_process,
@@ -35,13 +35,13 @@ from kps.data import train_class_counts  # the dataset builders' counts, which T
 __all__ = [
     "BENCH_SCHEMA", "bench_files", "read_bench", "read_grids",
     "GRADIENT_FORMS", "PerClassPage", "gradient_table", "group_names", "per_class_figure", "per_class_page",
-    "per_group_error_table", "toy_angles", "toy_table",
+    "per_group_error_table", "head_tail_table", "toy_angles", "toy_table",
     "PAPER_COLUMNS", "dataset_title", "not_in_paper", "paper_label", "read_paper_numbers", "read_paper_table1",
     "table1", "table1_page", "table2", "table2_page",
     "ProvenanceNote", "note_for", "provenance_footnotes", "provenance_table", "read_provenance_notes",
     "record_file", "segments_label",
     "NOT_IMPLEMENTED", "NOT_RUN", "ErrorSummary", "RunsOverview", "find_repo_root", "format_summary",
-    "matching_records", "preset_of", "protocol_of", "runs_overview", "seed_groups", "setting_label", "summarize",
+    "matching_records", "preset_of", "protocol_of", "protocols", "runs_overview", "seed_groups", "setting_label", "summarize",
     "variant_label",
     "SPEED_TARGETS", "STACKED_COLUMNS", "TOGETHER_COLUMNS", "TRAINER_TITLES", "SpeedPage", "bench_table", "cpu_bench_facts",
     "cpu_bench_table", "cpu_benches", "grid_facts", "grid_per_process", "grid_table", "measurement_status",

@@ -28,7 +28,7 @@ MEASUREMENT_KEYS = {
 }
 # Keys read from one run of a grid's runs.json.
 GRID_RUN_KEYS = ("run", "ga_variant", "status", "priority", "epochs_done", "checkpoint_epochs", "wall_s",
-                 "stacked_runs", "top1_error", "best_top1_error", "reason", "retried_after")
+                 "stacked_runs", "top1_error", "best_top1_error", "reason")
 
 
 def bench_files(folder: str | Path, device_type: str | None = None) -> list[Path]:
@@ -176,12 +176,12 @@ def grid_runs(runs: Mapping[str, Any]) -> list[dict[str, Any]]:
 def grid_settings(runs: Mapping[str, Any]) -> dict[str, Any]:
     """How the grid ran: epochs, runs at a time, runs per process (1 for a grid.py before
     ``--per-process``), whether it stacked (False before ``--stack``), compile mode,
-    the retry's compile mode, seconds until its deadline, seconds from its start to
+    seconds until its deadline, seconds from its start to
     its end (NaN where not recorded) and the checkpoints left out of the returned parts."""
     finished = runs.get("finished_unix")
     return {"epochs": runs.get("epochs"), "concurrency": runs.get("concurrency"),
             "per_process": runs.get("per_process", 1), "stack": bool(runs.get("stack")),
-            "compile": runs.get("compile"), "retry_compile": runs.get("retry_compile"),
+            "compile": runs.get("compile"),
             "deadline_s": runs["deadline_unix"] - runs["started_unix"],
             "wall_s": math.nan if finished is None else finished - runs["started_unix"],
             "checkpoints_left_out": list(runs.get("checkpoints_left_out") or [])}

@@ -59,6 +59,14 @@ def preset_of(config: Mapping[str, Any]) -> Preset:
     return PRESETS[name]
 
 
+def protocols(records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """The protocols that ``records`` hold: the reduced ones of :data:`kps.configs.PRESETS`
+    in its order, then 'paper'."""
+    held = {protocol_of(r["config"]) for r in records}
+    names = [p.protocol for p in PRESETS.values() if p.protocol != "paper"] + ["paper"]
+    return [name for name in dict.fromkeys(names) if name in held]
+
+
 def protocol_of(config: Mapping[str, Any]) -> str:
     """'paper' or the reduced protocol's name ('CPU-scale') of a record's config."""
     return preset_of(config).protocol
@@ -175,6 +183,14 @@ class RunsOverview:
     run_min: float
     grid_hours: float
     workers: int
+
+    @property
+    def duration(self) -> str:
+        """The grid's measured duration in words, or that it is not measured yet."""
+        if self.grid_done == 0:
+            return "its duration is not measured yet (no grid run has a record)"
+        return (f"one run takes {self.run_min:.1f} min on one core (mean of its records), so the whole grid "
+                f"takes about {self.grid_hours:.1f} h on {self.workers} cores")
 
 
 def runs_overview(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig], workers: int) -> RunsOverview:

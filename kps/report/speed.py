@@ -26,8 +26,6 @@ TRAINER_TITLES = {
     "fast_none": "fast path, eager",
     "fast_default": "fast path, torch.compile default",
     "fast_reduce-overhead": "fast path, torch.compile reduce-overhead (CUDA graphs)",
-    "fast_cuda-graph": "fast path, whole step in one CUDA graph, eager kernels",
-    "fast_cuda-graph-compiled": "fast path, whole step in one CUDA graph, compiled kernels",
 }
 NOT_MEASURED = "not measured"
 
@@ -153,10 +151,8 @@ def grid_table(runs: Mapping[str, Any]) -> pd.DataFrame:
     done (of the grid's epochs), epochs kept in its last checkpoint, wall
     seconds (process start to end), final and best top-1 error (finished runs
     only), how many runs its (last) process trained as one network with it
-    (``stacked_runs``, 1: not stacked; blank where not recorded) and why a run stopped,
-    or why its first attempt failed where it was tried again (``retried_after``)."""
-    settings = bf.grid_settings(runs)
-    epochs = settings["epochs"]
+    (``stacked_runs``, 1: not stacked; blank where not recorded) and why a run stopped."""
+    epochs = bf.grid_settings(runs)["epochs"]
     rows = []
     for r in bf.grid_runs(runs):
         done = r["status"] == "done"
@@ -168,10 +164,7 @@ def grid_table(runs: Mapping[str, Any]) -> pd.DataFrame:
             "stacked runs": r["stacked_runs"] if done and r["stacked_runs"] is not None else "",
             "final error (%)": f"{r['top1_error']:.2f}" if done and r["top1_error"] is not None else "",
             "best error (%)": f"{r['best_top1_error']:.2f}" if done and r["best_top1_error"] is not None else "",
-            "why it stopped": "; ".join(filter(None, [
-                r["reason"] or "",
-                f"first attempt failed ({r['retried_after']}), tried once more alone in "
-                f"`{settings['retry_compile']}`" if r["retried_after"] else ""])),
+            "why it stopped": r["reason"] or "",
         })
     return pd.DataFrame(rows).set_index("run")
 
@@ -524,7 +517,7 @@ def cpu_bench_facts(bench: Mapping[str, Any], file: str) -> pd.DataFrame:
                         ).set_index("file")
 
 
-def cpu_benches(folder: str | Path, protocol: str = "CPU-scale") -> dict[str, dict]:
+def cpu_benches(folder: str | Path, protocol: str) -> dict[str, dict]:
     """The CPU bench results under ``folder`` that timed ``protocol``, by file name."""
     out = {}
     for path in bf.bench_files(folder, "cpu"):
