@@ -55,6 +55,10 @@ def test_claims_table_pairs_by_seed_and_protocol():
     assert head["verdict"] == "inconclusive at n=2"
     row = table.loc["the authors' row scale against eq. 25's column scale (no claimed direction)"]
     assert row["a - b by seed"] == "0: -8.00" and row["verdict"] == "inconclusive: one seed, no interval"
+    # the same pair on the head and the tail classes (kps_ga seed 0: head 11, tail 50; authors' GA: 10, 60)
+    same = "the authors' row scale against eq. 25's column scale"
+    assert table.loc[f"{same}, head classes", "a - b by seed"] == "0: +1.00"
+    assert table.loc[f"{same}, tail classes", "a - b by seed"] == "0: -10.00"
     # the paper's protocol has only the lone LDAM-DRW record: nothing is paired there
     assert set(claims.claims_table(recs, "paper")["verdict"]) == {"no paired records yet"}
 
@@ -64,5 +68,9 @@ def test_verdicts_contradicted_and_undirected():
     assert claims.verdict(c["kps_ga>ldam_drw"], claims.interval([-1.0, -1.2, -0.9])) == "contradicted"
     assert claims.verdict(c["ga_head"], claims.interval([5.0, 5.5, 6.0])) == "contradicted"
     assert claims.verdict(c["ga_head"], claims.interval([0.1, 0.2, 0.3])) == "supported"
-    assert claims.verdict(c["row>column"], claims.interval([-3.0, -3.5, -2.5])) == "kps_ga (eq. 25) has the lower error"
-    assert claims.verdict(c["row>column"], claims.interval([3.0, 3.5, 2.5])) == "kps_ga (authors' GA) has the lower error"
+    assert claims.verdict(c["row>column"], claims.interval([-3.0, -3.5, -2.5])) == \
+        "kps_ga (eq. 25) has the lower top-1 error"
+    assert claims.verdict(c["row>column"], claims.interval([3.0, 3.5, 2.5])) == \
+        "kps_ga (authors' GA) has the lower top-1 error"
+    assert claims.verdict(c["row>column:tail"], claims.interval([3.0, 3.5, 2.5])) == \
+        "kps_ga (authors' GA) has the lower tail-class error"
