@@ -84,19 +84,20 @@ _LARGE_ASSUMED = {
 # The CPU-scale protocol: the cifar10_lt preset with only its cost knobs changed
 # (book/protocol.md says what was chosen and why, from a pilot on this machine):
 # half width, half the image side, every epoch-valued setting times SMALL_SCALE (rounded
-# to the nearest epoch, so that the run keeps the paper's shape), evaluation every 5th
-# epoch and the last.  Everything else is Table 2's.
+# to the nearest epoch, so that the run keeps the paper's shape), evaluation every
+# SMALL_EVAL_EVERY epochs and after the last.  Everything else is Table 2's.
 SMALL_SCALE = 0.35
-_SMALL_COST = {"width": 8, "image_size": 16, "eval_every": 5}
+SMALL_EVAL_EVERY = 5
 
 
 def _scaled(paper: Preset, name: str) -> Preset:
     """``paper`` at the CPU-scale protocol's cost (see SMALL_SCALE), with each changed
     setting named, from its values, in ``not_in_paper``."""
     def epochs(e: int) -> int:
-        return int(round(e * SMALL_SCALE + 1e-9))  # 1.75 -> 2: rounding half-way cases up
+        return math.floor(e * SMALL_SCALE + 0.5)  # to the nearest epoch (1.75 -> 2), half-way cases up
 
-    s = dict(_SMALL_COST, warmup_epochs=epochs(paper.warmup_epochs), epochs=epochs(paper.epochs),
+    s = dict(width=paper.width // 2, image_size=paper.image_size // 2, eval_every=SMALL_EVAL_EVERY,
+             warmup_epochs=epochs(paper.warmup_epochs), epochs=epochs(paper.epochs),
              decay_epochs=tuple(epochs(e) for e in paper.decay_epochs),
              ga_switch_epoch=epochs(paper.ga_switch_epoch), drw_epoch=epochs(paper.drw_epoch))
     why = {
@@ -109,8 +110,8 @@ def _scaled(paper: Preset, name: str) -> Preset:
                   f"{'/'.join(map(str, paper.decay_epochs))} -> {'/'.join(map(str, s['decay_epochs']))}",
         "ga_switch_epoch": f"CPU-scale protocol: the authors' I0 = {paper.ga_switch_epoch} x{SMALL_SCALE:g}",
         "drw_epoch": f"CPU-scale protocol: LDAM-DRW's epoch {paper.drw_epoch} x{SMALL_SCALE:g}",
-        "eval_every": f"CPU-scale protocol: every {s['eval_every']}th epoch and the last (evaluating the test "
-                      f"set costs a sizeable part of an epoch at this size; book/protocol.md gives the measurement)",
+        "eval_every": f"CPU-scale protocol: every {s['eval_every']} epochs and after the last (evaluating the "
+                      f"test set costs a sizeable part of an epoch at this size; book/protocol.md measures it)",
     }
     return dataclasses.replace(paper, name=name, not_in_paper=why, protocol="CPU-scale", **s)
 

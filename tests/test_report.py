@@ -236,9 +236,10 @@ def test_head_tail_table_pools_seeds_in_method_order():
     assert t["method"].tolist() == ["ce", "kps_ga", "kps_ga"]  # kps.configs.METHODS order, paper setting first
     assert t["variant"].iloc[1] == "paper setting" and "authors'" in t["variant"].iloc[2]
     pooled = t.iloc[1]
-    assert (pooled["n"], pooled["error"], pooled["head error"], pooled["mid error"], pooled["tail error"]) == \
+    assert (pooled["n"], pooled["final error (%)"], pooled["head (%)"], pooled["mid (%)"], pooled["tail (%)"]) == \
         (2, 45.0, 15.0, 30.0, 85.0)
-    assert t.iloc[2]["tail error"] == 95.0 and t.iloc[0]["n"] == 1
+    assert t.iloc[2]["tail (%)"] == 95.0 and t.iloc[0]["n"] == 1
+    assert set(t["data"]) == {"CIFAR-10 (JPEG copy)"} and set(t["ρ"]) == {"100"}
     assert report.head_tail_table([]).empty
 
 
@@ -437,6 +438,11 @@ def test_ga_variant_per_class_head_to_tail(gpu_records):
     assert t.loc["authors' GA (row s_y)"].tolist() == by_variant["official"]["per_class_accuracy"]
     assert t.loc["authors' - paper (points)", t.columns[-1]] == pytest.approx(
         by_variant["official"]["per_class_accuracy"][-1] - by_variant["paper"]["per_class_accuracy"][-1])
+    assert t.attrs["pair"] == "CIFAR-10 (JPEG copy), ρ = 100, 200 epochs; seeds 0 (paper GA) and 0 (authors' GA)"
+    # a short pair of the same protocol with more seeds is passed over for the full-schedule one
+    short = [dict(r, epochs=2, config=dict(r["config"], epochs=2, seed=s)) for r in gpu_records for s in (5, 6)]
+    assert report.ga_variant_per_class(short + list(gpu_records)).attrs["pair"] == t.attrs["pair"]
+    assert report.ga_variant_per_class(short).attrs["pair"].startswith("CIFAR-10 (JPEG copy), ρ = 100, 2 epochs; seeds 5, 6")
     assert report.ga_variant_per_class([by_variant["paper"]]) is None
     shuffled = dict(by_variant["paper"], train_counts=by_variant["paper"]["train_counts"][::-1],
                     class_names=by_variant["paper"]["class_names"][::-1])

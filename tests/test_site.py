@@ -165,10 +165,23 @@ def test_claims_and_protocol_pages(pages):
     assert "Claims checked" in claims and "supported" in claims and "95 %" in claims
     assert "CPU-scale protocol" in claims and "Test error over training" in claims
     assert "cifar10_lt_small" in protocol and "reference-style" in protocol and "pilot" in protocol
-    # the protocol's values are glued from kps.configs, the pilot's and the grid's from their records
-    assert "70 epochs instead of 200" in protocol and "lr decays at 160/180 → 56/63" in protocol
-    assert "head error" in protocol and "84 runs" in protocol
-    assert re.search(r"evaluates the test set in \d+\.\d s against \d+\.\d s", protocol)
+    # the protocol's values are glued from kps.configs, the pilot's and the bench's from their files
+    from kps.configs import PRESETS
+    from kps.report import benchfiles
+
+    paper, small = PRESETS["cifar10_lt"], PRESETS["cifar10_lt_small"]
+    assert f"{small.epochs} epochs instead of {paper.epochs}" in protocol
+    assert f"lr decays at {paper.decay_epochs[0]}/{paper.decay_epochs[1]} → " \
+           f"{small.decay_epochs[0]}/{small.decay_epochs[1]}" in protocol
+    ce = [h["loss"] for h in json.loads((ROOT / "bench/results/cpu-pilot-2026-12-01/ce.seed0.json").read_text())["history"]]
+    blocks = [sum(ce[i:i + 5]) / 5 for i in range(0, 55, 5)]
+    late = ", ".join(f"{100 * (b / a - 1):+.1f}" for a, b in zip(blocks[-4:], blocks[-3:]))
+    assert f"The CE loss changes by {late} % from one block" in protocol
+    bench = benchfiles.read_bench(ROOT / "bench/results/cpu-intel-r-xeon-r-processor-2026-12-01.json")
+    t = benchfiles.trainer_row(bench, "fast_none")
+    assert (f"evaluates the test set in {t['eval_s_per_epoch']:.1f} s against "
+            f"{t['epoch_s'] - t['eval_s_per_epoch']:.1f} s") in protocol
+    assert "head (%)" in protocol and "Tail classes worse than the head classes:" in protocol and "84 runs" in protocol
     results = pages["book/results"]["text"]
     assert "What has been run." in results and "min on one core" in results and not re.search(r"\bnan\b", results)
 
@@ -221,10 +234,18 @@ def test_differences_page_reads_the_ga_records(pages):
         assert f"{rec['top1_error']:.2f} %" in text
     # the first per-class table is the paper-protocol pair's (one decimal); a reduced protocol's comes
     # after it, under its own label
-    paper_part, _, reduced_part = text.partition("At the CPU-scale protocol (a reduced protocol):")
-    assert "At the paper\u2019s protocol:" in paper_part and reduced_part  # smart quotes on the page
+    before, _, reduced_part = text.partition("At the CPU-scale protocol (a reduced protocol):")
+    paper_part = before.partition("At the paper\u2019s protocol:")[2]  # smart quotes on the page
+    assert paper_part and reduced_part
     for rec in records.values():
         assert all(f"{a:.1f}" in paper_part for a in rec["per_class_accuracy"]), rec["config"]["ga_variant"]
+    # the reduced table: the CPU-scale pair's values, mean over its seeds
+    from kps.report import ga_variant_per_class
+    from kps.results import load_records
+
+    small = ga_variant_per_class(load_records(ROOT / "results"), "CPU-scale")
+    assert small.attrs["pair"].replace("'", "\u2019") in reduced_part
+    assert all(f"{a:.1f}" in reduced_part for a in small.loc["authors' GA (row s_y)"])
 
 
 def test_speed_page(pages):

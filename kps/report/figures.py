@@ -43,22 +43,28 @@ def per_group_error_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+HEAD_TAIL_COLUMNS = ("data", "ρ", "method", "variant", "n", "final error (%)", "head (%)", "mid (%)", "tail (%)")
+
+
 def head_tail_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per group of runs (method and variant; seeds pooled): the mean over
-    seeds of the records' top-1 error and their ``group_errors`` (Sec. 4.5's head,
-    mid and tail classes), with the number of seeds n; in the order of
-    :data:`kps.configs.METHODS`, the paper's setting of each method first."""
+    """One row per group of runs (:func:`seed_groups`: seeds pooled): its data,
+    imbalance, method, variant, number of seeds n, and the mean over seeds of the
+    final-epoch top-1 error and of the ``group_errors`` (Sec. 4.5's head, mid and
+    tail classes), in %; in the order of :data:`kps.configs.METHODS`, the paper's
+    setting of each method first."""
     rows = []
     for group in seed_groups(records):
         c = group[0]["config"]
-        row = {"method": c["method"], "variant": variant_label(c, with_protocol=False), "n": len(group),
-               "error": float(np.mean([r["top1_error"] for r in group]))}
+        row = {"data": group[0].get("dataset_label", c["dataset"]), "ρ": f"{float(c['imbalance']):g}",
+               "method": c["method"], "variant": variant_label(c, with_protocol=False), "n": len(group),
+               "final error (%)": float(np.mean([r["top1_error"] for r in group]))}
         for part in ("head", "mid", "tail"):
-            row[f"{part} error"] = float(np.mean([r["group_errors"][part] for r in group]))
+            row[f"{part} (%)"] = float(np.mean([r["group_errors"][part] for r in group]))
         rows.append(row)
     order = list(METHODS)
-    rows.sort(key=lambda r: (order.index(r["method"]), r["variant"] != "paper setting", r["variant"]))
-    return pd.DataFrame(rows, columns=["method", "variant", "n", "error", "head error", "mid error", "tail error"])
+    rows.sort(key=lambda r: (r["data"], -float(r["ρ"]), order.index(r["method"]), r["variant"] != "paper setting",
+                             r["variant"]))
+    return pd.DataFrame(rows, columns=HEAD_TAIL_COLUMNS)
 
 
 def toy_angles(toy: Mapping[str, Any]) -> pd.DataFrame:
