@@ -856,6 +856,10 @@ def test_runs_overview_counts_protocols_and_times_the_grid():
     assert none.counts.empty and none.grid_done == 0 and math.isnan(none.run_min)
     assert o.duration == "one run takes 12.5 min on one core (mean of its records), so the whole grid takes about 8.8 h on 2 cores"
     assert none.duration == "its duration is not measured yet (no grid run has a record)" and "nan" not in none.duration
+    # the grid's own records, in the grid's order, and its runs without one (the short run's among them)
+    done, missing = report.grid_records(recs + [short], grid)
+    assert [r["config"]["seed"] for r in done] == [0, 1] and len(missing) == 82
+    assert (missing[0].method, missing[0].seed) == ("ce", 2) and missing[1].method == "ldam_drw"
 
 
 def test_the_committed_cpu_bench_timed_the_grids_configuration():

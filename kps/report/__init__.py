@@ -21,7 +21,7 @@ from kps.report.provenance import (ProvenanceNote, note_for, provenance_footnote
                                    read_provenance_notes, record_file, segments_label)
 from kps.report.paper import find_repo_root
 from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, ErrorSummary, RunsOverview,
-                                format_summary, matching_records, preset_of, protocol_of, protocols, runs_overview,
+                                format_summary, grid_records, matching_records, preset_of, protocol_of, protocols, runs_overview,
                                 seed_groups, setting_label, summarize, variant_label)
 from kps.report.speed import (SPEED_TARGETS, STACKED_COLUMNS, TOGETHER_COLUMNS, TRAINER_TITLES, SpeedPage,
                               bench_table, cpu_bench_facts, cpu_bench_table, cpu_benches, grid_facts, grid_per_process,
@@ -41,7 +41,7 @@ __all__ = [
     "ProvenanceNote", "note_for", "provenance_footnotes", "provenance_table", "read_provenance_notes",
     "record_file", "segments_label",
     "NOT_IMPLEMENTED", "NOT_RUN", "ErrorSummary", "RunsOverview", "find_repo_root", "format_summary",
-    "matching_records", "preset_of", "protocol_of", "protocols", "runs_overview", "seed_groups", "setting_label", "summarize",
+    "grid_records", "matching_records", "preset_of", "protocol_of", "protocols", "runs_overview", "seed_groups", "setting_label", "summarize",
     "variant_label",
     "SPEED_TARGETS", "STACKED_COLUMNS", "TOGETHER_COLUMNS", "TRAINER_TITLES", "SpeedPage", "bench_table", "cpu_bench_facts",
     "cpu_bench_table", "cpu_benches", "grid_facts", "grid_per_process", "grid_table", "measurement_status",

@@ -193,6 +193,16 @@ class RunsOverview:
                 f"takes about {self.grid_hours:.1f} h on {self.workers} cores")
 
 
+def grid_records(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig]
+                 ) -> tuple[list[Mapping[str, Any]], list[RunConfig]]:
+    """The full-schedule records of ``grid``'s runs, and the runs of ``grid`` without one:
+    a run is done when its record, at the path the grid would write, is a full-schedule one."""
+    done = {config_record_path("", RunConfig.from_dict(r["config"])): r for r in records
+            if r["epochs"] == r["preset_epochs"]}
+    paths = [config_record_path("", c) for c in grid]
+    return [done[p] for p in paths if p in done], [c for c, p in zip(grid, paths) if p not in done]
+
+
 def runs_overview(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig], workers: int) -> RunsOverview:
     """How many full-schedule records each protocol has (by data and imbalance),
     how much of ``grid`` (the CPU grid) is done, and how long the whole grid takes to
@@ -205,9 +215,7 @@ def runs_overview(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig
         counts[key] = counts.get(key, 0) + 1
     table = pd.DataFrame([(p, label, f"{imb:g}", n) for (p, label, imb), n in sorted(counts.items())],
                          columns=["protocol", "data", "imbalance", "runs"])
-    # a grid run is done when its record (at the path the grid would write) is a full-schedule one
-    wanted = {config_record_path("", c) for c in grid}
-    done = [r for r in full if config_record_path("", RunConfig.from_dict(r["config"])) in wanted]
+    done, _ = grid_records(full, grid)
     wall = sum(r["wall_time_s"] for r in done) / len(done) if done else math.nan
     return RunsOverview(table, len(grid), len(done), wall / 60, len(grid) * wall / workers / 3600, workers)
 
