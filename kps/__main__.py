@@ -129,9 +129,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     fast = p.add_argument_group("fast path")
     fast.add_argument("--fast", action="store_true",
                       help="the switches measured fastest on the device (kps.configs.fast_path): on CPU "
-                           "channels_last; on CUDA also fused SGD, bf16 autocast, torch.compile reduce-overhead")
+                           "channels_last, and bf16 autocast where the CPU has bf16 units; on CUDA channels_last, "
+                           "fused SGD, bf16 autocast, torch.compile reduce-overhead")
     fast.add_argument("--channels-last", dest="channels_last", action="store_true", default=None)
-    fast.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast of the backbone (CUDA)")
+    fast.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast of the backbone (CUDA, or a CPU with AMX or AVX512-BF16)")
     fast.add_argument("--fused-sgd", dest="fused_sgd", action="store_true", default=None)
     fast.add_argument("--compile", help="torch.compile mode of the training step and the evaluation forward: "
                                         "none (eager), default, reduce-overhead, max-autotune, "
@@ -283,9 +284,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "A later call continues where one stopped (Ctrl-C keeps every checkpoint).")
     g.add_argument("--methods", nargs="+")
     g.add_argument("--seeds", nargs="+", type=int, default=[0])
-    g.add_argument("--grid", help="a named grid instead of --methods/--seeds: cpu (the CPU-scale protocol's "
-                                  "14 rows x rho 100, 50 x seeds 0-2, kps.runner.CPU_GRID_ROWS) or gpu (the paper "
-                                  "protocol's Tables 3 and 5 rows at rho 100, seeds 0-2, kps.runner.GPU_GRID_ROWS)")
+    g.add_argument("--grid", help="a named grid instead of --methods/--seeds: paper (the paper protocol at rho 100: "
+                                  "seeds 0-2 of ce, ldam_drw and both KPS-GA readings, then seed 0 of ten more "
+                                  "rows; kps.runner.paper_grid), cpu (the CPU-scale protocol's 14 rows x seeds 0-2 "
+                                  "at rho 100, kps.runner.CPU_GRID_ROWS) or gpu (a GPU job: paper, then every "
+                                  "row's seeds 0-2 at rho 50)")
     g.add_argument("--jobs", type=int, default=1,
                    help="worker processes (default 1); on CPU one per core, e.g. --jobs 2 on two cores")
     g.add_argument("--threads", type=int, help="threads per process (default with --jobs on CPU: 1)")

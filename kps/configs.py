@@ -203,9 +203,12 @@ class RunConfig:
     clamped to [s_base, 50] with margins from the reversed radius list
     ("official"; the margins apply to every KPS method).  ``subset_seed`` is the
     seed of the long-tailed subsampling, ``seed`` the training seed.
-    The last four keys select the fast path (kps.train): channels_last memory
-    format, bf16 autocast of the backbone (CUDA only), fused SGD, and a
-    ``torch.compile`` mode ("none" = eager); :data:`SPEED_KEYS`.
+    ``channels_last``, ``bf16``, ``fused_sgd`` and ``compile`` select the fast path
+    (kps.train): channels_last memory format, bf16 autocast of the backbone (CUDA, or
+    a CPU with bf16 units), fused SGD, and a ``torch.compile`` mode ("none" = eager);
+    :data:`SPEED_KEYS`.  The test set is evaluated every ``eval_every`` epochs, after
+    the last, and, from epoch ``eval_dense_from`` (0-indexed) on, after every epoch;
+    the record's best error is the best over the evaluated epochs.
     """
 
     dataset: str
@@ -240,6 +243,7 @@ class RunConfig:
     bf16: bool = False
     fused_sgd: bool = False
     compile: str = "none"
+    eval_dense_from: int | None = None
 
     def __post_init__(self) -> None:
         _choice("dataset", self.dataset, DATASET_PRESETS)
@@ -277,6 +281,8 @@ class RunConfig:
         if self.arch != "resnet32" and self.width != 16:
             raise ValueError(f"width sets the ResNet-32 stage widths; {self.arch} has its own, keep width 16")
         _check_int("warmup_epochs", self.warmup_epochs, minimum=0)
+        if self.eval_dense_from is not None:
+            _check_int("eval_dense_from", self.eval_dense_from, minimum=0)
         for name in ("lr", "decay_ratio", "n_base", "s_base"):
             _check_positive(name, getattr(self, name))
         if self.decay_ratio > 1:
@@ -434,19 +440,24 @@ LATER_KEYS = ("width", "image_size")
 SPEED_KEYS = ("channels_last", "bf16", "fused_sgd", "compile")
 # Keys that do not define the experiment: which seed, how long (short runs are
 # marked by their epoch count), how often it is evaluated, and how fast it runs.
-RUN_ONLY_KEYS = ("seed", "epochs", "eval_every", *SPEED_KEYS)
+RUN_ONLY_KEYS = ("seed", "epochs", "eval_every", "eval_dense_from", *SPEED_KEYS)
 # Keys a resumed run may change: how long it runs and how fast.
 RESUMABLE_KEYS = ("epochs", *SPEED_KEYS)
 
 
-def fast_path(device_type: str) -> dict[str, Any]:
-    """The fast-path switches as measured fastest on ``device_type`` ("cpu" or "cuda"):
-    on CPU channels_last alone (1,123 vs 885 img/s for a reference-style trainer,
-    bench/results/cpu-*.json; fused SGD was slower there), on CUDA also fused SGD,
-    bf16 autocast and torch.compile "reduce-overhead" (5.38x the reference-style
-    trainer on an H200, bench/results/nvidia-h200-2026-11-26-job2.json)."""
+def fast_path(device_type: str, flags: frozenset[str] | None = None) -> dict[str, Any]:
+    """The fast-path switches as measured fastest on ``device_type`` ("cpu" or "cuda").
+
+    CPU: channels_last, and bf16 autocast of the backbone where the CPU reports bf16
+    units (:func:`kps.env.cpu_bf16_units` of ``flags``, default this machine's), else
+    fp32; eager (bench/results/cpu-*.json measure each switch).  CUDA: channels_last,
+    fused SGD, bf16 autocast and torch.compile "reduce-overhead" (5.38x the
+    reference-style trainer on an H200, bench/results/nvidia-h200-2026-11-26-job2.json)."""
+    from kps.env import cpu_bf16_units
+
     cuda = device_type == "cuda"
-    return {"channels_last": True, "fused_sgd": cuda, "bf16": cuda, "compile": "reduce-overhead" if cuda else "none"}
+    bf16 = cuda or bool(cpu_bf16_units(flags))
+    return {"channels_last": True, "fused_sgd": cuda, "bf16": bf16, "compile": "reduce-overhead" if cuda else "none"}
 
 
 def _tag_value(value: Any) -> str:

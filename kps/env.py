@@ -8,15 +8,25 @@ import os
 import platform
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: kps.configs reads the CPU's flags without it
+    import torch
 
-__all__ = ["device_name", "git_state"]
+__all__ = ["device_name", "git_state", "cpu_flags", "cpu_bf16_units"]
+
+# CPU units that run bf16 matrix products natively (oneDNN uses them for bf16
+# convolutions): Intel AMX tiles, and the AVX512-BF16 dot products of Intel
+# Cooper Lake and later and AMD Zen 4 and later.  Without them bf16 is emulated
+# in fp32 and slower than fp32 itself.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 def device_name(device: torch.device) -> str:
     """The GPU's name, or 'cpu (<processor>)'."""
     if device.type == "cuda":
+        import torch
+
         return torch.cuda.get_device_name(device)
     processor = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -50,3 +60,19 @@ def git_state() -> tuple[str | None, bool | None]:
     if declared is not None and declared != commit:
         return declared, None
     return commit, bool(status.strip())
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as the kernel reports them (/proc/cpuinfo); empty
+    where that file is absent (not Linux)."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_bf16_units(flags: frozenset[str] | None = None) -> tuple[str, ...]:
+    """Which of :data:`BF16_CPU_FLAGS` this CPU (or ``flags``) reports; () for none."""
+    flags = cpu_flags() if flags is None else flags
+    return tuple(f for f in BF16_CPU_FLAGS if f in flags)

@@ -52,7 +52,7 @@ from kps.checkpoints import (checkpoint_path, default_checkpoint_dir, progress_p
 from kps.configs import RESUMABLE_KEYS, RunConfig
 from kps.data import LTData, TensorSplit
 from kps.distributed import Distributed, init_distributed
-from kps.env import device_name, git_state
+from kps.env import BF16_CPU_FLAGS, cpu_bf16_units, device_name, git_state
 from kps.io import atomic_torch_save, check_writable_dir
 from kps.losses import make_loss
 from kps.metrics import count_correct, eval_errors, summarize
@@ -149,8 +149,9 @@ class Trainer:
         if self.device.type == "cuda":  # as the LDAM-DRW/KPS scripts: cuDNN times its algorithms per shape
             torch.backends.cudnn.benchmark = True
         self.ctx = Distributed.current()
-        if config.bf16 and self.device.type != "cuda":
-            raise ValueError("bf16 autocast needs a CUDA device; run with bf16=False on CPU")
+        if config.bf16 and self.device.type == "cpu" and not cpu_bf16_units():
+            raise ValueError(f"bf16 needs a CPU with bf16 units ({' or '.join(BF16_CPU_FLAGS)} in its flags); "
+                             f"{device_name(self.device)} has none: run without --bf16 (fp32)")
         if config.batch_size % self.ctx.world_size:
             raise ValueError(f"batch size {config.batch_size} is not divisible by the {self.ctx.world_size} processes")
         self.spec = config.spec
@@ -216,6 +217,7 @@ class Trainer:
         commit, dirty = self.git
         return {"from_epoch": from_epoch, "git_commit": commit, "git_dirty": dirty,
                 "device": device_name(self.device), "torch_version": torch.__version__,
+                "precision": "bf16" if self.config.bf16 else "fp32", "threads": torch.get_num_threads(),
                 "compile": self.config.compile, "started_at": self.process_started_at}
 
     # ---- one epoch
@@ -335,7 +337,9 @@ class Trainer:
         return out
 
     def eval_due(self, epoch: int) -> bool:
-        return (epoch + 1) % self.config.eval_every == 0 or epoch == self.config.epochs - 1
+        c = self.config
+        dense = c.eval_dense_from is not None and epoch >= c.eval_dense_from
+        return dense or (epoch + 1) % c.eval_every == 0 or epoch == c.epochs - 1
 
     def checkpoint_due(self, epoch: int, checkpoint_every: int) -> bool:
         """Whether the checkpoint is written after ``epoch``: every ``checkpoint_every``-th

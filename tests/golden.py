@@ -3,8 +3,12 @@ by the trainer at a fixed commit (``golden_records.json``, with that commit), so
 that any later change of the training code that alters a number fails
 ``test_golden.py``.
 
-Rewrite the file (only on purpose, when a change of the numbers is intended and
-said in its commit):  ``python tests/golden.py --write``.
+Float results depend on the CPU's kernels (oneDNN picks them by instruction set:
+the same code gives other low bits on an AMD EPYC than on an Intel Xeon), so the
+file holds one set per CPU model, keyed by the device name the records carry.
+
+Add this machine's set, or rewrite it (only on purpose, when a change of the numbers
+is intended and said in its commit):  ``python tests/golden.py --write``.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from pathlib import Path
 import torch
 from synthetic import strip_timing, synthetic_data, tiny_overrides
 
-from kps.configs import make_config
+from kps.configs import RunConfig, make_config
+from kps.env import device_name
 from kps.train import git_state, train
 
 GOLDEN = Path(__file__).with_name("golden_records.json")
@@ -39,6 +44,10 @@ RUNS: dict[str, dict] = {
 OVERRIDES = dict(epochs=4, decay_epochs=(3,), eval_every=2)
 
 
+def this_device() -> str:
+    return device_name(torch.device("cpu"))
+
+
 def golden_records() -> dict[str, dict]:
     """Each golden run's record without its timing, trained now on synthetic data."""
     torch.set_num_threads(1)
@@ -54,9 +63,23 @@ def golden_records() -> dict[str, dict]:
     return out
 
 
+def saved_records(device: str) -> dict | None:
+    """The golden set of ``device`` ({"commit", "dirty", "records"}), or None.  Config keys
+    added after a set was written are filled with their defaults, the value those runs had."""
+    saved = json.loads(GOLDEN.read_text())["by_device"].get(device)
+    if saved is None:
+        return None
+    defaults = {f: getattr(RunConfig, f) for f in RunConfig.keys() if hasattr(RunConfig, f)}
+    for record in saved["records"].values():
+        record["config"] = {**{k: v for k, v in defaults.items() if k not in record["config"]}, **record["config"]}
+    return saved
+
+
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write"]:
-        sys.exit("usage: python tests/golden.py --write   (rewrites tests/golden_records.json)")
+        sys.exit("usage: python tests/golden.py --write   (writes this CPU's set in tests/golden_records.json)")
     commit, dirty = git_state()
-    GOLDEN.write_text(json.dumps({"commit": commit, "dirty": dirty, "records": golden_records()}, indent=1) + "\n")
-    print(f"wrote {GOLDEN} at commit {commit} (dirty: {dirty})")
+    everything = json.loads(GOLDEN.read_text())
+    everything["by_device"][this_device()] = {"commit": commit, "dirty": dirty, "records": golden_records()}
+    GOLDEN.write_text(json.dumps(everything, indent=1) + "\n")
+    print(f"wrote the set of {this_device()} in {GOLDEN} at commit {commit} (dirty: {dirty})")

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from kps.configs import METHODS, fast_path
+from kps.env import cpu_bf16_units
 
 sys.path.insert(0, str(Path(__file__).parent))
 from synthetic import synthetic_data  # noqa: E402
@@ -101,7 +102,7 @@ def test_bench_tiny_cpu_run(tmp_path, monkeypatch):
     fast = doc["config"]["fast_configs"]["none"]
     assert doc["config"]["batch_size"] == 8
     assert {k: fast[k] for k in fast_path("cpu")} == fast_path("cpu") == {
-        "channels_last": True, "fused_sgd": False, "bf16": False, "compile": "none"}
+        "channels_last": True, "fused_sgd": False, "bf16": bool(cpu_bf16_units()), "compile": "none"}
     assert doc["peak"] == {"assumed_bf16_dense_tflops": None, "source": "not a CUDA device",
                            "measured_bf16_matmul_tflops": None}
     # the fast-path switches in a timed mode: fast_path's, that mode's compile

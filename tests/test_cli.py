@@ -15,6 +15,7 @@ import kps.__main__ as cli
 import kps.runner as runner
 import kps.batches as batches
 import kps.train as kt
+from kps.env import cpu_bf16_units
 from kps.results import load_records
 
 torch.set_num_threads(1)
@@ -73,8 +74,11 @@ def test_config_file_authors_code_and_fast_flags(tmp_path, fake_data):
     c = record["config"]
     assert (c["method"], c["seed"], c["ga_switch_epoch"], c["lr_style"], c["ga_variant"], c["m_max"],
             c["subset_seed"]) == ("kps_ga", 2, 0, "official", "official", 0.2, 666)
-    # --fast on CPU: the switches measured fastest there (kps.configs.fast_path): channels_last alone
-    assert (c["channels_last"], c["fused_sgd"], c["bf16"], c["compile"]) == (True, False, False, "none")
+    # --fast on CPU: the switches measured fastest there (kps.configs.fast_path): channels_last, and
+    # bf16 where this CPU has bf16 units
+    assert (c["channels_last"], c["fused_sgd"], c["bf16"], c["compile"]) == (True, False, bool(cpu_bf16_units()),
+                                                                              "none")
+    assert record["segments"][0]["precision"] == ("bf16" if cpu_bf16_units() else "fp32")
     assert ".ga_variant-official." in next((tmp_path / "results").rglob("*.json")).name
 
 

@@ -171,15 +171,57 @@ def test_cpu_grid_is_the_fourteen_rows_in_order_with_distinct_records():
     from kps.runner import CPU_GRID_ROWS, cpu_grid
 
     grid = cpu_grid()
-    assert len(CPU_GRID_ROWS) == 14 and len(grid) == 14 * 2 * 3
+    assert len(CPU_GRID_ROWS) == 14 and len(grid) == 14 * 3  # rho=100 only: its rho=50 half was stopped
     assert {c.preset for c in grid} == {"cifar10_lt_small"} and {c.dataset for c in grid} == {"cifar10-jpeg"}
-    # rho=100 first; each row's three seeds before the next row
+    # each row's three seeds before the next row
     assert [(c.imbalance, c.method, c.seed) for c in grid[:4]] == [
         (100.0, "ce", 0), (100.0, "ce", 1), (100.0, "ce", 2), (100.0, "ldam_drw", 0)]
-    assert all(c.imbalance == 100.0 for c in grid[:42]) and all(c.imbalance == 50.0 for c in grid[42:])
-    ga = [c for c in grid[:42] if c.method == "kps_ga" and c.seed == 0]
+    assert all(c.imbalance == 100.0 for c in grid)
+    ga = [c for c in grid if c.method == "kps_ga" and c.seed == 0]
     assert [(c.ga_variant, c.lr_style, c.m_max, c.subset_seed) for c in ga] == [
         ("paper", "paper", 0.5, 0), ("official", "paper", 0.5, 0), ("official", "official", 0.2, 666)]
     paths = {config_record_path("results", c) for c in grid}
     assert len(paths) == len(grid)
     assert all(".preset-cifar10_lt_small" in p.name for p in paths)
+
+
+def test_paper_grid_is_the_headline_seeds_then_ten_rows_in_order():
+    from kps.results import config_record_path
+    from kps.runner import gpu_grid, paper_grid
+
+    grid = paper_grid("cpu")
+    assert len(grid) == 4 * 3 + 10
+    assert {(c.preset, c.dataset, c.imbalance, c.epochs) for c in grid} == {("cifar10_lt", "cifar10-jpeg", 100.0, 200)}
+    head = [(c.method, c.ga_variant, c.seed) for c in grid[:12]]
+    assert head[:4] == [("ce", "paper", 0), ("ldam_drw", "paper", 0), ("kps_ga", "paper", 0), ("kps_ga", "official", 0)]
+    assert [s for _, _, s in head] == [0] * 4 + [1] * 4 + [2] * 4
+    assert [c.method for c in grid[12:]] == ["kps", "kps_drw", "kps_ga", "kps_ga_mixup", "focal", "cb_focal",
+                                             "cosface", "arcface", "la", "eql"]
+    assert grid[14].lr_style == "official" and grid[14].m_max == 0.2 and grid[14].subset_seed == 666
+    assert {(c.eval_every, c.eval_dense_from) for c in grid} == {(10, 160)}
+    paths = [config_record_path("results", c) for c in grid]
+    assert len(set(paths)) == len(grid)
+    # the two GPU records of 2026-11-26 are rows of this grid: the workers skip them
+    assert [p.as_posix() for p in paths[2:4]] == ["results/cifar10-jpeg/kps_ga/imb100/seed0.json",
+                                                  "results/cifar10-jpeg/kps_ga/imb100/seed0.ga_variant-official.json"]
+    gpu = gpu_grid()
+    assert [config_record_path("r", c) for c in gpu[:22]] == [config_record_path("r", c) for c in grid]
+    assert len(gpu) == 22 + 14 * 3 and {c.imbalance for c in gpu[22:]} == {50.0}
+
+
+@pytest.mark.parametrize("flags, bf16", [
+    (frozenset({"avx2", "amx_bf16", "avx512_bf16"}), True),  # Intel Sapphire Rapids and later
+    (frozenset({"avx2", "avx512f", "avx512_bf16"}), True),   # AMD Zen 4
+    (frozenset({"avx2", "avx512f"}), False),                 # no bf16 units: fp32
+    (frozenset(), False),                                    # flags unknown (not Linux): fp32
+])
+def test_fast_path_on_cpu_picks_bf16_from_the_cpus_flags(flags, bf16):
+    from kps.configs import fast_path
+
+    assert fast_path("cpu", flags) == {"channels_last": True, "fused_sgd": False, "bf16": bf16, "compile": "none"}
+    assert fast_path("cuda", flags)["bf16"] is True
+
+
+def test_eval_dense_from_is_checked():
+    with pytest.raises(ValueError, match="eval_dense_from must be an integer >= 0"):
+        make_config("cifar10", "ce", eval_dense_from=-1)

@@ -12,6 +12,7 @@ import torch
 from synthetic import folder_data, strip_timing, synthetic_data, tiny_overrides
 
 import kps.env
+from kps.env import cpu_bf16_units
 import kps.metrics as km
 import kps.train as kt
 from kps.batches import shard
@@ -474,3 +475,38 @@ def test_progress_moves_within_an_epoch():
     assert n > 4 * 21  # at least two updates
     trainer.train_epoch(1, indices, bar)
     assert bar.seen == [round(1 + min(1.0, (step + 1) * 4 / n), 4) for step in range(0, -(-n // 4), 20)]
+
+
+def test_bf16_on_a_cpu_without_bf16_units_is_one_clear_line(monkeypatch):
+    monkeypatch.setattr(kt, "cpu_bf16_units", lambda: ())
+    config = make_config("cifar10", "ce", **tiny_overrides(bf16=True))
+    with pytest.raises(ValueError, match=r"bf16 needs a CPU with bf16 units \(amx_bf16 or avx512_bf16 in its "
+                                         r"flags\); cpu \(.*\) has none: run without --bf16 \(fp32\)$"):
+        kt.Trainer(config, synthetic_data())
+
+
+@pytest.mark.skipif(not cpu_bf16_units(), reason="this CPU has no bf16 units (amx_bf16, avx512_bf16)")
+def test_bf16_on_cpu_runs_the_backbone_in_bf16_and_the_loss_in_fp32(tmp_path):
+    """The backbone's features come out in bf16 under autocast, the scores and the loss in
+    fp32; a bf16 epoch's loss is near the fp32 one's (bf16 keeps 8 bits of mantissa), and
+    the record's segment names the precision and the thread count."""
+    data = synthetic_data()
+    trainers = [kt.Trainer(make_config("cifar10", "kps_ga", **tiny_overrides(bf16=b)), data) for b in (False, True)]
+    x = torch.zeros(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert trainers[1].model.features(x).dtype == torch.bfloat16
+    assert trainers[1].net(x).dtype == torch.float32
+    batch = trainers[0].epoch_indices()[:32]
+    fp32, bf16 = (t.train_epoch(0, batch) for t in trainers)
+    assert fp32 != bf16 and bf16 == pytest.approx(fp32, rel=0.05)
+    record = kt.train(make_config("cifar10", "ce", **tiny_overrides(bf16=True)), out=tmp_path, data=data, quiet=True)
+    assert record["segments"][0]["precision"] == "bf16"
+    assert record["segments"][0]["threads"] == torch.get_num_threads()
+
+
+def test_eval_dense_from_evaluates_every_epoch_from_there_on():
+    config = make_config("cifar10", "ce", **tiny_overrides(epochs=12, eval_every=5, eval_dense_from=9))
+    trainer = kt.Trainer(config, synthetic_data())
+    assert [e for e in range(12) if trainer.eval_due(e)] == [4, 9, 10, 11]
+    sparse = kt.Trainer(replace(config, eval_dense_from=None), synthetic_data())
+    assert [e for e in range(12) if sparse.eval_due(e)] == [4, 9, 11]
