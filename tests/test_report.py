@@ -836,30 +836,34 @@ def test_protocols_lists_the_held_ones_reduced_first():
 def test_runs_overview_counts_protocols_and_times_the_grid():
     from kps.runner import cpu_grid
 
-    def full(rec, wall):
-        rec.update(epochs=rec["config"]["epochs"], preset_epochs=rec["config"]["epochs"], wall_time_s=wall)
+    def full(rec, wall, device="cpu (AMD EPYC)"):
+        rec.update(epochs=rec["config"]["epochs"], preset_epochs=rec["config"]["epochs"], wall_time_s=wall,
+                   device=device)
         return rec
 
     grid = cpu_grid()
     small = dict(preset="cifar10_lt_small", channels_last=True)
     recs = [full(record(method="ce", seed=0, **small), 600.0), full(record(method="ce", seed=1, **small), 900.0),
+            full(record(method="ldam_drw", seed=0, **small), 60.0, device="NVIDIA H200"),  # a GPU's: done, untimed
             full(record(seed=0), 7200.0)]
     short = record(method="ce", seed=2, epochs=3, **small)
     short.update(epochs=3, preset_epochs=70, wall_time_s=10.0)
     o = report.runs_overview(recs + [short], grid, workers=2)
-    assert o.counts.values.tolist() == [["CPU-scale", "CIFAR-10 (JPEG copy)", "100", 2],
+    assert o.counts.values.tolist() == [["CPU-scale", "CIFAR-10 (JPEG copy)", "100", 3],
                                         ["paper", "CIFAR-10 (JPEG copy)", "100", 1]]   # the short run: not counted
-    # mean 750 s a run: 84 x 750 / 2 / 3600 = 8.75 h
-    assert (o.grid_runs, o.grid_done, o.workers) == (84, 2, 2)
-    assert o.run_min == pytest.approx(12.5) and o.grid_hours == pytest.approx(8.75)
+    # mean 750 s a CPU run: 42 x 750 / 2 / 3600 = 4.375 h
+    assert (o.grid_runs, o.grid_done, o.timed, o.workers) == (42, 3, 2, 2)
+    assert o.run_min == pytest.approx(12.5) and o.grid_hours == pytest.approx(4.375)
     none = report.runs_overview([], grid, workers=2)
     assert none.counts.empty and none.grid_done == 0 and math.isnan(none.run_min)
-    assert o.duration == "one run takes 12.5 min on one core (mean of its records), so the whole grid takes about 8.8 h on 2 cores"
-    assert none.duration == "its duration is not measured yet (no grid run has a record)" and "nan" not in none.duration
+    assert o.duration == ("one run takes 12.5 min on one core (mean of its 2 CPU records), so the whole grid "
+                          "takes about 4.4 h on 2 cores")
+    assert "not measured yet" in none.duration and "nan" not in none.duration
     # the grid's own records, in the grid's order, and its runs without one (the short run's among them)
     done, missing = report.grid_records(recs + [short], grid)
-    assert [r["config"]["seed"] for r in done] == [0, 1] and len(missing) == 82
-    assert (missing[0].method, missing[0].seed) == ("ce", 2) and missing[1].method == "ldam_drw"
+    assert [(r["config"]["method"], r["config"]["seed"]) for r in done] == [("ce", 0), ("ce", 1), ("ldam_drw", 0)]
+    assert len(missing) == 39
+    assert (missing[0].method, missing[0].seed) == ("ce", 2) and (missing[1].method, missing[1].seed) == ("ldam_drw", 1)
 
 
 def test_the_committed_cpu_bench_timed_the_grids_configuration():

@@ -172,10 +172,10 @@ def seed_groups(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, 
 class RunsOverview:
     """What has been run: ``counts`` has one row per protocol, data and imbalance
     ratio with its number of full-schedule records (columns protocol, data,
-    imbalance, runs); ``grid_runs`` / ``grid_done`` count the CPU grid's runs and
-    those with a record; ``run_min`` is the mean wall time of a grid record in
-    minutes on one core and ``grid_hours`` the whole grid's with ``workers`` runs
-    side by side (NaN while no grid run is done)."""
+    imbalance, runs); ``grid_runs`` / ``grid_done`` count a grid's runs and those
+    with a record; ``run_min`` is the mean wall time in minutes of the ``timed`` grid
+    records made on one CPU core, and ``grid_hours`` the whole grid's on ``workers``
+    cores (NaN while no such record exists)."""
 
     counts: pd.DataFrame
     grid_runs: int
@@ -183,14 +183,15 @@ class RunsOverview:
     run_min: float
     grid_hours: float
     workers: int
+    timed: int = 0
 
     @property
     def duration(self) -> str:
         """The grid's measured duration in words, or that it is not measured yet."""
-        if self.grid_done == 0:
-            return "its duration is not measured yet (no grid run has a record)"
-        return (f"one run takes {self.run_min:.1f} min on one core (mean of its records), so the whole grid "
-                f"takes about {self.grid_hours:.1f} h on {self.workers} cores")
+        if self.timed == 0:
+            return "its duration on a CPU is not measured yet (none of its records was made on a CPU)"
+        return (f"one run takes {self.run_min:.1f} min on one core (mean of its {self.timed} CPU records), so "
+                f"the whole grid takes about {self.grid_hours:.1f} h on {self.workers} cores")
 
 
 def grid_records(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig]
@@ -205,8 +206,8 @@ def grid_records(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig]
 
 def runs_overview(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig], workers: int) -> RunsOverview:
     """How many full-schedule records each protocol has (by data and imbalance),
-    how much of ``grid`` (the CPU grid) is done, and how long the whole grid takes to
-    rerun with ``workers`` runs side by side, from the mean wall time of its records."""
+    how much of ``grid`` is done, and how long the whole grid takes to rerun on
+    ``workers`` CPU cores, from the mean wall time of its records made on a CPU."""
     full = [r for r in records if r["epochs"] == r["preset_epochs"]]
     counts: dict[tuple[str, str, float], int] = {}
     for r in full:
@@ -216,7 +217,9 @@ def runs_overview(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig
     table = pd.DataFrame([(p, label, f"{imb:g}", n) for (p, label, imb), n in sorted(counts.items())],
                          columns=["protocol", "data", "imbalance", "runs"])
     done, _ = grid_records(full, grid)
-    wall = sum(r["wall_time_s"] for r in done) / len(done) if done else math.nan
-    return RunsOverview(table, len(grid), len(done), wall / 60, len(grid) * wall / workers / 3600, workers)
+    timed = [r for r in done if str(r["device"]).startswith("cpu")]
+    wall = sum(r["wall_time_s"] for r in timed) / len(timed) if timed else math.nan
+    return RunsOverview(table, len(grid), len(done), wall / 60, len(grid) * wall / workers / 3600, workers,
+                        len(timed))
 
 
