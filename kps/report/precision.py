@@ -41,8 +41,9 @@ def paired_errors(bf16: Sequence[Mapping[str, Any]], fp32_root: str | Path) -> p
         if twin is None or twin["config"]["bf16"]:
             continue
         rows.append({"method": r["config"]["method"], "seed": r["config"]["seed"], "fp32": twin["top1_error"],
-                     "bf16": r["top1_error"], "bf16 - fp32": r["top1_error"] - twin["top1_error"]})
-    columns = ["method", "seed", "fp32", "bf16", "bf16 - fp32"]
+                     "bf16": r["top1_error"], "bf16 - fp32": r["top1_error"] - twin["top1_error"],
+                     "fp32 device": twin["device"], "bf16 device": r["device"]})
+    columns = ["method", "seed", "fp32", "bf16", "bf16 - fp32", "fp32 device", "bf16 device"]
     return pd.DataFrame(rows, columns=columns).sort_values(["method", "seed"], ignore_index=True)
 
 
