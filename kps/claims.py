@@ -42,7 +42,7 @@ from kps.report.provenance import record_file
 from kps.report.records import protocol_of
 
 __all__ = ["CONFIDENCE", "HEAD_LOSS_TOLERANCE", "MIN_SEEDS", "PAPER_PROTOCOL", "Row", "Condition", "Claim",
-           "CLAIMS", "t_quantile", "Interval", "interval", "paired", "differences", "verdict", "claims_table",
+           "CLAIMS", "VERDICT", "SCALE_SHOWS", "t_quantile", "Interval", "interval", "paired", "differences", "verdict", "claims_table",
            "claims_view", "rows_table"]
 
 CONFIDENCE = 0.95
@@ -296,8 +296,9 @@ def verdict(claim: Claim, intervals: Sequence[Interval], protocol: str = PAPER_P
     return f"inconclusive at n={n}"
 
 
-CLAIMS_COLUMNS = ("claim", "source", "data", "ρ", "measure", "a - b must be", "a - b by seed", "mean [95% CI]",
-                  "verdict")
+CLAIMS_COLUMNS = ("claim", "source", "data", "ρ", "measure", "claimed a - b", "a - b by seed", "mean [95% CI]")
+VERDICT = "verdict on the paper"      # the last column at the paper's protocol
+SCALE_SHOWS = "what this scale shows"  # the last column at a reduced protocol: never a verdict on the paper
 
 
 def claims_table(records: Sequence[Mapping[str, Any]], protocol: str,
@@ -305,15 +306,17 @@ def claims_table(records: Sequence[Mapping[str, Any]], protocol: str,
     """One row per claim, condition and (dataset label, imbalance) with paired records of
     ``protocol``: the per-seed differences, their mean with the 95 % interval, and the
     claim's verdict (:func:`verdict`: on the paper at its protocol, else what the scale
-    does).  A claim without any pair gets one row saying so."""
+    does), in a last column named for which of the two it is (:data:`VERDICT` or
+    :data:`SCALE_SHOWS`).  A claim without any pair gets one row saying so."""
+    last = VERDICT if protocol == PAPER_PROTOCOL else SCALE_SHOWS
     labels = {rec["config"]["dataset"]: rec.get("dataset_label", rec["config"]["dataset"]) for rec in records}
     rows = []
     for claim in claims:
         found = {k: v for k, v in paired(records, claim).items() if k[0] == protocol}
         if not found:
-            rows.append({"claim": claim.text, "source": claim.source, "data": "", "ρ": "", "measure": "",
-                         "a - b must be": "", "a - b by seed": "", "mean [95% CI]": "",
-                         "verdict": verdict(claim, [], protocol)})
+            rows.append({"claim": claim.text, "source": claim.source, "data": "", "ρ": "",
+                         "measure": "; ".join(c.name for c in claim.conditions), "claimed a - b": "",
+                         "a - b by seed": "", "mean [95% CI]": "", last: verdict(claim, [], protocol)})
         for (_, dataset, imbalance), pairs in found.items():
             diffs = [differences(pairs, c) for c in claim.conditions]
             intervals = [interval(list(d.values())) for d in diffs]
@@ -322,19 +325,23 @@ def claims_table(records: Sequence[Mapping[str, Any]], protocol: str,
                 rows.append({
                     "claim": claim.text, "source": claim.source, "data": labels[dataset], "ρ": f"{imbalance:g}",
                     "measure": condition.name,
-                    "a - b must be": f"> {condition.bound:+g}" if claim.directed else "(no direction)",
+                    "claimed a - b": f"> {condition.bound:+g}" if claim.directed else "(no direction)",
                     "a - b by seed": ", ".join(f"{s}: {d:+.2f}" for s, d in by_seed.items()),
-                    "mean [95% CI]": str(ci), "verdict": said})
-    return pd.DataFrame(rows, columns=CLAIMS_COLUMNS)
+                    "mean [95% CI]": str(ci), last: said})
+    return pd.DataFrame(rows, columns=[*CLAIMS_COLUMNS, last])
 
 
 def claims_view(table: pd.DataFrame) -> Any:
     """``table`` for reading: a claim's text, source and verdict once, on its first
-    condition's row; columns that wrap; the site's table style."""
+    condition's row; the data in the caption where every paired row has the same; the
+    site's table style."""
     shown = table.copy()
     again = shown.duplicated(subset=["claim", "data", "ρ"])
-    shown.loc[again, ["claim", "source", "verdict"]] = ""
-    return shown.style.hide(axis="index").set_table_attributes('class="dataframe"')
+    shown.loc[again, ["claim", "source", shown.columns[-1]]] = ""
+    held = sorted(set(shown["data"]) - {""})
+    style = shown.drop(columns="data") if len(held) <= 1 else shown
+    style = style.style.hide(axis="index").set_table_attributes('class="dataframe"')
+    return style.set_caption(f"Data: {held[0]}.") if len(held) == 1 else style
 
 
 def rows_table(claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:

@@ -24,13 +24,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kps.configs import METHODS
+from kps.configs import METHODS, RUN_ONLY_KEYS, authors_code_overrides, make_config
 from kps.data import DATASETS
 from kps.report.paper import DATASET_VARIANTS
 from kps.report.records import protocol_of, seed_groups, variant_label
 
 __all__ = ["CHANCE_MARGIN", "RANK_ALPHA", "GROUPS", "chance_error", "clearly_above_chance", "kendall_tau",
-           "kendall_p", "tau_needed", "paper_error", "RankAgreement", "rank_agreement", "method_rows",
+           "kendall_p", "tau_needed", "paper_error", "table3_baselines", "RankAgreement", "rank_agreement",
+           "short_name", "method_rows", "validity_table",
            "ProtocolValidity", "protocol_validity"]
 
 # A row has trained when its error is at least this many points below chance (a constant
@@ -172,7 +173,23 @@ def table3_baselines(paper: pd.DataFrame, dataset: str, imbalance: float) -> lis
     return [m for m in dict.fromkeys(rows["method"]) if m in METHODS and m != "kps_ga"]
 
 
-METHOD_ROW_COLUMNS = ("method", "variant", "n", "error (%)", "paper's error (%)", *(f"{g} (%)" for g in GROUPS),
+def short_name(config: Mapping[str, Any]) -> str:
+    """A row's name in a few words: the method, and the settings that set it apart from its
+    preset's ('authors' code' for all of ``--authors-code``; else key=value)."""
+    reference = make_config(config["dataset"], config["method"], preset=config["preset"],
+                            imbalance=config["imbalance"]).to_dict()
+    own = {k: v for k, v in config.items() if k not in RUN_ONLY_KEYS and reference.get(k) != v}
+    if not own:
+        return config["method"]
+    authors = authors_code_overrides(config["dataset"])
+    if own == authors:
+        return f"{config['method']}, authors' code"
+    if own == {"ga_variant": "official"}:
+        return f"{config['method']}, authors' GA"
+    return f"{config['method']}, " + ", ".join(f"{k}={v}" for k, v in sorted(own.items()))
+
+
+METHOD_ROW_COLUMNS = ("method", "variant", "name", "n", "error (%)", "paper's error (%)", *(f"{g} (%)" for g in GROUPS),
                       "above chance")
 
 
@@ -188,7 +205,8 @@ def method_rows(records: Sequence[Mapping[str, Any]], paper: pd.DataFrame, proto
     for group in seed_groups(chosen):
         c = group[0]["config"]
         error = float(np.mean([r["top1_error"] for r in group]))
-        row = {"method": c["method"], "variant": variant_label(c, with_protocol=False), "n": len(group),
+        row = {"method": c["method"], "variant": variant_label(c, with_protocol=False), "name": short_name(c),
+               "n": len(group),
                "error (%)": error, "paper's error (%)": paper_error(paper, c["method"], dataset, imbalance)}
         for g in GROUPS:
             row[f"{g} (%)"] = float(np.mean([r["group_errors"][g] for r in group]))
@@ -214,12 +232,12 @@ class ProtocolValidity:
     @property
     def untrained(self) -> list[str]:
         """Rows whose error is not clearly above chance."""
-        return [_name(r) for _, r in self.rows.iterrows() if not r["above chance"]]
+        return [r["name"] for _, r in self.rows.iterrows() if not r["above chance"]]
 
     def groups_at_chance(self, group: str) -> list[str]:
         """Rows whose ``group`` classes' error is not clearly above chance, with that error."""
         limit = self.chance - CHANCE_MARGIN
-        return [f"{_name(r)} ({r[f'{group} (%)']:.1f} %)" for _, r in self.rows.iterrows()
+        return [f"{r['name']} ({r[f'{group} (%)']:.1f} %)" for _, r in self.rows.iterrows()
                 if r[f"{group} (%)"] > limit]
 
     def lines(self) -> list[str]:
@@ -238,13 +256,11 @@ class ProtocolValidity:
                 out.append(f"**{group.capitalize()} classes not above chance** (the same rule on their error): "
                            f"{', '.join(at)}.")
         missing = f"; Table 3 baselines with no record yet: {', '.join(self.missing)}" if self.missing else ""
-        out.append(f"**Rank agreement with Table 3** (Kendall's τ of our errors against the paper's over its "
-                   f"baselines, {', '.join(self.rank.methods) or 'none'}): {self.rank}{missing}.")
+        over = (f"over its baselines that have a record here, {', '.join(self.rank.methods)}" if self.rank.methods
+                else "over its baselines that have a record here")
+        out.append(f"**Rank agreement with Table 3** (Kendall's τ of our errors against the paper's {over}): "
+                   f"{self.rank}{missing}.")
         return out
-
-
-def _name(row: Mapping[str, Any]) -> str:
-    return row["method"] if row["variant"] == "paper setting" else f"{row['method']} ({row['variant']})"
 
 
 def protocol_validity(records: Sequence[Mapping[str, Any]], paper: pd.DataFrame, protocol: str,
@@ -257,3 +273,18 @@ def protocol_validity(records: Sequence[Mapping[str, Any]], paper: pd.DataFrame,
     rank = rank_agreement(ours, dict(zip(base["method"], base["paper's error (%)"])))
     return ProtocolValidity(protocol, float(imbalance), rows, chance_error(DATASETS[dataset].num_classes), rank,
                             tuple(m for m in baselines if m not in ours))
+
+
+def validity_table(check: ProtocolValidity) -> Any:
+    """``check``'s rows for reading: each row's error beside the paper's for its method (the
+    paper's number labelled as such), its head/mid/tail errors, and the chance rule's answer."""
+    rows = check.rows
+    limit = check.chance - CHANCE_MARGIN
+    shown = pd.DataFrame({
+        "row": rows["name"], "n": rows["n"],
+        f"error, {check.protocol} protocol (%)": [f"{v:.2f}" for v in rows["error (%)"]],
+        "the paper's error (%)": ["—" if math.isnan(v) else f"{v:.2f}" for v in rows["paper's error (%)"]],
+        **{f"{g} (%)": [f"{v:.1f}" for v in rows[f"{g} (%)"]] for g in GROUPS},
+        f"above chance (error ≤ {limit:g} %)": ["yes" if v else "NO" for v in rows["above chance"]],
+    })
+    return shown.style.hide(axis="index").set_table_attributes('class="dataframe"')
