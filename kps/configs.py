@@ -432,8 +432,8 @@ def make_config(dataset: str, method: str, **overrides: Any) -> RunConfig:
 
 
 # Config keys added after records were first written: a record without them ran its
-# preset's value (before presets had them, every run had the paper's 16 / 32 px), and
-# without eval_dense_from it ran no dense evaluation (None).
+# preset's value (before presets had them, every run had the paper's 16 / 32 px), or,
+# for eval_dense_from, no dense evaluation (its default, None).
 LATER_KEYS = ("width", "image_size", "eval_dense_from")
 
 # The fast-path switches: how a run is computed, never what (bf16 autocast rounds
