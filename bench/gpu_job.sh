@@ -33,7 +33,8 @@ DATA_ROOT=${KPS_JOB_DATA_ROOT:-data}
 RESERVE=${KPS_JOB_RESERVE_S:-40}
 if [ "$SMOKE" = 1 ]; then
     DEVICE=cpu BUDGET=${KPS_JOB_BUDGET_S:-300} BENCH_MAX=${KPS_JOB_BENCH_MAX_S:-300}
-    BENCH_ARGS=(--preset cifar10_lt_small --epochs 1 --warmup-epochs 1 --limit-steps 2 --workers 0 --threads 1)
+    BENCH_ARGS=(--preset cifar10_lt_small --epochs 1 --warmup-epochs 1 --limit-steps 2 --workers 0 --threads 1
+                --contenders reference,fp32)
     GRID_ARGS=(--epochs 1 --set width=4 --set image_size=8 --set batch_size=512) K=2
     CHECKPOINTS=${KPS_JOB_CHECKPOINTS:-}  # a GPU job's checkpoints continue on a GPU only
     WORK=${KPS_JOB_WORK:-$(mktemp -d /tmp/kps-job.XXXXXX)}
@@ -62,8 +63,8 @@ main() {
         || { log "FAILED: data"; return 5; }
     if [ "${KPS_JOB_BENCH:-1}" = 1 ]; then
         log "stage bench (at most ${BENCH_MAX}s)"
-        timeout -k 10 "$BENCH_MAX" "$PY" bench/bench.py --device "$DEVICE" "${BENCH_ARGS[@]}" --stack "$K" \
-            --processes "$K" --data-root "$DATA_ROOT" --out-dir "$OUT" || { status=$?; log "FAILED: bench (exit $status)"; }
+        timeout -k 10 "$BENCH_MAX" "$PY" bench/bench.py --device "$DEVICE" "${BENCH_ARGS[@]}" \
+            --data-root "$DATA_ROOT" --out-dir "$OUT" || { status=$?; log "FAILED: bench (exit $status)"; }
     fi
     for part in ${CHECKPOINTS:+"$CHECKPOINTS" "${CHECKPOINTS%.tar}"-[0-9]*.tar}; do
         [ -f "$part" ] || continue  # an earlier job's unfinished runs; a newer checkpoint already here is kept

@@ -65,8 +65,9 @@ def test_gpu_grid_seed_0_is_every_implemented_row_of_tables_3_and_5():
 
 
 def test_bench_tiny_cpu_run(tmp_path, monkeypatch):
-    """Reference and fast path timed; a fast mode that fails is recorded under ``failed``
-    and the others stay measured; the fast path's switches are kps.configs.fast_path's."""
+    """The reference and the named contenders timed one after the other; one that fails is
+    recorded under ``failed`` and the others stay measured; a contender's switches are the
+    device's fast path with its own precision and compile mode."""
     real = bench.Trainer
 
     def trainer(config, *args, **kwargs):
@@ -77,133 +78,99 @@ def test_bench_tiny_cpu_run(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "Trainer", trainer)
     emitted = []
     result = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=1, warmup_epochs=1,
-                                 limit_steps=1, workers=0, fast_modes=("none", "default"), batch_size=8,
+                                 limit_steps=1, workers=0, contenders=("fp32", "fp32+default"), batch_size=8,
                                  emit=lambda d: emitted.append((sorted(d["trainers"]), d["complete"])))
-    assert emitted == [(["reference"], False), (["fast_none", "reference"], False),
-                       (["fast_none", "reference"], False), (["fast_none", "reference"], True)]
-    assert result["failed"] == {"fast_default": "RuntimeError: compile failed (test)"}
+    assert emitted == [(["reference"], False), (["fp32", "reference"], False),
+                       (["fp32", "reference"], False), (["fp32", "reference"], True)]
+    assert result["failed"] == {"fp32+default": "RuntimeError: compile failed (test)"}
     path = bench.write_result(result, bench.output_path(result, tmp_path / "b.json", None))
     doc = json.loads(path.read_text())
     assert doc["schema"] == bench.SCHEMA and doc["complete"] is True
     assert doc["device_type"] == "cpu" and doc["device"].startswith("cpu")
-    assert set(doc["trainers"]) == {"reference", "fast_none"}
+    assert set(doc["trainers"]) == {"reference", "fp32"} and doc["config"]["contenders"] == [
+        "reference", "fp32", "fp32+default"]
     for name, r in doc["trainers"].items():
         assert r["train_images_per_epoch"] == 8 and r["eval_images_per_epoch"] == 8, name
-        for key in ("train_images_per_s", "eval_images_per_s", "train_s_per_epoch", "epoch_s", "achieved_tflops"):
+        for key in ("train_images_per_s", "eval_images_per_s", "train_s_per_epoch", "eval_s_per_epoch", "epoch_s",
+                    "achieved_tflops"):
             assert r[key] > 0, (name, key)
+        assert r["epoch_s"] == r["train_s_per_epoch"] + r["eval_s_per_epoch"]
         assert len(r["train_s"]) == 1 and len(r["warmup_train_s"]) == 1
         assert len(r["train_losses"]) == 2 and all(math.isfinite(x) and x > 0 for x in r["train_losses"]), name
         assert r["fraction_of_bf16_peak"] is None and r["projected_run_s"] is None  # CPU, limited steps
-    ratio = doc["ratios"]["fast_none_vs_reference"]["train_images_per_s"]
-    assert ratio == pytest.approx(doc["trainers"]["fast_none"]["train_images_per_s"]
+    assert (doc["trainers"]["fp32"]["precision"], doc["trainers"]["fp32"]["compile"]) == ("fp32", "none")
+    ratio = doc["ratios"]["fp32_vs_reference"]["train_images_per_s"]
+    assert ratio == pytest.approx(doc["trainers"]["fp32"]["train_images_per_s"]
                                   / doc["trainers"]["reference"]["train_images_per_s"])
     # ResNet-32 (cosine head, 10 classes): FLOPs per 32x32 image, forward+backward and forward
     assert doc["flops"]["train_per_image"] == 412290816 and doc["flops"]["eval_per_image"] == 137725184
-    fast = doc["config"]["fast_configs"]["none"]
+    fast = doc["config"]["fast_configs"]["fp32"]
     assert doc["config"]["batch_size"] == 8
-    assert {k: fast[k] for k in fast_path("cpu")} == fast_path("cpu") == {
-        "channels_last": True, "fused_sgd": False, "bf16": bool(cpu_bf16_units()), "compile": "none"}
+    assert {k: fast[k] for k in fast_path("cpu")} == dict(fast_path("cpu"), bf16=False)
     assert doc["peak"] == {"assumed_bf16_dense_tflops": None, "source": "not a CUDA device",
                            "measured_bf16_matmul_tflops": None}
-    # the fast-path switches in a timed mode: fast_path's, that mode's compile
-    cuda = bench.fast_config(bench.make_config("cifar10", "kps"), torch.device("cuda"), "none")
-    assert (cuda.channels_last, cuda.fused_sgd, cuda.bf16, cuda.compile) == (True, True, True, "none")
 
 
-def test_bench_times_runs_stacked():
-    """--stack 2: two copies of seed 0 trained as one network (kps.stack.Stack), right
-    after their mode alone, here on 2 batches per epoch (as the job's smoke); every copy
-    trains as the run alone (the first epoch to float noise, the next within 1%), the
-    copies agree with each other bit for bit, and the rates follow from the round time."""
-    emitted = []
-    result = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=1, warmup_epochs=1, workers=0,
-                                 batch_size=32, limit_steps=2, stack=2,
-                                 emit=lambda d: emitted.append((sorted(d["trainers"]), "stacked" in d)))
-    assert emitted == [(["reference"], False), (["fast_none", "reference"], False),
-                       (["fast_none", "reference"], True), (["fast_none", "reference"], True)]
-    s = result["stacked"]
-    assert (s["runs"], s["compile"], s["seeds"], s["warmup_epochs"], s["stacked_runs"]) == (2, "none", [0, 0], 1,
-                                                                                          [2, 2])
-    assert len(s["round_s"]) == 2 and s["round_s_median"] == s["round_s"][1]
-    assert s["epochs_per_s"] == pytest.approx(2 / s["round_s_median"])
-    assert s["train_images_per_s"] == pytest.approx(2 * 2 * 32 / s["round_s_median"])  # 2 runs x 2 batches of 32
-    assert s["epoch_rate_vs_reference"] == pytest.approx(result["trainers"]["reference"]["epoch_s"] * s["epochs_per_s"])
-    assert s["epoch_rate_vs_alone"] == pytest.approx(result["trainers"]["fast_none"]["epoch_s"] * s["epochs_per_s"])
-    alone = result["trainers"]["fast_none"]["train_losses"]
-    copies = s["train_losses"]
-    assert len(copies) == 2 and copies[1] == copies[0] and len(alone) == 2
-    assert copies[0][0] == pytest.approx(alone[0], rel=1e-5) and copies[0] == pytest.approx(alone, rel=1e-2)
-    agree = s["train_loss_vs_alone"]
-    assert agree["epochs_compared"] == 2
-    assert agree["max_abs_diff"] == pytest.approx(max(abs(x - a) for x, a in zip(copies[0], alone)))
-    assert agree["max_rel_diff"] == pytest.approx(max(abs(x - a) / a for x, a in zip(copies[0], alone)))
-    assert "stacked: 2 copies of one run as one network (none)" in bench._summary(result)
-    with pytest.raises(ValueError, match="need >= 2 runs"):
-        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, stack=1)
+def test_contenders_are_the_fast_path_in_a_precision_and_a_compile_mode():
+    base = bench.make_config("cifar10", "kps")
+    cuda = bench.contender_config(base, torch.device("cuda"), "bf16+reduce-overhead")
+    assert (cuda.channels_last, cuda.fused_sgd, cuda.bf16, cuda.compile) == (True, True, True, "reduce-overhead")
+    cpu = bench.contender_config(base, torch.device("cpu"), "fp32")
+    assert (cpu.channels_last, cpu.fused_sgd, cpu.bf16, cpu.compile) == (True, False, False, "none")
+    assert bench.CONTENDERS["cpu"] == ("reference", "fp32", "bf16", "bf16+default")
+    for bad in ("fp16", "bf16+cuda-graph", "bf16+"):
+        with pytest.raises(ValueError, match="unknown contender"):
+            bench.contender_config(base, torch.device("cpu"), bad)
 
 
-def test_bench_times_separate_processes(tmp_path, jpeg_root):
-    """--processes 2: two processes of one run each (bench.py --child), timed at once after
-    both warmed up; each trains exactly as the run alone (same seed and batches, on CPU bit
-    for bit), and the aggregate rate is the sum of theirs."""
-    out = tmp_path / "bench.json"
-    assert bench.main(["--device", "cpu", "--preset", "cifar10_lt_small", "--epochs", "1", "--warmup-epochs", "1",
-                       "--limit-steps", "2", "--workers", "0", "--threads", "1", "--processes", "2",
-                       "--data-root", str(jpeg_root), "--out", str(out)]) == 0
-    doc = json.loads(out.read_text())
-    p, alone = doc["processes"], doc["trainers"]["fast_none"]
-    assert (p["runs"], p["compile"], p["warmup_epochs"]) == (2, "none", 1) and "failed" not in doc
-    assert [len(times) for times in p["epoch_s"]] == [1, 1]
-    assert p["epochs_per_s"] == pytest.approx(sum(1 / t[0] for t in p["epoch_s"]))
-    assert p["train_images_per_s"] == pytest.approx(p["epochs_per_s"] * 2 * 64)
-    assert p["epoch_rate_vs_alone"] == pytest.approx(alone["epoch_s"] * p["epochs_per_s"])
-    assert p["train_losses"] == [alone["train_losses"]] * 2 and len(alone["train_losses"]) == 2
-    assert p["train_loss_vs_alone"] == {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "epochs_compared": 2}
-    assert doc["config"]["preset"] == "cifar10_lt_small" and doc["config"]["image_size"] == 16
+def test_a_bf16_contender_on_a_cpu_without_bf16_units_is_skipped(monkeypatch):
+    monkeypatch.setattr(bench, "cpu_bf16_units", lambda: ())
+    result = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=1, warmup_epochs=0, limit_steps=1,
+                                 workers=0, contenders=("bf16", "fp32"), batch_size=8)
+    assert sorted(result["trainers"]) == ["fp32", "reference"] and "failed" not in result
+    assert result["skipped"]["bf16"].startswith("bf16 needs a CPU with bf16 units (amx_bf16 or avx512_bf16)")
+    assert "bf16: bf16 needs a CPU" in bench._summary(result)
 
 
-def test_loss_agreement_by_hand():
-    agree = bench.loss_agreement([[2.0, 1.0], [2.0, 1.1, 9.0]], [2.0, 1.2])
-    assert agree == {"max_abs_diff": pytest.approx(0.2), "max_rel_diff": pytest.approx(0.2 / 1.2),
-                     "epochs_compared": 2}
-    assert bench.loss_agreement([[1.0]], []) == {"max_abs_diff": None, "max_rel_diff": None, "epochs_compared": 0}
-    assert bench.loss_agreement([[math.nan]], [1.0])["max_rel_diff"] is None
-
-
-def test_bench_refuses_bad_modes_and_limits():
-    with pytest.raises(ValueError, match="unknown compile mode"):
-        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, fast_modes=("cuda-graph",))  # removed from kps
+def test_bench_refuses_bad_contenders_and_limits():
+    with pytest.raises(ValueError, match="unknown contender"):
+        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, contenders=("fp32+cuda-graph",))
     with pytest.raises(ValueError, match="repeat"):
-        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, fast_modes=("none", "none"))
+        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, contenders=("fp32", "fp32"))
     with pytest.raises(ValueError, match="limit_steps"):
         bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, limit_steps=0)
-    with pytest.raises(ValueError, match="child_args"):
-        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, processes=2)
 
 
 def test_bench_script_on_the_jpeg_copy(tmp_path, jpeg_root):
     out = tmp_path / "bench.json"
     assert bench.main(["--device", "cpu", "--epochs", "1", "--warmup-epochs", "0", "--limit-steps", "1",
-                       "--workers", "1", "--batch-size", "8", "--data-root", str(jpeg_root), "--out", str(out)]) == 0
+                       "--workers", "1", "--batch-size", "8", "--contenders", "fp32", "--data-root", str(jpeg_root),
+                       "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["config"]["dataset_label"] == "CIFAR-10 (JPEG copy)" and doc["config"]["train_images"] == 12406
+    assert (doc["config"]["preset"], doc["config"]["image_size"], doc["config"]["width"]) == ("cifar10_lt", 32, 16)
     assert doc["config"]["test_images"] == 8 and doc["trainers"]["reference"]["compile_overhead_s"] is None
-    assert doc["trainers"]["reference"]["train_images_per_s"] > 0 and doc["trainers"]["fast_none"]["epoch_s"] > 0
-    assert sorted(doc["trainers"]) == ["fast_none", "reference"] and "stacked" not in doc and "processes" not in doc
+    assert doc["trainers"]["reference"]["train_images_per_s"] > 0 and doc["trainers"]["fp32"]["epoch_s"] > 0
+    assert sorted(doc["trainers"]) == ["fp32", "reference"]
 
 
-def test_bench_outputs_gpu_names_and_refuses_cpu_results_dir(tmp_path):
-    gpu = {"device": "NVIDIA H100 80GB HBM3", "device_type": "cuda", "date": "2026-11-26"}
+def test_bench_outputs_gpu_names_and_keeps_checks_out_of_the_results(tmp_path):
+    gpu = {"device": "NVIDIA H100 80GB HBM3", "device_type": "cuda", "date": "2026-11-26",
+           "config": {"limit_steps": None}}
     first = bench.output_path(gpu, None, tmp_path)
     assert first == tmp_path / "nvidia-h100-80gb-hbm3-2026-11-26.json"
     first.write_text("{}")
     assert bench.output_path(gpu, None, tmp_path).name == "nvidia-h100-80gb-hbm3-2026-11-26-2.json"
     assert bench.output_path(gpu, None, None).parent == REPO / "bench" / "results"
     cpu = dict(gpu, device="cpu (x)", device_type="cpu")
-    with pytest.raises(ValueError, match="give --out"):
+    with pytest.raises(ValueError, match="give --out FILE or --out-dir"):
         bench.output_path(cpu, None, None)
-    with pytest.raises(ValueError, match="only GPU-made"):
-        bench.output_path(cpu, REPO / "bench" / "results" / "x.json", None)
+    results = REPO / "bench" / "results"
+    assert bench.output_path(cpu, None, results) == results / "cpu-x-2026-11-26.json"  # named: a result
+    check = dict(cpu, config={"limit_steps": 2})
+    with pytest.raises(ValueError, match="a run with --limit-steps is a check"):
+        bench.output_path(check, None, results)
+    assert bench.output_path(check, tmp_path / "c.json", None) == tmp_path / "c.json"
     assert bench.assumed_bf16_peak("NVIDIA H100 80GB HBM3")[0] == 989.4
     assert bench.assumed_bf16_peak("NVIDIA H200")[0] == 989.4
     assert bench.assumed_bf16_peak("NVIDIA H100 PCIe")[0] == 756.0
@@ -212,7 +179,9 @@ def test_bench_outputs_gpu_names_and_refuses_cpu_results_dir(tmp_path):
 
 def test_bench_cpu_run_without_out_is_refused(capsys):
     assert bench.main(["--device", "cpu", "--data-root", "/nonexistent"]) == 2
-    assert "give --out" in capsys.readouterr().err
+    assert "give --out FILE or --out-dir" in capsys.readouterr().err
+    assert bench.main(["--device", "cpu", "--contenders", "fp16", "--out", "x", "--data-root", "/nonexistent"]) == 2
+    assert "unknown contender 'fp16'" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the grid plan
