@@ -73,7 +73,8 @@ if importlib.util.find_spec("kps") is None:  # run as a script without kps insta
 
 from kps.batches import augment_for, load_data  # noqa: E402
 from kps.configs import COMPILE_MODES, RunConfig, fast_path, make_config  # noqa: E402
-from kps.data import DATASETS, LTData, TensorSplit  # noqa: E402
+from kps.data import LTData, TensorSplit  # noqa: E402
+from kps.datasets import DATASETS  # noqa: E402
 from kps.env import BF16_CPU_FLAGS, cpu_bf16_units, device_name, git_state  # noqa: E402
 from kps.io import atomic_write_text  # noqa: E402
 from kps.losses import make_loss  # noqa: E402
