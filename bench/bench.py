@@ -574,6 +574,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in contenders or ():  # a misspelt contender fails before the data is loaded
             if name != "reference":
                 contender_config(base, device, name)
+        output_path({"device": device_name(device), "device_type": device.type,  # so does a refused output
+                     "date": datetime.now(timezone.utc).date().isoformat(),
+                     "config": {"limit_steps": args.limit_steps}}, args.out, args.out_dir)
         data = load_data(base, args.data_root)  # at the preset's image size
         log(f"{data.label}: {len(data.train)} training, {len(data.test)} test images "
             f"({time.perf_counter() - t0:.1f} s to load)")

@@ -186,6 +186,10 @@ def test_bench_cpu_run_without_out_is_refused(capsys):
     assert "give --out FILE or --out-dir" in capsys.readouterr().err
     assert bench.main(["--device", "cpu", "--contenders", "fp16", "--out", "x", "--data-root", "/nonexistent"]) == 2
     assert "unknown contender 'fp16'" in capsys.readouterr().err
+    # a check refused under bench/results before any data is loaded (the data root does not exist)
+    assert bench.main(["--device", "cpu", "--limit-steps", "1", "--out-dir", str(REPO / "bench" / "results"),
+                       "--data-root", "/nonexistent"]) == 2
+    assert "a run with --limit-steps is a check" in capsys.readouterr().err
 
 
 # --------------------------------------------------------------------------- the GPU job's stages
