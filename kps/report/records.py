@@ -1,6 +1,6 @@
 """Our runs as the result pages group and name them: the seed summaries (mean
 +- sample std over seeds, the number of seeds), the labels of a run's setting
-and variant against the paper's (``kps.configs.make_config``), the records that
+and variant against the paper's (``kps.configs.differences``), the records that
 match a paper cell, and the overview of what has been run."""
 
 from __future__ import annotations
