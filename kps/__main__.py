@@ -156,9 +156,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_train_grid(args: argparse.Namespace) -> int:
     configs = _grid_configs(args)
-    if args.jobs < 1 or args.stack < 1 or (args.threads is not None and args.threads < 1):
-        raise ValueError(f"--jobs, --stack and --threads must be >= 1, got {args.jobs}, {args.stack} "
-                         f"and {args.threads}")
+    if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+        raise ValueError(f"--jobs and --threads must be >= 1, got {args.jobs} and {args.threads}")
     if args.jobs > 1 and args.force:
         raise ValueError("train-grid --force retrains runs that have a record; with --jobs N every worker would "
                          "retrain every run: use --force without --jobs")
@@ -177,22 +176,21 @@ def cmd_train_grid(args: argparse.Namespace) -> int:
 
     quiet = args.quiet or args.worker
     failed = run_worker(configs, data_root=args.data_root, out=args.out, checkpoint_dir=args.checkpoints,
-                        device=_device(args.device), stack=args.stack, force=args.force, resume=args.resume,
-                        quiet=quiet,
+                        device=_device(args.device), force=args.force, resume=args.resume, quiet=quiet,
                         log=lambda line: print(line, flush=True))
     return 1 if failed else 0
 
 
-def train_grid_configs(argv: Sequence[str]) -> list:
-    """The configurations, in order, that ``python -m kps train-grid ARGV`` trains (a
-    job's plan lists exactly what its workers take)."""
-    return _grid_configs(build_parser().parse_args(["train-grid", *argv]))
-
-
 def _grid_configs(args: argparse.Namespace) -> list:
-    """--grid NAME (kps.runner.GRIDS) or --methods x --seeds."""
-    from kps.runner import GRIDS
+    """--config-list FILE (a JSON list of configs, as bench/grid.py writes), --grid NAME
+    (kps.grids.GRIDS) or --methods x --seeds."""
+    from kps.configs import read_config_list
+    from kps.grids import GRIDS
 
+    if args.config_list is not None:
+        if args.grid or args.methods or args.dataset:
+            raise ValueError("--config-list names its own runs; give it, or --grid, or --dataset/--methods")
+        return read_config_list(args.config_list)
     if args.grid is None:
         if not args.methods:
             raise ValueError("train-grid needs --methods (or --grid NAME: " + ", ".join(GRIDS) + ")")
@@ -218,11 +216,12 @@ def _strip_option(argv: list[str], name: str) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from kps.configs import DATASET_PRESETS, METHODS, PRESETS
+    from kps.configs import METHODS, PRESETS
+    from kps.datasets import DATASETS
 
     print("presets (Table 2, then reduced protocols; --preset NAME, default the dataset's own):")
     for p in PRESETS.values():
-        default = ", ".join(d for d in p.datasets if DATASET_PRESETS[d] == p.name)
+        default = ", ".join(d for d in p.datasets if DATASETS[d].preset == p.name)
         where = f"datasets: {', '.join(p.datasets)}" + (f"; default for {default}" if default else "")
         width = f" width {p.width}," if p.arch == "resnet32" else ""
         print(f"  {p.name:<16} {p.protocol} protocol: {p.arch},{width} {p.image_size} px, batch {p.batch_size}, "
@@ -234,8 +233,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, m in METHODS.items():
         extras = [w for w, on in (("DRW", m.drw), ("GA", m.ga), ("mixup", m.mixup)) if on]
         print(f"  {name:<13} loss {m.loss}, {m.head} head" + (f", {', '.join(extras)}" if extras else ""))
-    print("datasets: " + ", ".join(DATASET_PRESETS))
-    from kps.runner import GRIDS
+    print("datasets: " + ", ".join(DATASETS))
+    from kps.grids import GRIDS
 
     for name, make in GRIDS.items():
         runs = make()
@@ -279,24 +278,21 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train the configurations in order (kps.runner), loading the data once: "
                                    "those with a record are done (--force retrains them), checkpoints are "
                                    "resumed (--restart replaces them).  --jobs N: N worker processes take the "
-                                   "configurations in order, each passing over those claimed by another worker; "
-                                   "--stack K: up to K that read the same batches train as one network (kps.stack). "
-                                   "A later call continues where one stopped (Ctrl-C keeps every checkpoint).")
+                                   "configurations in order, each passing over those claimed by another worker, "
+                                   "on CPU cores or on one GPU alike.  A later call continues where one stopped (Ctrl-C keeps every checkpoint).")
     g.add_argument("--methods", nargs="+")
     g.add_argument("--seeds", nargs="+", type=int, default=[0])
     g.add_argument("--grid", help="a named grid instead of --methods/--seeds: paper (the paper protocol at rho 100: "
                                   "seeds 0-2 of ce, ldam_drw and both KPS-GA readings, then seed 0 of ten more "
-                                  "rows; kps.runner.paper_grid), cpu (the CPU-scale protocol's 14 rows x seeds 0-2 "
-                                  "at rho 100, kps.runner.CPU_GRID_ROWS) or gpu (a GPU job: paper, then every "
+                                  "rows; kps.grids.paper_grid), cpu (the CPU-scale protocol's 14 rows x seeds 0-2 "
+                                  "at rho 100, kps.grids.CPU_GRID_ROWS) or gpu (a GPU job: paper, then every "
                                   "row's seeds 0-2 at rho 50)")
+    g.add_argument("--config-list", metavar="FILE", help="a JSON list of configs (RunConfig keys) to train in "
+                                                        "order, instead of --grid or --methods")
     g.add_argument("--jobs", type=int, default=1,
                    help="worker processes (default 1); on CPU one per core, e.g. --jobs 2 on two cores")
     g.add_argument("--threads", type=int, help="threads per process (default with --jobs on CPU: 1)")
     g.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    g.add_argument("--stack", type=int, default=1, metavar="K",
-                   help="train up to K configurations that read the same batches (methods of one seed; ResNet-32 "
-                        "without mixup) as one network (kps.stack): the same numbers as apart, one GPU kernel for "
-                        "all; for GPUs, unmeasured there so far (default 1: one at a time)")
     _add_run_options(g)
     g.set_defaults(func=cmd_train_grid)
 

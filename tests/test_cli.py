@@ -14,6 +14,7 @@ from synthetic import synthetic_data
 import kps.__main__ as cli
 import kps.runner as runner
 import kps.batches as batches
+import kps.checkpoints as ck
 import kps.train as kt
 from kps.env import cpu_bf16_units
 from kps.results import load_records
@@ -52,7 +53,7 @@ def test_help_and_list(capsys):
         assert word in out
     assert "m_max 0.35" in out and "decay x0.01 at [160, 180]" in out
     assert "cifar10_lt_small CPU-scale protocol: resnet32, width 8, 16 px" in out
-    assert "grid cpu: 84 runs of preset cifar10_lt_small" in out
+    assert "grid cpu: 42 runs of preset cifar10_lt_small" in out and "grid paper: 22 runs of preset cifar10_lt" in out
 
 
 def test_train_writes_record(tmp_path, fake_data, capsys):
@@ -93,7 +94,7 @@ def test_train_grid_and_its_workers(tmp_path, fake_data, capsys):
     other = tmp_path / "workers"
     configs = cli._configs(cli.build_parser().parse_args(["train-grid", "--methods", "kps", "ce", *TINY]),
                            ["kps", "ce"], [0, 1])
-    held, stale = (kt.checkpoint_path(other / "ckpt", c) for c in configs[:2])
+    held, stale = (ck.checkpoint_path(other / "ckpt", c) for c in configs[:2])
     assert runner.claim(held) and not runner.claim(held)
     stale.parent.mkdir(parents=True, exist_ok=True)
     runner.claim_path(stale).write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 7, "start": "1"}))
@@ -127,13 +128,18 @@ def test_train_grid_leaves_recorded_runs_alone(tmp_path, fake_data, capsys):
     assert strip(mine) == strip(theirs)
 
 
-def test_train_grid_stack_trains_the_methods_of_a_seed_as_one_network(tmp_path, fake_data, capsys):
-    argv = ["train-grid", "--methods", "kps", "ce", "--seeds", "0", *TINY, "--stack", "2"]
-    assert cli.main([*argv, *folders(tmp_path)]) == 0
-    assert capsys.readouterr().out.count("final") == 2
-    records = load_records(tmp_path / "results")
-    assert sorted(r["config"]["method"] for r in records) == ["ce", "kps"]
-    assert all(r["segments"][-1]["stacked_runs"] == 2 for r in records)
+def test_train_grid_config_list_is_the_list_it_trains(tmp_path, fake_data, capsys):
+    """--config-list FILE: a JSON list of configs (kps.configs.write_config_list), trained in order."""
+    from kps.configs import make_config, write_config_list
+
+    configs = [make_config("cifar10", m, seed=s, epochs=1, batch_size=16, warmup_epochs=1)
+               for m, s in (("kps", 1), ("ce", 0))]
+    listed = tmp_path / "configs.json"
+    listed.write_text(write_config_list(configs))
+    assert cli.main(["train-grid", "--config-list", str(listed), "--quiet", *folders(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("kps/imb100/seed1") < out.index("ce/imb100/seed0") and out.count("final") == 2
+    assert [r["config"] for r in load_records(tmp_path / "results")] == [configs[1].to_dict(), configs[0].to_dict()]
 
 
 @pytest.mark.parametrize(
@@ -150,12 +156,14 @@ def test_train_grid_stack_trains_the_methods_of_a_seed_as_one_network(tmp_path, 
         (["train", "--dataset", "cifar10"], "give --method"),
         (["train-grid", "--methods", "kps", "nope", "--dataset", "cifar10"], "unknown method 'nope'"),
         (["download", "imagenet_lt", "--data-root", "x"], "imagenet_lt cannot be downloaded automatically"),
-        (["train-grid", "--methods", "kps", "ce", "--dataset", "cifar10", "--stack", "0"],
-         "--jobs, --stack and --threads must be >= 1, got 1, 0 and None"),
-        (["train-grid", "--grid", "tpu"], "unknown grid 'tpu'; valid: cpu, gpu"),
+        (["train-grid", "--methods", "kps", "ce", "--dataset", "cifar10", "--jobs", "0"],
+         "--jobs and --threads must be >= 1, got 0 and None"),
+        (["train-grid", "--config-list", "nowhere.json"], "cannot read the config list nowhere.json"),
+        (["train-grid", "--config-list", "x.json", "--grid", "cpu"], "--config-list names its own runs"),
+        (["train-grid", "--grid", "tpu"], "unknown grid 'tpu'; valid: paper, cpu, gpu, bf16-check"),
         (["train-grid", "--grid", "cpu", "--jobs", "2", "--force"], "with --jobs N every worker would retrain"),
         (["train-grid", "--grid", "cpu", "--methods", "ce"], "give --grid or --dataset/--methods"),
-        (["train-grid", "--dataset", "cifar10"], "train-grid needs --methods (or --grid NAME: cpu, gpu)"),
+        (["train-grid", "--dataset", "cifar10"], "train-grid needs --methods (or --grid NAME: paper, cpu, gpu, bf16-check)"),
         (["train", "--method", "ce", "--dataset", "cifar10", "--compile", "cuda-graph"],
          "unknown compile mode 'cuda-graph'; valid: none, default, reduce-overhead"),
         (["train", "--method", "ce", "--dataset", "cifar100", "--preset", "cifar10_lt_small"],

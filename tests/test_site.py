@@ -173,7 +173,7 @@ def test_claims_page(pages):
     scale does, beside its validity figures (computed here from the record files)."""
     from kps import claims
     from kps.report import grid_records
-    from kps.runner import paper_grid
+    from kps.grids import paper_grid
 
     text = pages["notebooks/claims"]["text"]
     paper_part, _, reduced_part = text.partition("At a reduced protocol: what that scale does")
@@ -201,7 +201,7 @@ def test_protocol_page(pages):
     # the protocol's values are glued from kps.configs, the pilot's and the bench's from their files
     from kps.configs import PRESETS
     from kps.report import benchfiles
-    from kps.runner import cpu_grid
+    from kps.grids import cpu_grid
 
     paper, small = PRESETS["cifar10_lt"], PRESETS["cifar10_lt_small"]
     assert f"{small.epochs} epochs instead of {paper.epochs}" in protocol

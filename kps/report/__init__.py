@@ -21,13 +21,11 @@ from kps.report.provenance import (ProvenanceNote, note_for, provenance_footnote
                                    read_provenance_notes, record_file, segments_label)
 from kps.report.paper import find_repo_root
 from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, ErrorSummary, RunsOverview,
-                                format_summary, grid_records, matching_records, preset_of, protocol_of, protocols, runs_overview,
-                                seed_groups, setting_label, summarize, variant_label)
-from kps.report.speed import (SPEED_TARGETS, STACKED_COLUMNS, TOGETHER_COLUMNS, TRAINER_TITLES, SpeedPage,
-                              bench_table, cpu_bench_facts, cpu_bench_table, cpu_benches, grid_facts, grid_per_process,
-                              grid_table, measurement_status, noise_bands, speed_chart, speed_chart_data, speed_page,
-                              speed_summary, speed_table, speed_targets, stacked_table, together_table,
-                              train_loss_epoch_labels, train_loss_table, train_loss_verdicts, trainer_order)
+                                format_summary, grid_records, matching_records, precision_label, preset_of, protocol_of,
+                                protocols, runs_overview, seed_groups, setting_label, summarize, variant_label)
+from kps.report.speed import (SPEED_TARGETS, SpeedPage, bench_table, contender_table, contender_title,
+                              cpu_bench_facts, cpu_bench_table, cpu_benches, grid_facts, grid_table, projected_minutes,
+                              speed_chart, speed_page, speed_summary, speed_targets)
 from kps.report.tables import (TablePage, comparison_table, ga_variant_comparison, ga_variant_per_class,
                                ga_variant_view, protocol_column, setting_effects, table_page, table_records, wide_table)
 from kps.data import train_class_counts  # the dataset builders' counts, which Table 1 summarises
@@ -41,13 +39,11 @@ __all__ = [
     "ProvenanceNote", "note_for", "provenance_footnotes", "provenance_table", "read_provenance_notes",
     "record_file", "segments_label",
     "NOT_IMPLEMENTED", "NOT_RUN", "ErrorSummary", "RunsOverview", "find_repo_root", "format_summary",
-    "grid_records", "matching_records", "preset_of", "protocol_of", "protocols", "runs_overview", "seed_groups", "setting_label", "summarize",
+    "grid_records", "matching_records", "precision_label", "preset_of", "protocol_of", "protocols", "runs_overview", "seed_groups", "setting_label", "summarize",
     "variant_label",
-    "SPEED_TARGETS", "STACKED_COLUMNS", "TOGETHER_COLUMNS", "TRAINER_TITLES", "SpeedPage", "bench_table", "cpu_bench_facts",
-    "cpu_bench_table", "cpu_benches", "grid_facts", "grid_per_process", "grid_table", "measurement_status",
-    "noise_bands", "speed_chart", "speed_chart_data", "speed_page", "speed_summary", "speed_table", "speed_targets",
-    "stacked_table", "together_table", "train_loss_epoch_labels", "train_loss_table", "train_loss_verdicts",
-    "trainer_order",
+    "SPEED_TARGETS", "SpeedPage", "bench_table", "contender_table", "contender_title", "cpu_bench_facts",
+    "cpu_bench_table", "cpu_benches", "grid_facts", "grid_table", "projected_minutes", "speed_chart", "speed_page",
+    "speed_summary", "speed_targets",
     "TablePage", "comparison_table", "ga_variant_comparison", "ga_variant_per_class", "ga_variant_view", "protocol_column",
     "setting_effects", "table_page", "table_records", "wide_table",
     "train_class_counts",

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from kps.configs import RunConfig
-from kps.report.records import setting_label
+from kps.report.records import precision_label, setting_label
 from kps.results import config_record_path
 
 
@@ -80,13 +80,13 @@ def _record_note(rec: Mapping[str, Any], notes: Iterable[ProvenanceNote]) -> Pro
     return note_for(record_file(rec), rec.get("git_commit"), rec.get("git_dirty"), notes)
 
 
-PROVENANCE_COLUMNS = ("data", "method", "imbalance", "seed", "epochs", "setting", "commit", "dirty tree", "note",
-                      "device", "torch", "started (UTC)", "wall time (min)", "processes")
+PROVENANCE_COLUMNS = ("data", "method", "imbalance", "seed", "epochs", "setting", "precision", "commit",
+                      "dirty tree", "note", "device", "torch", "started (UTC)", "wall time (min)", "processes")
 
 
 def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[ProvenanceNote] = ()) -> pd.DataFrame:
     """One row per record: what ran (dataset label, method, imbalance, seed,
-    epochs, setting) and where it came from as the record says it (commit,
+    epochs, setting, precision) and where it came from as the record says it (commit,
     dirty tree, device, torch version, start time in UTC, wall time of the
     epochs in minutes), and the marker of a note of ``notes`` that applies
     to it (see :func:`provenance_footnotes`)."""
@@ -103,6 +103,7 @@ def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[Prove
             "seed": c["seed"],
             "epochs": c["epochs"],
             "setting": setting_label(c),
+            "precision": precision_label(c),
             "commit": str(rec.get("git_commit") or "unknown")[:10],
             "dirty tree": "unknown" if dirty is None else ("yes" if dirty else "no"),
             "note": note.marker if note else "",
@@ -121,21 +122,15 @@ def segments_label(rec: Mapping[str, Any]) -> str:
     unknown; 130-199: 1a2b3c4d5e (H200)'."""
     segments = rec.get("segments") or []
     if len(segments) <= 1:
-        return "one" + (_stacked(segments[0]) if segments else "")
+        return "one"
     ends = [s["from_epoch"] for s in segments[1:]] + [rec["epochs"]]
     parts = []
     for seg, end in zip(segments, ends):
         who = str(seg["git_commit"])[:10] if seg.get("git_commit") else "unknown commit"
         if seg.get("device"):
             who += f" ({seg['device']})"
-        parts.append(f"{seg['from_epoch']}-{end - 1}: {who}{_stacked(seg)}")
+        parts.append(f"{seg['from_epoch']}-{end - 1}: {who}")
     return "epochs " + "; ".join(parts)
-
-
-def _stacked(segment: Mapping[str, Any]) -> str:
-    """', k runs stacked as one network' for a segment trained in a kps.stack.Stack."""
-    k = segment.get("stacked_runs")
-    return f", {k} runs stacked as one network" if k else ""
 
 
 def provenance_footnotes(notes: Iterable[ProvenanceNote], records: Iterable[Mapping[str, Any]] = (),

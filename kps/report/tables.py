@@ -15,8 +15,8 @@ import pandas as pd
 
 from kps.configs import METHODS, PRESETS
 from kps.report.paper import BACKBONE_TITLES, DATASET_TITLES, DATASET_VARIANTS, dataset_title, paper_label
-from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, format_summary, matching_records, protocol_of,
-                                seed_groups, setting_label, summarize, variant_label)
+from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, format_summary, group_key, matching_records,
+                                protocol_of, seed_groups, setting_label, summarize, variant_label)
 
 
 def comparison_table(
@@ -100,7 +100,7 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
     an 'ours (final epoch)' column under each.
 
     Our runs in the paper's setting (up to run-only differences such as a
-    short run or bf16 autocast, named in the cell) fill the method's own row.
+    short run, named in the cell) fill the method's own row.
     Runs of another variant (:func:`variant_label`, e.g. the authors'-code GA)
     get a row of their own right below it, labelled "<paper's label> (<our
     method name>), <variant>", with the paper's number repeated beside them
@@ -168,13 +168,13 @@ def wide_table(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ga_variant_pairs(records: Sequence[Mapping[str, Any]]) -> list[dict[str, list[Mapping[str, Any]]]]:
-    """Groups of records alike but for seed and ``ga_variant`` that hold both
-    variants: {"paper": [...], "official": [...]}, in a stable order."""
+    """Groups of records alike but for seed, speed keys and ``ga_variant``
+    (:func:`kps.report.records.group_key`) that hold both variants: {"paper": [...],
+    "official": [...]}, in a stable order."""
     by_key: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     for rec in records:
-        cfg = {k: v for k, v in rec["config"].items() if k not in ("seed", "ga_variant")}
-        key = repr(sorted((k, repr(v)) for k, v in cfg.items())) + repr(rec.get("dataset_label"))
-        by_key.setdefault(key, {}).setdefault(rec["config"]["ga_variant"], []).append(rec)
+        by_key.setdefault(group_key(rec, apart_from=("ga_variant",)), {}).setdefault(
+            rec["config"]["ga_variant"], []).append(rec)
     return [by_key[k] for k in sorted(by_key) if {"paper", "official"} <= set(by_key[k])]
 
 
