@@ -730,7 +730,7 @@ def test_one_home_for_the_speed_keys_and_the_bench_keys():
     assert report.setting_label(cfg) == "paper setting"
     assert len(report.seed_groups([record(seed=0), record(seed=1, channels_last=True),
                                    record(seed=2, bf16=True)])) == 1      # one experiment, in any precision
-    assert len(report.seed_groups([record(seed=0), record(seed=1, eval_every=10)])) == 2  # measured otherwise
+    assert len(report.seed_groups([record(seed=0), record(seed=1, eval_every=10)])) == 1  # evaluated otherwise
 
 
 def test_table_page_and_speed_page_values(tmp_path):
@@ -763,3 +763,14 @@ def test_a_reduced_protocol_is_never_set_beside_the_paper_protocol():
         assert report.ga_variant_per_class(pairs) is None  # no paper-protocol pair among them
         t = report.ga_variant_per_class(pairs, protocol="CPU-scale")
         assert t.loc["class size"].tolist()[0] == 5000
+
+
+def test_a_cell_pools_runs_of_other_evaluation_cadences_and_precisions_but_not_short_runs():
+    """GPU records (every epoch, bf16) and the CPU grid's (every 10 and dense from 160) of
+    one experiment are one cell; a short run is a cell of its own."""
+    gpu = record(seed=0, eval_every=1, bf16=True)
+    cpu = record(seed=1, eval_every=10, eval_dense_from=160, channels_last=True)
+    short = record(seed=2, epochs=10)
+    groups = report.seed_groups([gpu, cpu, short])
+    assert sorted(len(g) for g in groups) == [1, 2]
+    assert [r["config"]["seed"] for g in groups if len(g) == 2 for r in g] == [0, 1]

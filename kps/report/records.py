@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kps.configs import IDENTITY_KEYS, PRESETS, ROLES, SPEED, SPEED_KEYS, Preset, RunConfig, differences
+from kps.configs import IDENTITY_KEYS, PRESETS, ROLES, RUN_ONLY_KEYS, SPEED, SPEED_KEYS, Preset, RunConfig, differences
 from kps.report.paper import DATASET_VARIANTS
 from kps.results import config_record_path
 
@@ -139,9 +139,12 @@ def matching_records(
 
 def group_key(record: Mapping[str, Any], apart_from: tuple[str, ...] = ()) -> str:
     """What a record's runs have in common with the records it is summarised with: its
-    data label and every config key but the seed, the speed keys (precision among them,
-    :class:`kps.configs.RunConfig`) and ``apart_from``."""
-    skip = {"seed", *SPEED_KEYS, *apart_from}
+    data label and every config key but the run keys other than ``epochs`` (seed,
+    evaluation cadence), the speed keys (precision among them, :class:`kps.configs.RunConfig`)
+    and ``apart_from``.  A cell pools runs evaluated at different cadences (a GPU's every
+    epoch, the CPU grid's every 10 and every epoch from the first decay): their final
+    errors are alike, and each record's best is over its own evaluated epochs."""
+    skip = {*RUN_ONLY_KEYS, *apart_from} - {"epochs"}
     cfg = {k: v for k, v in record["config"].items() if k not in skip}
     return repr(sorted((k, repr(v)) for k, v in cfg.items())) + repr(record.get("dataset_label"))
 
