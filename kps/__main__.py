@@ -139,12 +139,39 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                                         "max-autotune-no-cudagraphs")
 
 
+def _check_at_least_one(args: argparse.Namespace, *names: str) -> None:
+    """Each integer option of ``names`` (None: not given) is >= 1; else a ValueError naming it."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be an integer >= 1, got {value}")
+
+
+def _use_threads(requested: int | None, device: str, processes: int = 1) -> int:
+    """Set torch's threads for a run on ``device``: ``requested``, else
+    :func:`kps.env.default_threads` (1 on CPU); one line on stderr where ``processes``
+    such runs would oversubscribe the machine (:func:`kps.env.oversubscription`)."""
+    import torch
+
+    from kps.env import default_threads, oversubscription
+
+    threads = requested or default_threads(device.split(":")[0])
+    torch.set_num_threads(threads)
+    warning = oversubscription(threads * processes)
+    if warning and os.environ.get("RANK", "0") == "0":
+        print(warning, file=sys.stderr, flush=True)
+    return threads
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from kps.results import config_record_path
     from kps.train import train
 
+    _check_at_least_one(args, "threads")
     (config,) = _configs(args, [args.method] if args.method else None, None if args.seed is None else [args.seed])
-    record = train(config, data_root=args.data_root, out=args.out, device=_device(args.device),
+    device = _device(args.device)
+    _use_threads(args.threads, device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    record = train(config, data_root=args.data_root, out=args.out, device=device,
                    resume=args.resume, quiet=args.quiet, force=args.force, checkpoint_dir=args.checkpoints,
                    num_workers=args.workers)
     if not args.quiet and os.environ.get("RANK", "0") == "0":
@@ -162,22 +189,25 @@ def cmd_train_grid(args: argparse.Namespace) -> int:
     if args.jobs > 1 and args.force:
         raise ValueError("train-grid --force retrains runs that have a record; with --jobs N every worker would "
                          "retrain every run: use --force without --jobs")
+    device = _device(args.device)
     if args.jobs > 1:
+        from kps.env import default_threads, oversubscription
         from kps.runner import spawn_workers
 
-        device = _device(args.device)
-        threads = args.threads or (1 if device == "cpu" else os.cpu_count() or 1)
+        threads = args.threads or default_threads(device.split(":")[0])
+        warning = oversubscription(threads * args.jobs)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         child = _strip_option(_strip_option(list(args.argv), "--jobs"), "--threads")
         return spawn_workers(child, args.jobs, threads)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    # a worker of --jobs N runs with the threads its parent gave it (OMP_NUM_THREADS) and says nothing
+    if not args.worker:
+        _use_threads(args.threads, device)
     from kps.runner import run_worker
 
     quiet = args.quiet or args.worker
     failed = run_worker(configs, data_root=args.data_root, out=args.out, checkpoint_dir=args.checkpoints,
-                        device=_device(args.device), stack=args.stack, force=args.force, resume=args.resume,
+                        device=device, stack=args.stack, force=args.force, resume=args.resume,
                         quiet=quiet,
                         log=lambda line: print(line, flush=True))
     return 1 if failed else 0
@@ -272,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", help="ce, focal, cb_focal, cosface, arcface, ldam_drw, la, eql, "
                                                    "kps, kps_drw, kps_ga, kps_ga_mixup")
     p.add_argument("--seed", type=int, help="training seed (default 0)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads (default on CPU: 1, so that a busy neighbour cannot make the run crawl: "
+                        "with one thread per core, every operation waits for its slowest thread; see "
+                        "kps.env.default_threads.  On a machine of your own, --threads N, or train-grid --jobs N "
+                        "for one single-threaded run per core.  Default on CUDA: one per core)")
     _add_run_options(p)
     p.set_defaults(func=cmd_train)
 
@@ -291,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "row's seeds 0-2 at rho 50)")
     g.add_argument("--jobs", type=int, default=1,
                    help="worker processes (default 1); on CPU one per core, e.g. --jobs 2 on two cores")
-    g.add_argument("--threads", type=int, help="threads per process (default with --jobs on CPU: 1)")
+    g.add_argument("--threads", type=int, help="threads per process (default on CPU: 1, as for train; on CUDA: one "
+                                              "per core)")
     g.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     g.add_argument("--stack", type=int, default=1, metavar="K",
                    help="train up to K configurations that read the same batches (methods of one seed; ResNet-32 "

@@ -20,6 +20,15 @@ from kps.results import load_records
 
 torch.set_num_threads(1)
 
+@pytest.fixture(autouse=True)
+def idle_machine(monkeypatch):
+    """An idle machine, so that kps.env.oversubscription says nothing unless a test asks;
+    the threads of this process as they were."""
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    yield
+    torch.set_num_threads(1)
+
+
 TINY = ["--dataset", "cifar10", "--epochs", "1", "--quiet", "--set", "batch_size=16", "--set", "warmup_epochs=1"]
 
 
@@ -52,7 +61,7 @@ def test_help_and_list(capsys):
         assert word in out
     assert "m_max 0.35" in out and "decay x0.01 at [160, 180]" in out
     assert "cifar10_lt_small CPU-scale protocol: resnet32, width 8, 16 px" in out
-    assert "grid cpu: 84 runs of preset cifar10_lt_small" in out
+    assert "grid cpu: 42 runs of preset cifar10_lt_small" in out
 
 
 def test_train_writes_record(tmp_path, fake_data, capsys):
@@ -152,10 +161,10 @@ def test_train_grid_stack_trains_the_methods_of_a_seed_as_one_network(tmp_path, 
         (["download", "imagenet_lt", "--data-root", "x"], "imagenet_lt cannot be downloaded automatically"),
         (["train-grid", "--methods", "kps", "ce", "--dataset", "cifar10", "--stack", "0"],
          "--jobs, --stack and --threads must be >= 1, got 1, 0 and None"),
-        (["train-grid", "--grid", "tpu"], "unknown grid 'tpu'; valid: cpu, gpu"),
+        (["train-grid", "--grid", "tpu"], "unknown grid 'tpu'; valid: paper, cpu, gpu, bf16-check"),
         (["train-grid", "--grid", "cpu", "--jobs", "2", "--force"], "with --jobs N every worker would retrain"),
         (["train-grid", "--grid", "cpu", "--methods", "ce"], "give --grid or --dataset/--methods"),
-        (["train-grid", "--dataset", "cifar10"], "train-grid needs --methods (or --grid NAME: cpu, gpu)"),
+        (["train-grid", "--dataset", "cifar10"], "train-grid needs --methods (or --grid NAME: paper, cpu, gpu"),
         (["train", "--method", "ce", "--dataset", "cifar10", "--compile", "cuda-graph"],
          "unknown compile mode 'cuda-graph'; valid: none, default, reduce-overhead"),
         (["train", "--method", "ce", "--dataset", "cifar100", "--preset", "cifar10_lt_small"],
@@ -276,3 +285,43 @@ def test_restart_replaces_an_unfinished_checkpoint_and_says_so(tmp_path, fake_da
     assert "starting again at epoch 1: the checkpoint" in capsys.readouterr().out + capsys.readouterr().err
     (record,) = load_records(tmp_path / "results")
     assert [s["from_epoch"] for s in record["segments"]] == [0]
+
+
+def test_threads_default_to_one_on_cpu_are_recorded_and_a_busy_machine_is_named(tmp_path, fake_data, capsys,
+                                                                                monkeypatch):
+    torch.set_num_threads(2)  # torch's default on a 2-core machine: what `train` must not keep
+    assert cli.main(["train", "--method", "ce", *TINY, *folders(tmp_path)]) == 0
+    assert capsys.readouterr().err == ""  # an idle machine: no warning
+    assert torch.get_num_threads() == 1
+    assert cli.main(["train", "--method", "ce", *TINY, *folders(tmp_path), "--seed", "1", "--threads", "2"]) == 0
+    assert [r["segments"][0]["threads"] for r in load_records(tmp_path / "results")] == [1, 2]
+    # a busy machine: one line on stderr, the run goes on
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (2.2, 2.0, 1.5))
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
+    assert cli.main(["train", "--method", "ce", *TINY, *folders(tmp_path), "--seed", "2", "--threads", "2"]) == 0
+    err = capsys.readouterr().err
+    assert err == ("warning: this machine looks oversubscribed (load average 2.2 on 2 cores, and this run adds 2 "
+                   "threads): epochs will be slower than on an idle machine; --threads 1 keeps a busy neighbour "
+                   "from stalling this run's threads\n")
+    assert len(load_records(tmp_path / "results")) == 3
+
+
+def test_oversubscription_rule():
+    from kps.env import default_threads, oversubscription
+
+    assert default_threads("cpu") == 1
+    assert oversubscription(1, load=0.9, cores=2) is None       # one busy process and this run: they fit
+    assert oversubscription(2, load=0.4, cores=2) is None
+    assert oversubscription(2, load=0.6, cores=2).startswith("warning: this machine looks oversubscribed "
+                                                             "(load average 0.6 on 2 cores, and this run adds 2")
+    assert "its wall time, in the record, includes the wait" in oversubscription(1, load=2.0, cores=2)
+    assert oversubscription(4, load=3.0, cores=8) is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--method", "ce", "--dataset", "cifar10", "--threads", "0"], "--threads must be an integer >= 1, got 0"),
+])
+def test_bad_thread_counts(tmp_path, capsys, argv, message):
+    assert cli.main([*argv, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {message}\n" and not (tmp_path / "r").exists()
