@@ -72,14 +72,26 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return values
 
 
+DEVICES = "cpu, cuda, cuda:N (the GPU of index N), auto (cuda where a GPU is visible, else cpu)"
+
+
 def _device(name: str) -> str:
+    """The torch device of ``--device name``; ValueError naming the valid choices."""
+    import re
+
     import torch
 
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", name):
+        raise ValueError(f"unknown device {name!r}; valid: {DEVICES}")
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA GPU is visible on this machine; use --device cpu "
                          "(or --device auto, which picks a GPU when there is one)")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"--device {name}: this machine has {count} GPU{'s' if count > 1 else ''} "
+                         f"(cuda:0{f'..cuda:{count - 1}' if count > 1 else ''})")
     return name
 
 
@@ -112,7 +124,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default="data", help="folder holding the datasets (default: data)")
     p.add_argument("--out", default="results", help="records go to OUT/<dataset>/<method>/imb<r>/seed<k>.json")
     p.add_argument("--checkpoints", help="checkpoint folder (default: OUT/.checkpoints, beside the records)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default: cuda if present)")
+    p.add_argument("--device", default="auto", help=DEVICES + "; default auto")
     p.add_argument("--restart", dest="resume", action="store_false",
                    help="start again at epoch 1, replacing the run's unfinished checkpoint (default: continue "
                         "from it, as the notebooks do; with --force a finished run trains again from epoch 1)")

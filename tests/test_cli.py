@@ -238,6 +238,22 @@ def test_list_values_longer_runs_and_a_missing_gpu(tmp_path, capsys, monkeypatch
                      "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no CUDA GPU is visible on this machine; use --device cpu" in err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert cli.main(["train", "--method", "ce", "--dataset", "cifar10", "--out", str(tmp_path / "r"),
+                     "--device", "cuda:2"]) == 2
+    assert capsys.readouterr().err == "error: --device cuda:2: this machine has 2 GPUs (cuda:0..cuda:1)\n"
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("device", ["gpu", "tpu", "cuda1", "CPU", "mps"])
+@pytest.mark.parametrize("command", [["train", "--method", "ce"], ["train-grid", "--methods", "ce"]])
+def test_unknown_device_names_the_valid_ones(tmp_path, capsys, device, command):
+    rc = cli.main([*command, "--dataset", "cifar10", "--device", device, "--out", str(tmp_path / "r")])
+    assert rc == 2
+    assert capsys.readouterr().err == (f"error: unknown device {device!r}; valid: cpu, cuda, cuda:N (the GPU of "
+                                       "index N), auto (cuda where a GPU is visible, else cpu)\n")
+    assert not (tmp_path / "r").exists()
 
 
 def test_ctrl_c_says_where_and_the_same_command_resumes(tmp_path, fake_data, capsys, monkeypatch):
