@@ -47,8 +47,8 @@ import torch.nn as nn
 from tqdm import tqdm  # plain text bar: notebooks here have no ipywidgets
 
 from kps.batches import LoaderBatches, TensorBatches, augment_for, load_data, shard, targets_of
-from kps.checkpoints import (checkpoint_path, default_checkpoint_dir, progress_path, read_progress,
-                             saved_epochs, write_progress)
+from kps.checkpoints import (checkpoint_path, default_checkpoint_dir, load_checkpoint, progress_path,
+                             read_progress, saved_epochs, unreadable_checkpoint, write_progress)
 from kps.configs import RESUMABLE_KEYS, RunConfig
 from kps.data import LTData, TensorSplit
 from kps.distributed import Distributed, init_distributed
@@ -575,7 +575,11 @@ def make_trainer(config: RunConfig, data: LTData, device: torch.device | str, ch
     ckpt = checkpoint_path(checkpoint_dir, config)
     saved = saved_epochs(ckpt) if ckpt.exists() else None
     if resume and ckpt.exists() and (finished_ok or saved != config.epochs):
-        trainer.load_state(torch.load(ckpt, map_location="cpu", weights_only=False), str(ckpt))
+        state = load_checkpoint(ckpt)
+        try:
+            trainer.load_state(state, str(ckpt))
+        except (KeyError, IndexError, TypeError, RuntimeError) as err:  # a dict of the wrong shape or sizes
+            raise unreadable_checkpoint(ckpt, err) from err
         if not quiet:
             tqdm.write(f"resuming {ckpt} after epoch {trainer.next_epoch}")
     elif ckpt.exists():

@@ -341,3 +341,33 @@ def test_bad_thread_counts(tmp_path, capsys, argv, message):
     assert cli.main([*argv, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {message}\n" and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "foreign"])
+def test_a_damaged_checkpoint_is_one_line_naming_it_and_restart(tmp_path, fake_data, capsys, monkeypatch, damage):
+    argv = ["train", "--method", "ce", "--dataset", "cifar10", "--epochs", "2", "--quiet", "--set", "batch_size=16",
+            "--set", "warmup_epochs=1", *folders(tmp_path)]
+    real = kt.Trainer.train_epoch
+    monkeypatch.setattr(kt.Trainer, "train_epoch",
+                        lambda self, epoch, *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt) if epoch == 1
+                        else real(self, epoch, *a, **kw))
+    assert cli.main(argv) == 130  # epoch 1 is in its checkpoint
+    monkeypatch.setattr(kt.Trainer, "train_epoch", real)
+    (ckpt,) = (tmp_path / "ckpt").rglob("*.pt")
+    whole = ckpt.read_bytes()
+    ckpt.write_bytes({"truncated": whole[: len(whole) // 2], "garbage": b"\x00not a checkpoint\xff" * 50,
+                      "empty": b"", "foreign": b""}[damage])
+    if damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, ckpt)
+    damaged = ckpt.read_bytes()
+    capsys.readouterr()
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: checkpoint {ckpt} cannot be read (")
+    assert err.endswith("it is damaged or not a checkpoint of this code: --restart starts the run again at epoch 1 "
+                        "and replaces it\n")
+    # nothing written: the checkpoint as it was, no record
+    assert ckpt.read_bytes() == damaged and not (tmp_path / "results").exists()
+    assert cli.main([*argv, "--restart"]) == 0
+    (record,) = load_records(tmp_path / "results")
+    assert [s["from_epoch"] for s in record["segments"]] == [0]
