@@ -58,7 +58,8 @@ from kps.losses import make_loss
 from kps.metrics import count_correct, eval_errors, summarize
 from kps.models import Scores, make_model
 from kps.params import kps_parameters
-from kps.results import SCHEMA_VERSION, config_record_path, validate_record, write_record
+from kps.results import (SCHEMA_VERSION, RecordError, config_record_path, read_record_file, validate_record,
+                         write_record)
 from kps.schedules import drw_weights, ga_active, learning_rate
 
 __all__ = ["TrainingDiverged", "TrainingInterrupted", "Trainer", "train", "make_trainer", "check_outputs",
@@ -561,6 +562,11 @@ def check_outputs(config: RunConfig, out: str | Path, checkpoint_dir: str | Path
     rec_path = config_record_path(out, config)
     check_writable_dir(rec_path.parent, "results folder")
     if rec_path.exists() and not force:
+        try:
+            read_record_file(rec_path)
+        except RecordError as err:  # said apart: the pages would fail on it, and --force is the way out
+            raise ValueError(f"record {rec_path} exists but is damaged ({err.problem}); --force trains the run "
+                             "again and replaces it") from err
         raise FileExistsError(f"record {rec_path} exists; records are immutable: use another seed, or --force")
     check_writable_dir(checkpoint_path(checkpoint_dir, config).parent, "checkpoint folder")
 

@@ -371,3 +371,19 @@ def test_a_damaged_checkpoint_is_one_line_naming_it_and_restart(tmp_path, fake_d
     assert cli.main([*argv, "--restart"]) == 0
     (record,) = load_records(tmp_path / "results")
     assert [s["from_epoch"] for s in record["segments"]] == [0]
+
+
+def test_train_says_its_record_is_damaged_and_force_replaces_it(tmp_path, fake_data, capsys):
+    argv = ["train", "--method", "ce", *TINY, *folders(tmp_path)]
+    assert cli.main(argv) == 0
+    (path,) = (tmp_path / "results").rglob("*.json")
+    path.write_text(path.read_text()[:-40])  # cut short, as a copy that stopped half-way
+    ckpt_before = sorted(p.name for p in (tmp_path / "ckpt").rglob("*"))
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: record {path} exists but is damaged (not valid JSON (Expecting ")
+    assert err.endswith("); --force trains the run again and replaces it\n") and err.count("\n") == 1
+    assert sorted(p.name for p in (tmp_path / "ckpt").rglob("*")) == ckpt_before and len(fake_data) == 1
+    assert cli.main([*argv, "--force"]) == 0
+    (record,) = load_records(tmp_path / "results")
+    assert record["config"]["method"] == "ce"
