@@ -5,7 +5,9 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -387,3 +389,35 @@ def test_train_says_its_record_is_damaged_and_force_replaces_it(tmp_path, fake_d
     assert cli.main([*argv, "--force"]) == 0
     (record,) = load_records(tmp_path / "results")
     assert record["config"]["method"] == "ce"
+
+
+def test_an_unwritable_out_is_found_before_any_work(tmp_path, fake_data, capsys, monkeypatch):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    cases = [  # (options, the message's folder and its cause)
+        (["--out", str(blocker)], f"results folder '{blocker}/cifar10/ce/imb100': '{blocker}' is not a folder"),
+        (["--out", str(tmp_path / "r"), "--checkpoints", str(blocker / "c")],
+         f"checkpoint folder '{blocker}/c/cifar10/ce/imb100': '{blocker}' is not a folder"),
+    ]
+    if Path("/proc/self").is_dir():  # a folder root may "write" by its mode bits, but in which nothing can be created
+        cases.append((["--out", "/proc/kps-results"],
+                      "results folder '/proc/kps-results/cifar10/ce/imb100': '/proc' is not writable ("))
+    for options, message in cases:
+        assert cli.main(["train", "--method", "ce", *TINY, "--device", "cpu", *options]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot write to the {message}") and err.count("\n") == 1
+    # a read-only folder, as a user other than root meets it (root passes any mode bits): creating a file fails
+    real = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kwargs):
+        if str(dir).startswith(str(tmp_path / "readonly")):
+            raise PermissionError(13, "Permission denied")
+        return real(*args, dir=dir, **kwargs)
+
+    (tmp_path / "readonly").mkdir()
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)  # kps.io.check_writable_dir's probe
+    assert cli.main(["train", "--method", "ce", *TINY, "--device", "cpu", "--out", str(tmp_path / "readonly")]) == 2
+    assert capsys.readouterr().err == (f"error: cannot write to the results folder '{tmp_path}/readonly/cifar10/ce/"
+                                       f"imb100': '{tmp_path}/readonly' is not writable (Permission denied)\n")
+    # before any work: no data loaded, nothing written anywhere
+    assert fake_data == [] and sorted(p.name for p in tmp_path.rglob("*")) == ["blocker", "readonly"]
