@@ -131,7 +131,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", dest="resume", action="store_true", help=argparse.SUPPRESS)  # the default
     p.set_defaults(resume=True)
     p.add_argument("--force", action="store_true", help="overwrite an existing record")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress (bar, or a line per epoch where stderr is not "
+                                                        "a terminal); the result is still printed")
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers for the large-image datasets")
     p.add_argument("--config", help="JSON file with RunConfig keys (kps.configs.RunConfig)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -186,7 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     record = train(config, data_root=args.data_root, out=args.out, device=device,
                    resume=args.resume, quiet=args.quiet, force=args.force, checkpoint_dir=args.checkpoints,
                    num_workers=args.workers)
-    if not args.quiet and os.environ.get("RANK", "0") == "0":
+    if os.environ.get("RANK", "0") == "0":  # the result, even with --quiet (which silences progress only)
         print(f"{config_record_path(args.out, config)}: top-1 error {record['top1_error']:.2f} (final), "
               f"{record['best_top1_error']:.2f} (best, epoch {record['best_epoch']}), "
               f"{record['wall_time_s']:.1f} s on {record['device']}")

@@ -73,7 +73,11 @@ def test_train_writes_record(tmp_path, fake_data, capsys):
     (record,) = load_records(tmp_path / "results")
     c = record["config"]
     assert (c["method"], c["seed"], c["imbalance"], c["epochs"], c["batch_size"]) == ("kps_ga", 3, 50.0, 1, 16)
-    assert "--quiet" in TINY and capsys.readouterr().out == ""
+    # --quiet silences progress, not the result
+    assert "--quiet" in TINY
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.startswith(f"{tmp_path / 'results'}/cifar10/kps_ga/imb50/seed3.")
+    assert ": top-1 error " in out and " (final), " in out and " s on cpu (" in out
 
 
 def test_config_file_authors_code_and_fast_flags(tmp_path, fake_data):
