@@ -41,9 +41,10 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace, dataset: str | None = None, method: str | None = None) -> dict[str, Any]:
     """Config overrides from --config FILE, --authors-code, --set KEY=VALUE and the
-    dedicated options (later ones win)."""
+    dedicated options (later ones win).  --authors-code is applied for ``dataset`` x
+    ``method`` only (its keys depend on both: kps.configs.authors_code_overrides)."""
     from kps.configs import SPEED_KEYS, authors_code_overrides, fast_path
 
     values: dict[str, Any] = {}
@@ -56,8 +57,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a JSON object")
         values.update(loaded)
-    if args.authors_code:
-        values.update(authors_code_overrides(args.dataset or values.get("dataset", "")))
+    if args.authors_code and dataset is not None and method is not None:
+        values.update(authors_code_overrides(dataset, method))
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -110,7 +111,11 @@ def _configs(args: argparse.Namespace, methods: Sequence[str] | None, seeds: Seq
         raise ValueError("give --dataset (or a config file with a dataset)")
     if not methods:
         raise ValueError("give --method (or a config file with a method)")
-    return [make_config(dataset, m, seed=s, **values) for m in methods for s in seeds]
+    configs = []
+    for m in methods:
+        values = {k: v for k, v in _overrides(args, dataset, m).items() if k not in ("dataset", "method", "seed")}
+        configs += [make_config(dataset, m, seed=s, **values) for s in seeds]
+    return configs
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -138,7 +143,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config key, e.g. --set m_max=0.2 --set decay_epochs=[160,180]")
     p.add_argument("--authors-code", action="store_true",
-                   help="the authors' code's setting: lr schedule, GA row scale; on CIFAR m_max 0.2, subset seed 666")
+                   help="the authors' code's setting (kps.configs.authors_code_overrides): for every method their "
+                        "lr schedule, and on CIFAR their subset seed 666; for the KPS methods also their GA row "
+                        "scale and margins, and on CIFAR m_max 0.2 (the KPS loss's settings, which other methods "
+                        "do not have)")
     fast = p.add_argument_group("fast path")
     fast.add_argument("--fast", action="store_true",
                       help="the switches measured fastest on the device (kps.configs.fast_path): on CPU "
@@ -244,8 +252,8 @@ def _grid_configs(args: argparse.Namespace) -> list:
         raise ValueError(f"unknown grid {args.grid!r}; valid: {', '.join(GRIDS)}")
     if args.methods or args.dataset:
         raise ValueError("--grid names its own dataset, methods and seeds; give --grid or --dataset/--methods")
-    overrides = _overrides(args)  # e.g. --epochs 1 for a smoke test (short runs have records of their own)
-    return [dataclasses.replace(c, **overrides) for c in GRIDS[args.grid]()]
+    # e.g. --epochs 1 for a smoke test (short runs have records of their own)
+    return [dataclasses.replace(c, **_overrides(args, c.dataset, c.method)) for c in GRIDS[args.grid]()]
 
 
 def _strip_option(argv: list[str], name: str) -> list[str]:

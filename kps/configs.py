@@ -36,6 +36,7 @@ __all__ = [
     "RESUMABLE_KEYS",
     "fast_path",
     "LATER_KEYS",
+    "KPS_ONLY_KEYS",
 ]
 
 ARCHS = ("resnet32", "resnet50", "resnext50_32x4d")
@@ -201,7 +202,9 @@ class RunConfig:
     ``variant`` of kps.params / kps.losses.KPSLoss, i.e. eq. 25's per-class
     column scale s_j with eqs. 26-30 ("paper") or the per-sample row scale s_y
     clamped to [s_base, 50] with margins from the reversed radius list
-    ("official"; the margins apply to every KPS method).  ``subset_seed`` is the
+    ("official"; the margins apply to every KPS method).  ``m_max``, ``n_base``,
+    ``s_base`` and ``ga_variant`` are the KPS loss's (:data:`KPS_ONLY_KEYS`): a method
+    with another loss keeps its preset's values.  ``subset_seed`` is the
     seed of the long-tailed subsampling, ``seed`` the training seed.
     ``channels_last``, ``bf16``, ``fused_sgd`` and ``compile`` select the fast path
     (kps.train): channels_last memory format, bf16 autocast of the backbone (CUDA, or
@@ -301,6 +304,14 @@ class RunConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         spec = METHODS[self.method]
+        if spec.loss != "kps":  # the KPS loss's settings: another method's record must not carry them
+            preset = PRESETS[self.preset]
+            for name in KPS_ONLY_KEYS:
+                default = "paper" if name == "ga_variant" else getattr(preset, name)
+                if getattr(self, name) != default:
+                    kps_methods = ", ".join(m for m, s in METHODS.items() if s.loss == "kps")
+                    raise ValueError(f"{name} sets the KPS loss ({kps_methods}); method {self.method!r} has none: "
+                                     f"leave {name} at {default!r}, got {getattr(self, name)!r}")
         _check_switch("ga_switch_epoch", self.ga_switch_epoch, spec.ga, self.method, "gradient adjustment")
         _check_switch("drw_epoch", self.drw_epoch, spec.drw, self.method, "deferred re-weighting")
         if spec.mixup != (self.mixup_alpha > 0):
@@ -372,14 +383,25 @@ def _check_switch(name: str, value: Any, wanted: bool, method: str, what: str) -
         raise ValueError(f"method {method!r} has no {what}; {name} must be null, got {value!r}")
 
 
-def authors_code_overrides(dataset: str) -> dict[str, Any]:
+def authors_code_overrides(dataset: str, method: str | None = None) -> dict[str, Any]:
     """Overrides that reproduce the configuration of the authors' public code
-    (Keke921/KPSLoss, see DESIGN.md): lr schedule (x0.1 after 160, x0.01 after
-    180), per-sample GA row scale, and on CIFAR m_max 0.2 and LT subset seed 666."""
+    (Keke921/KPSLoss, see DESIGN.md) for ``method`` (None: a KPS method).  Their
+    training script's, for every method: the lr schedule (x0.1 after 160, x0.01
+    after 180) and on CIFAR the LT subset seed 666.  Their KPS loss's, for the
+    methods with that loss only (:data:`KPS_ONLY_KEYS`): the per-sample GA row scale
+    with its margins, and on CIFAR m_max 0.2."""
     _choice("dataset", dataset, DATASET_PRESETS)
-    overrides: dict[str, Any] = {"lr_style": "official", "ga_variant": "official"}
-    if DATASET_PRESETS[dataset] in ("cifar10_lt", "cifar100_lt"):
-        overrides.update(m_max=0.2, subset_seed=666)
+    if method is not None:
+        _choice("method", method, METHODS)
+    kps_loss = method is None or METHODS[method].loss == "kps"
+    cifar = DATASET_PRESETS[dataset] in ("cifar10_lt", "cifar100_lt")
+    overrides: dict[str, Any] = {"lr_style": "official"}
+    if cifar:
+        overrides["subset_seed"] = 666
+    if kps_loss:
+        overrides["ga_variant"] = "official"
+        if cifar:
+            overrides["m_max"] = 0.2
     return overrides
 
 
@@ -430,6 +452,10 @@ def make_config(dataset: str, method: str, **overrides: Any) -> RunConfig:
     values.update(overrides)
     return RunConfig(**values)
 
+
+# Settings of the KPS loss alone (eqs. 26-30 and the GA reading): a method with another
+# loss keeps its preset's values, so that its record's name never carries them.
+KPS_ONLY_KEYS = ("m_max", "n_base", "s_base", "ga_variant")
 
 # Config keys added after records were first written: a record without them ran its
 # preset's value (before presets had them, every run had the paper's 16 / 32 px), and

@@ -99,7 +99,7 @@ def plan_runs(
             if preset is not None:
                 overrides["preset"] = preset
             if authors_code:
-                overrides.update(authors_code_overrides(dataset))
+                overrides.update(authors_code_overrides(dataset, row["method"]))
             config = make_config(dataset, row["method"], **overrides)
             path = config_record_path(out, config)
             if path in planned:
@@ -123,7 +123,7 @@ def run_parameters(run: PlannedRun, *, data_root: Path, out: Path, checkpoints: 
     return {
         "dataset": c.dataset, "imbalance": c.imbalance, "method": c.method, "seed": c.seed,
         "epochs": c.epochs, "data_root": str(data_root), "out": str(out), "device": device,
-        "arch": c.arch, "authors_code": c.ga_variant == "official", "force": force,
+        "arch": c.arch, "authors_code": c.lr_style == "official",  # --authors-code sets it for every method "force": force,
         "checkpoints": str(checkpoints), "preset": c.preset,
     }
 

@@ -425,3 +425,20 @@ def test_an_unwritable_out_is_found_before_any_work(tmp_path, fake_data, capsys,
                                        f"imb100': '{tmp_path}/readonly' is not writable (Permission denied)\n")
     # before any work: no data loaded, nothing written anywhere
     assert fake_data == [] and sorted(p.name for p in tmp_path.rglob("*")) == ["blocker", "readonly"]
+
+
+def test_authors_code_gives_other_methods_only_the_keys_they_have(tmp_path, fake_data, capsys):
+    # the training script's lr schedule and subset seed for every method, the KPS loss's settings for KPS only
+    argv = ["train-grid", "--methods", "ce", "kps", "--authors-code", *TINY, *folders(tmp_path)]
+    assert cli.main(argv) == 0
+    names = sorted(p.relative_to(tmp_path / "results").as_posix() for p in (tmp_path / "results").rglob("*.json"))
+    assert names == [
+        "cifar10/ce/imb100/seed0.batch_size-16.lr_style-official.subset_seed-666.warmup_epochs-1.epochs-1.json",
+        "cifar10/kps/imb100/seed0.batch_size-16.ga_variant-official.lr_style-official.m_max-0.2.subset_seed-666."
+        "warmup_epochs-1.epochs-1.json"]
+    # set by hand on a method without the KPS loss: one line, nothing written
+    capsys.readouterr()
+    assert cli.main(["train", "--method", "ce", *TINY, "--set", "ga_variant=official", *folders(tmp_path / "x")]) == 2
+    assert capsys.readouterr().err == ("error: ga_variant sets the KPS loss (kps, kps_drw, kps_ga, kps_ga_mixup); "
+                                       "method 'ce' has none: leave ga_variant at 'paper', got 'official'\n")
+    assert not (tmp_path / "x").exists()
