@@ -442,3 +442,22 @@ def test_authors_code_gives_other_methods_only_the_keys_they_have(tmp_path, fake
     assert capsys.readouterr().err == ("error: ga_variant sets the KPS loss (kps, kps_drw, kps_ga, kps_ga_mixup); "
                                        "method 'ce' has none: leave ga_variant at 'paper', got 'official'\n")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_failed_download_leaves_no_folder(tmp_path, capsys, monkeypatch):
+    import urllib.error
+
+    import torchvision.datasets as tvd
+
+    class Offline:
+        url = tvd.CIFAR100.url
+
+        def __init__(self, root, train, download):
+            raise urllib.error.URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(tvd, "CIFAR100", Offline)
+    assert cli.main(["download", "cifar100", "--data-root", str(tmp_path / "data")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: cannot download cifar100 (URLError: [Errno -2] Name or service not known); offline, "
+                          "fetch https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz elsewhere")
+    assert err.count("\n") == 1 and list(tmp_path.iterdir()) == []
