@@ -123,8 +123,9 @@ def run_parameters(run: PlannedRun, *, data_root: Path, out: Path, checkpoints: 
     return {
         "dataset": c.dataset, "imbalance": c.imbalance, "method": c.method, "seed": c.seed,
         "epochs": c.epochs, "data_root": str(data_root), "out": str(out), "device": device,
-        "arch": c.arch, "authors_code": c.lr_style == "official",  # --authors-code sets it for every method "force": force,
-        "checkpoints": str(checkpoints), "preset": c.preset,
+        # --authors-code sets lr_style for every method; threads None: as `kps train` picks them
+        "arch": c.arch, "authors_code": c.lr_style == "official", "force": force,
+        "checkpoints": str(checkpoints), "preset": c.preset, "threads": None,
     }
 
 

@@ -35,6 +35,7 @@ which also detects divergence (NaN/inf -> TrainingDiverged).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,6 +86,20 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+def stderr_is_terminal() -> bool:
+    """Whether progress goes to a terminal (a bar), or to a notebook or a file (lines)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
+def clock(seconds: float) -> str:
+    """``seconds`` as H:MM:SS."""
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 def seed_of(*words: int) -> int:
@@ -449,21 +464,31 @@ class Trainer:
         check_every(checkpoint_every)
         c = self.config
         show = self.ctx.main and not quiet
+        # a bar where stderr is a terminal; elsewhere (a notebook under papermill, a log file) a bar's
+        # carriage returns show nothing useful: one line per epoch instead
+        bar_shown = show and stderr_is_terminal()
         last: dict[str, np.ndarray] | None = None
+        seconds: list[float] = []  # this process's epochs, for the time still to go
         with tqdm(total=c.epochs, initial=self.next_epoch, desc=f"{c.method} seed {c.seed}", unit="epoch",
-                  disable=not show, dynamic_ncols=True,
+                  disable=not bar_shown, dynamic_ncols=True,
                   bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} epochs [{elapsed}<{remaining}{postfix}]") as bar:
             try:
                 for epoch in range(self.next_epoch, c.epochs):
                     t0 = time.perf_counter()
-                    loss = self.train_epoch(epoch, self.epoch_indices(), bar if show else None)
+                    loss = self.train_epoch(epoch, self.epoch_indices(), bar if bar_shown else None)
                     result = self.evaluate() if self.eval_due(epoch) else None
                     last = result or last
-                    row = self.end_epoch(epoch, loss, result, time.perf_counter() - t0, checkpoint, checkpoint_every)
-                    if show:
-                        err = f" err {row['test_error']:.2f}" if "test_error" in row else ""
+                    seconds.append(time.perf_counter() - t0)
+                    row = self.end_epoch(epoch, loss, result, seconds[-1], checkpoint, checkpoint_every)
+                    err = f" err {row['test_error']:.2f}" if "test_error" in row else ""
+                    if bar_shown:
                         bar.set_postfix_str(f"loss {loss:.4f} lr {row['lr']:.4g}{err}", refresh=False)
                         bar.update(self.next_epoch - bar.n)
+                    elif show:
+                        left = (c.epochs - self.next_epoch) * sum(seconds) / len(seconds)
+                        print(f"{c.method} seed {c.seed}: epoch {self.next_epoch}/{c.epochs} loss {loss:.4f} "
+                              f"lr {row['lr']:.4g}{err} ({seconds[-1]:.1f} s; about {clock(left)} to go)",
+                              file=sys.stderr, flush=True)
             except KeyboardInterrupt as err:
                 raise self.interrupted(checkpoint) from err
         if last is None:  # resumed after the last epoch: evaluate the restored weights

@@ -461,3 +461,20 @@ def test_a_failed_download_leaves_no_folder(tmp_path, capsys, monkeypatch):
     assert err.startswith("error: cannot download cifar100 (URLError: [Errno -2] Name or service not known); offline, "
                           "fetch https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz elsewhere")
     assert err.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_progress_is_a_line_per_epoch_where_stderr_is_no_terminal(tmp_path, fake_data, capsys, monkeypatch):
+    argv = ["train", "--method", "ce", "--dataset", "cifar10", "--epochs", "2", "--set", "batch_size=16",
+            "--set", "warmup_epochs=1", "--set", "eval_every=2", *folders(tmp_path)]
+    assert cli.main(argv) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" loss ")[0] for line in lines] == ["ce seed 0: epoch 1/2", "ce seed 0: epoch 2/2"]
+    assert " err " not in lines[0] and " err " in lines[1]  # evaluated after the last epoch only
+    assert lines[0].endswith(" to go)") and lines[1].endswith("about 0:00:00 to go)")
+    # a terminal gets the bar instead; --quiet neither
+    monkeypatch.setattr(kt, "stderr_is_terminal", lambda: True)
+    assert cli.main([*argv, "--seed", "1"]) == 0
+    assert "epoch 1/2 loss" not in capsys.readouterr().err
+    monkeypatch.setattr(kt, "stderr_is_terminal", lambda: False)
+    assert cli.main([*argv, "--seed", "2", "--quiet"]) == 0
+    assert capsys.readouterr().err == ""
