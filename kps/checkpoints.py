@@ -15,7 +15,7 @@ from kps.configs import RunConfig, format_imbalance, setting_tag
 from kps.io import atomic_write_text
 
 __all__ = ["default_checkpoint_dir", "checkpoint_path", "progress_path", "read_progress", "write_progress",
-           "saved_epochs", "load_checkpoint", "unreadable_checkpoint"]
+           "saved_epochs", "epochs_held", "load_checkpoint", "unreadable_checkpoint"]
 
 
 def default_checkpoint_dir(out: str | Path) -> Path:
@@ -60,6 +60,13 @@ def write_progress(checkpoint: str | Path, next_epoch: int, epochs: int, elapsed
 def saved_epochs(checkpoint: str | Path) -> int | None:
     """How many epochs the checkpoint holds (its progress file), None if unknown."""
     return (read_progress(checkpoint) or {}).get("checkpoint_next_epoch")
+
+
+def epochs_held(saved: int | None) -> str:
+    """What a checkpoint of ``saved`` epochs holds, in words: 'epoch 1', 'epochs 1-5' ('epochs unknown' for None)."""
+    if saved is None:
+        return "epochs unknown"
+    return "epoch 1" if saved == 1 else f"epochs 1-{saved}"
 
 
 def unreadable_checkpoint(checkpoint: str | Path, problem: str | BaseException) -> ValueError:

@@ -48,7 +48,7 @@ import torch.nn as nn
 from tqdm import tqdm  # plain text bar: notebooks here have no ipywidgets
 
 from kps.batches import LoaderBatches, TensorBatches, augment_for, load_data, shard, targets_of
-from kps.checkpoints import (checkpoint_path, default_checkpoint_dir, load_checkpoint, progress_path,
+from kps.checkpoints import (checkpoint_path, default_checkpoint_dir, epochs_held, load_checkpoint, progress_path,
                              read_progress, saved_epochs, unreadable_checkpoint, write_progress)
 from kps.configs import RESUMABLE_KEYS, RunConfig
 from kps.data import LTData, TensorSplit
@@ -499,7 +499,7 @@ class Trainer:
         """What a Ctrl-C leaves: the epoch it stopped in, and what the checkpoint holds."""
         c = self.config
         saved = saved_epochs(checkpoint) if checkpoint is not None else None
-        held = f"checkpoint {checkpoint} holds epochs 1-{saved}" if saved else "no checkpoint yet"
+        held = f"checkpoint {checkpoint} holds {epochs_held(saved)}" if saved else "no checkpoint yet"
         return TrainingInterrupted(f"{c.method} seed {c.seed} stopped in epoch {self.next_epoch + 1} "
                                    f"of {c.epochs}; {held}")
 
@@ -615,5 +615,5 @@ def make_trainer(config: RunConfig, data: LTData, device: torch.device | str, ch
             tqdm.write(f"resuming {ckpt} after epoch {trainer.next_epoch}")
     elif ckpt.exists():
         # said even when quiet: work is thrown away
-        tqdm.write(f"starting again at epoch 1: the checkpoint {ckpt} (epochs 1-{saved or '?'}) is replaced")
+        tqdm.write(f"starting again at epoch 1: the checkpoint {ckpt} ({epochs_held(saved)}) is replaced")
     return trainer, ckpt

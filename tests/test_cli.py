@@ -278,7 +278,7 @@ def test_ctrl_c_says_where_and_the_same_command_resumes(tmp_path, fake_data, cap
     ckpt = tmp_path / "results" / ".checkpoints" / "cifar10" / "ce" / "imb100" / (
         "seed0.batch_size-16.warmup_epochs-1.epochs-3.pt")
     assert err.count("\n") == 1 and "ce seed 0 stopped in epoch 2 of 3" in err
-    assert f"checkpoint {ckpt} holds epochs 1-1" in err and "the same command continues it: python -m kps train" in err
+    assert f"checkpoint {ckpt} holds epoch 1;" in err and "the same command continues it: python -m kps train" in err
     assert ckpt.exists() and not list((tmp_path / "results").glob("*/*/imb*/*.json"))
     monkeypatch.setattr(kt.Trainer, "train_epoch", real)
     assert cli.main(argv) == 0  # resumes by default
@@ -478,3 +478,22 @@ def test_progress_is_a_line_per_epoch_where_stderr_is_no_terminal(tmp_path, fake
     monkeypatch.setattr(kt, "stderr_is_terminal", lambda: False)
     assert cli.main([*argv, "--seed", "2", "--quiet"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_interrupt_and_restart_say_how_many_epochs_a_checkpoint_holds(tmp_path, fake_data, capsys, monkeypatch):
+    from kps.checkpoints import epochs_held
+
+    assert (epochs_held(1), epochs_held(4), epochs_held(None)) == ("epoch 1", "epochs 1-4", "epochs unknown")
+    argv = ["train", "--method", "ce", "--dataset", "cifar10", "--epochs", "3", "--quiet", "--set", "batch_size=16",
+            "--set", "warmup_epochs=1", *folders(tmp_path)]
+    real = kt.Trainer.train_epoch
+    monkeypatch.setattr(kt.Trainer, "train_epoch",
+                        lambda self, epoch, *a, **kw: (_ for _ in ()).throw(KeyboardInterrupt) if epoch == 2
+                        else real(self, epoch, *a, **kw))
+    assert cli.main(argv) == 130
+    (ckpt,) = (tmp_path / "ckpt").rglob("*.pt")
+    err = capsys.readouterr().err
+    assert err.startswith(f"interrupted: ce seed 0 stopped in epoch 3 of 3; checkpoint {ckpt} holds epochs 1-2; ")
+    monkeypatch.setattr(kt.Trainer, "train_epoch", real)
+    assert cli.main([*argv, "--restart"]) == 0
+    assert f"starting again at epoch 1: the checkpoint {ckpt} (epochs 1-2) is replaced" in capsys.readouterr().out

@@ -150,7 +150,7 @@ def test_stopped_stacked_runs_resume_stacked_or_alone(tmp_path, monkeypatch):
         return real(self, epoch, indices)
 
     monkeypatch.setattr(Stack, "train_epoch", ctrl_c_in_epoch_1)
-    with pytest.raises(kt.TrainingInterrupted, match=r"ce seed 0 stopped in epoch 2 of 3; checkpoint .* holds epochs 1-1"):
+    with pytest.raises(kt.TrainingInterrupted, match=r"ce seed 0 stopped in epoch 2 of 3; checkpoint .* holds epoch 1(?!-)"):
         fit_stack(trainers, ckpts)
     monkeypatch.setattr(Stack, "train_epoch", real)
     assert all(torch.load(c, weights_only=False)["next_epoch"] == 1 for c in ckpts)
