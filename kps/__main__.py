@@ -160,12 +160,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                                         "max-autotune-no-cudagraphs")
 
 
-def _check_at_least_one(args: argparse.Namespace, *names: str) -> None:
-    """Each integer option of ``names`` (None: not given) is >= 1; else a ValueError naming it."""
+def _check_at_least(minimum: int, args: argparse.Namespace, *names: str) -> None:
+    """Each integer option of ``names`` (None: not given) is >= ``minimum``; else a
+    ValueError naming that option alone."""
     for name in names:
         value = getattr(args, name, None)
-        if value is not None and value < 1:
-            raise ValueError(f"--{name} must be an integer >= 1, got {value}")
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name} must be an integer >= {minimum}, got {value}")
 
 
 def _use_threads(requested: int | None, device: str, processes: int = 1) -> int:
@@ -188,7 +189,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from kps.results import config_record_path
     from kps.train import train
 
-    _check_at_least_one(args, "threads")
+    _check_at_least(1, args, "threads")
+    _check_at_least(0, args, "workers")
     (config,) = _configs(args, [args.method] if args.method else None, None if args.seed is None else [args.seed])
     device = _device(args.device)
     _use_threads(args.threads, device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
@@ -203,10 +205,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_grid(args: argparse.Namespace) -> int:
+    _check_at_least(1, args, "jobs", "stack", "threads")
+    _check_at_least(0, args, "workers")
     configs = _grid_configs(args)
-    if args.jobs < 1 or args.stack < 1 or (args.threads is not None and args.threads < 1):
-        raise ValueError(f"--jobs, --stack and --threads must be >= 1, got {args.jobs}, {args.stack} "
-                         f"and {args.threads}")
     if args.jobs > 1 and args.force:
         raise ValueError("train-grid --force retrains runs that have a record; with --jobs N every worker would "
                          "retrain every run: use --force without --jobs")

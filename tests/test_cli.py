@@ -166,7 +166,7 @@ def test_train_grid_stack_trains_the_methods_of_a_seed_as_one_network(tmp_path, 
         (["train-grid", "--methods", "kps", "nope", "--dataset", "cifar10"], "unknown method 'nope'"),
         (["download", "imagenet_lt", "--data-root", "x"], "imagenet_lt cannot be downloaded automatically"),
         (["train-grid", "--methods", "kps", "ce", "--dataset", "cifar10", "--stack", "0"],
-         "--jobs, --stack and --threads must be >= 1, got 1, 0 and None"),
+         "--stack must be an integer >= 1, got 0"),
         (["train-grid", "--grid", "tpu"], "unknown grid 'tpu'; valid: paper, cpu, gpu, bf16-check"),
         (["train-grid", "--grid", "cpu", "--jobs", "2", "--force"], "with --jobs N every worker would retrain"),
         (["train-grid", "--grid", "cpu", "--methods", "ce"], "give --grid or --dataset/--methods"),
@@ -342,8 +342,15 @@ def test_oversubscription_rule():
 
 @pytest.mark.parametrize("argv, message", [
     (["train", "--method", "ce", "--dataset", "cifar10", "--threads", "0"], "--threads must be an integer >= 1, got 0"),
+    (["train", "--method", "ce", "--dataset", "cifar10", "--workers", "-1"], "--workers must be an integer >= 0, got -1"),
+    (["train-grid", "--methods", "ce", "--dataset", "cifar10", "--jobs", "0"], "--jobs must be an integer >= 1, got 0"),
+    (["train-grid", "--methods", "ce", "--dataset", "cifar10", "--jobs", "-2"],
+     "--jobs must be an integer >= 1, got -2"),
+    (["train-grid", "--methods", "ce", "--dataset", "cifar10", "--jobs", "2", "--threads", "0"],
+     "--threads must be an integer >= 1, got 0"),
+    (["train-grid", "--grid", "cpu", "--jobs", "0"], "--jobs must be an integer >= 1, got 0"),
 ])
-def test_bad_thread_counts(tmp_path, capsys, argv, message):
+def test_bad_process_and_thread_counts_name_the_option(tmp_path, capsys, argv, message):
     assert cli.main([*argv, "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {message}\n" and not (tmp_path / "r").exists()
