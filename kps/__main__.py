@@ -118,8 +118,10 @@ def _configs(args: argparse.Namespace, methods: Sequence[str] | None, seeds: Seq
     return configs
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="cifar10, cifar100, cifar10-jpeg, imagenet_lt, inat2018")
+def _add_run_options(p: argparse.ArgumentParser, required: Any = None) -> None:
+    """The options of train and train-grid; --dataset goes to the group ``required`` where given."""
+    (required or p).add_argument("--dataset", metavar="NAME",
+                                 help="cifar10, cifar100, cifar10-jpeg, imagenet_lt, inat2018")
     p.add_argument("--preset", help="a preset of 'python -m kps list' (default: the dataset's Table 2 preset; "
                                     "cifar10_lt_small: the CPU-scale protocol)")
     p.add_argument("--imbalance", type=float, help="max/min class size (CIFAR: 100 or 50; default 100)")
@@ -320,16 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one configuration and write its record",
+                       usage="python -m kps train --dataset NAME --method NAME [--seed K] [options]",
                        description="Train one configuration (Algorithm 1 with the Table 2 preset of the dataset).")
-    p.add_argument("--method", help="ce, focal, cb_focal, cosface, arcface, ldam_drw, la, eql, "
-                                                   "kps, kps_drw, kps_ga, kps_ga_mixup")
+    required = p.add_argument_group("required (unless --config FILE gives them)")
+    required.add_argument("--method", metavar="NAME", help="ce, focal, cb_focal, cosface, arcface, ldam_drw, la, eql, "
+                                                           "kps, kps_drw, kps_ga, kps_ga_mixup")
     p.add_argument("--seed", type=int, help="training seed (default 0)")
     p.add_argument("--threads", type=int,
                    help="torch threads (default on CPU: 1, so that a busy neighbour cannot make the run crawl: "
                         "with one thread per core, every operation waits for its slowest thread; see "
                         "kps.env.default_threads.  On a machine of your own, --threads N, or train-grid --jobs N "
                         "for one single-threaded run per core.  Default on CUDA: one per core)")
-    _add_run_options(p)
+    _add_run_options(p, required)
     p.set_defaults(func=cmd_train)
 
     g = sub.add_parser("train-grid", help="train several methods x seeds (data loaded once), or a named grid",

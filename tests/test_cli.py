@@ -56,7 +56,12 @@ def test_help_and_list(capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["train", "--help"])
     assert exit_.value.code == 0
-    assert "--restart" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--restart" in out
+    # --dataset and --method are required (a config file may give them): the usage line and a group say so
+    assert out.startswith("usage: python -m kps train --dataset NAME --method NAME [--seed K] [options]\n")
+    required = out.split("required (unless --config FILE gives them):\n")[1].split("\n\n")[0]
+    assert [line.split()[0] for line in required.splitlines() if line.startswith("  --")] == ["--method", "--dataset"]
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     for word in ("cifar10_lt", "cifar100_lt", "imagenet_lt", "inat2018", "kps_ga_mixup", "ldam_drw", "cifar10-jpeg"):
