@@ -10,7 +10,6 @@ half-written.  ``reproduce`` is provided by the module ``kps.reproduce``
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import importlib.util
 import json
@@ -73,17 +72,13 @@ def _overrides(args: argparse.Namespace, dataset: str | None = None, method: str
     return values
 
 
-DEVICES = "cpu, cuda, cuda:N (the GPU of index N), auto (cuda where a GPU is visible, else cpu)"
-
-
 def _device(name: str) -> str:
     """The torch device of ``--device name``; ValueError naming the valid choices."""
-    import re
-
     import torch
 
-    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", name):
-        raise ValueError(f"unknown device {name!r}; valid: {DEVICES}")
+    from kps.env import check_device_name
+
+    check_device_name(name)
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -131,7 +126,8 @@ def _add_run_options(p: argparse.ArgumentParser, required: Any = None) -> None:
     p.add_argument("--data-root", default="data", help="folder holding the datasets (default: data)")
     p.add_argument("--out", default="results", help="records go to OUT/<dataset>/<method>/imb<r>/seed<k>.json")
     p.add_argument("--checkpoints", help="checkpoint folder (default: OUT/.checkpoints, beside the records)")
-    p.add_argument("--device", default="auto", help=DEVICES + "; default auto")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (the GPU of index N), auto (cuda where a GPU "
+                                                    "is visible, else cpu); default auto")
     p.add_argument("--restart", dest="resume", action="store_false",
                    help="start again at epoch 1, replacing the run's unfinished checkpoint (default: continue "
                         "from it, as the notebooks do; with --force a finished run trains again from epoch 1)")
@@ -245,6 +241,7 @@ def train_grid_configs(argv: Sequence[str]) -> list:
 
 def _grid_configs(args: argparse.Namespace) -> list:
     """--grid NAME (kps.runner.GRIDS) or --methods x --seeds."""
+    from kps.configs import RunConfig
     from kps.runner import GRIDS
 
     if args.grid is None:
@@ -255,8 +252,9 @@ def _grid_configs(args: argparse.Namespace) -> list:
         raise ValueError(f"unknown grid {args.grid!r}; valid: {', '.join(GRIDS)}")
     if args.methods or args.dataset:
         raise ValueError("--grid names its own dataset, methods and seeds; give --grid or --dataset/--methods")
-    # e.g. --epochs 1 for a smoke test (short runs have records of their own)
-    return [dataclasses.replace(c, **_overrides(args, c.dataset, c.method)) for c in GRIDS[args.grid]()]
+    # e.g. --epochs 1 for a smoke test (short runs have records of their own); built anew, so that
+    # an unknown key or a bad value is named as for --methods
+    return [RunConfig.from_dict({**c.to_dict(), **_overrides(args, c.dataset, c.method)}) for c in GRIDS[args.grid]()]
 
 
 def _strip_option(argv: list[str], name: str) -> list[str]:

@@ -180,7 +180,7 @@ METHODS: dict[str, MethodSpec] = {
 
 
 def _choice(kind: str, value: Any, valid: Mapping[str, Any] | tuple[str, ...]) -> None:
-    if value not in valid:
+    if not isinstance(value, str) or value not in valid:  # a list or dict from a config file: no name
         raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
 
 
@@ -260,8 +260,12 @@ class RunConfig:
         _choice("lr_style", self.lr_style, STYLES)
         _choice("ga_variant", self.ga_variant, STYLES)
         _choice("compile mode", self.compile, COMPILE_MODES)
-        object.__setattr__(self, "decay_epochs", tuple(self.decay_epochs))
-        if not (isinstance(self.imbalance, (int, float)) and math.isfinite(self.imbalance)) or self.imbalance < 1:
+        decay = (self.decay_epochs,) if isinstance(self.decay_epochs, int) else self.decay_epochs  # one decay
+        if not isinstance(decay, (list, tuple)):
+            raise ValueError(f"decay_epochs must be a list of epochs, e.g. [160, 180], got {decay!r}")
+        object.__setattr__(self, "decay_epochs", tuple(decay))
+        if (isinstance(self.imbalance, bool) or not (isinstance(self.imbalance, (int, float))
+                                                     and math.isfinite(self.imbalance)) or self.imbalance < 1):
             raise ValueError(f"imbalance must be a finite number >= 1 (max/min class size), got {self.imbalance!r}")
         object.__setattr__(self, "imbalance", float(self.imbalance))
         fixed = FIXED_IMBALANCE.get(self.dataset)
@@ -269,6 +273,8 @@ class RunConfig:
             raise ValueError(f"{self.dataset} comes long-tailed with imbalance {fixed:g}; got {self.imbalance:g}")
         for name in ("seed", "subset_seed"):
             _check_int(name, getattr(self, name), minimum=0)
+            if getattr(self, name) >= 2**63:  # torch's and numpy's generators take 64-bit seeds
+                raise ValueError(f"{name} must be below 2**63, got {getattr(self, name)}")
         for name in ("epochs", "batch_size", "eval_every", "width"):
             _check_int(name, getattr(self, name), minimum=1)
         if self.epochs > PRESETS[self.preset].epochs:

@@ -172,7 +172,12 @@ def long_tailed_counts(n_max: int, num_classes: int, imbalance: float) -> list[i
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     _check_imbalance(imbalance)
     factor = 1.0 / float(imbalance)
-    return [int(n_max * factor ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+    counts = [int(n_max * factor ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+    if counts[-1] < 1:
+        empty = sum(n < 1 for n in counts)
+        raise ValueError(f"imbalance {float(imbalance):g} leaves the last {empty} of {num_classes} classes without a "
+                         f"training image (the head class has {n_max}): give an imbalance of at most {n_max}")
+    return counts
 
 
 def long_tailed_indices(targets: Sequence[int] | np.ndarray | torch.Tensor, counts: Sequence[int],

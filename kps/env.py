@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,13 +15,24 @@ if TYPE_CHECKING:  # torch is imported where it is used: kps.configs reads the C
     import torch
 
 __all__ = ["device_name", "git_state", "cpu_flags", "cpu_bf16_units", "usable_cores", "default_threads",
-           "oversubscription"]
+           "oversubscription", "DEVICES", "check_device_name"]
 
 # CPU units that run bf16 matrix products natively (oneDNN uses them for bf16
 # convolutions): Intel AMX tiles, and the AVX512-BF16 dot products of Intel
 # Cooper Lake and later and AMD Zen 4 and later.  Without them bf16 is emulated
 # in fp32 and slower than fp32 itself.
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+# The devices a run may name (--device), in words
+DEVICES = "cpu, cuda, cuda:N (the GPU of index N), auto (cuda where a GPU is visible, else cpu)"
+
+
+def check_device_name(name: str) -> str:
+    """``name`` if it is one of :data:`DEVICES`; else ValueError naming the valid choices."""
+    if not re.fullmatch(r"auto|cpu|cuda(:[0-9]+)?", name):
+        raise ValueError(f"unknown device {name!r}; valid: {DEVICES}")
+    return name
 
 
 def device_name(device: torch.device) -> str:

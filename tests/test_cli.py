@@ -509,3 +509,32 @@ def test_interrupt_and_restart_say_how_many_epochs_a_checkpoint_holds(tmp_path, 
     monkeypatch.setattr(kt.Trainer, "train_epoch", real)
     assert cli.main([*argv, "--restart"]) == 0
     assert f"starting again at epoch 1: the checkpoint {ckpt} (epochs 1-2) is replaced" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("config, options, message", [
+    ({"method": ["ce"]}, ["--dataset", "cifar10"], "unknown method ['ce']; valid: ce, focal"),
+    ({"dataset": {"a": 1}, "method": "ce"}, [], "unknown dataset {'a': 1}; valid: cifar10,"),
+    ({"dataset": "cifar10", "method": "ce", "decay_epochs": "abc"}, [],
+     "decay_epochs must be a list of epochs, e.g. [160, 180], got 'abc'"),
+    ({"dataset": "cifar10", "method": "ce", "imbalance": True}, [],
+     "imbalance must be a finite number >= 1 (max/min class size), got True"),
+    ({"dataset": "cifar10", "method": "ce"}, ["--seed", str(2**64)], f"seed must be below 2**63, got {2**64}"),
+    ({"dataset": "cifar10", "method": "ce"}, ["--set", "preset=[1]"], "unknown preset [1]; valid: cifar10_lt,"),
+    ("{not json", [], "cannot read config file CONFIG: Expecting property name enclosed in double quotes"),
+    ([1, 2], [], "config file CONFIG must hold a JSON object"),
+])
+def test_bad_config_values_are_one_line(tmp_path, capsys, config, options, message):
+    path = tmp_path / "run.json"
+    path.write_text(config if isinstance(config, str) else json.dumps(config))
+    assert cli.main(["train", "--config", str(path), *options, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: " + message.replace("CONFIG", str(path))) and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_grid_overrides_and_reproduce_options_are_checked(tmp_path, capsys):
+    assert cli.main(["train-grid", "--grid", "cpu", "--set", "foo=1", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown config key(s) 'foo'; valid keys: dataset,")
+    assert cli.main(["reproduce", "--table", "3", "--device", "gpu", "--dry-run", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown device 'gpu'; valid: cpu, cuda,")
+    assert not (tmp_path / "r").exists()

@@ -241,3 +241,8 @@ def test_fast_path_on_cpu_picks_bf16_from_the_cpus_flags(flags, bf16):
 def test_eval_dense_from_is_checked():
     with pytest.raises(ValueError, match="eval_dense_from must be an integer >= 0"):
         make_config("cifar10", "ce", eval_dense_from=-1)
+
+
+def test_a_single_decay_epoch_may_be_given_as_a_number():
+    assert make_config("cifar10", "ce", decay_epochs=160).decay_epochs == (160,)
+    assert make_config("cifar10", "ce", decay_epochs=[150, 190]).decay_epochs == (150, 190)
