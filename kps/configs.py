@@ -49,6 +49,7 @@ __all__ = [
     "LATER_KEYS",
     "write_config_list",
     "read_config_list",
+    "KPS_ONLY_KEYS",
 ]
 
 ARCHS = ("resnet32", "resnet50", "resnext50_32x4d")
@@ -186,7 +187,7 @@ METHODS: dict[str, MethodSpec] = {
 
 
 def _choice(kind: str, value: Any, valid: Mapping[str, Any] | tuple[str, ...]) -> None:
-    if value not in valid:
+    if not isinstance(value, str) or value not in valid:  # a list or dict from a config file: no name
         raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
 
 
@@ -224,7 +225,9 @@ class RunConfig:
     ``variant`` of kps.params / kps.losses.KPSLoss, i.e. eq. 25's per-class
     column scale s_j with eqs. 26-30 ("paper") or the per-sample row scale s_y
     clamped to [s_base, 50] with margins from the reversed radius list
-    ("official"; the margins apply to every KPS method).  ``subset_seed`` is the
+    ("official"; the margins apply to every KPS method).  ``m_max``, ``n_base``,
+    ``s_base`` and ``ga_variant`` are the KPS loss's (:data:`KPS_ONLY_KEYS`): a method
+    with another loss keeps its preset's values.  ``subset_seed`` is the
     seed of the long-tailed subsampling, ``seed`` the training seed.
     ``channels_last``, ``bf16``, ``fused_sgd`` and ``compile`` select the fast path
     (kps.train): channels_last memory format, bf16 autocast of the backbone (CUDA, or
@@ -292,8 +295,12 @@ class RunConfig:
         _choice("lr_style", self.lr_style, STYLES)
         _choice("ga_variant", self.ga_variant, STYLES)
         _choice("compile mode", self.compile, COMPILE_MODES)
-        object.__setattr__(self, "decay_epochs", tuple(self.decay_epochs))
-        if not (isinstance(self.imbalance, (int, float)) and math.isfinite(self.imbalance)) or self.imbalance < 1:
+        decay = (self.decay_epochs,) if isinstance(self.decay_epochs, int) else self.decay_epochs  # one decay
+        if not isinstance(decay, (list, tuple)):
+            raise ValueError(f"decay_epochs must be a list of epochs, e.g. [160, 180], got {decay!r}")
+        object.__setattr__(self, "decay_epochs", tuple(decay))
+        if (isinstance(self.imbalance, bool) or not (isinstance(self.imbalance, (int, float))
+                                                     and math.isfinite(self.imbalance)) or self.imbalance < 1):
             raise ValueError(f"imbalance must be a finite number >= 1 (max/min class size), got {self.imbalance!r}")
         object.__setattr__(self, "imbalance", float(self.imbalance))
         fixed = DATASETS[self.dataset].fixed_imbalance
@@ -301,6 +308,8 @@ class RunConfig:
             raise ValueError(f"{self.dataset} comes long-tailed with imbalance {fixed:g}; got {self.imbalance:g}")
         for name in ("seed", "subset_seed"):
             _check_int(name, getattr(self, name), minimum=0)
+            if getattr(self, name) >= 2**63:  # torch's and numpy's generators take 64-bit seeds
+                raise ValueError(f"{name} must be below 2**63, got {getattr(self, name)}")
         for name in ("epochs", "batch_size", "eval_every", "width"):
             _check_int(name, getattr(self, name), minimum=1)
         if self.epochs > PRESETS[self.preset].epochs:
@@ -336,6 +345,14 @@ class RunConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         spec = METHODS[self.method]
+        if spec.loss != "kps":  # the KPS loss's settings: another method's record must not carry them
+            preset = PRESETS[self.preset]
+            for name in KPS_ONLY_KEYS:
+                default = "paper" if name == "ga_variant" else getattr(preset, name)
+                if getattr(self, name) != default:
+                    kps_methods = ", ".join(m for m, s in METHODS.items() if s.loss == "kps")
+                    raise ValueError(f"{name} sets the KPS loss ({kps_methods}); method {self.method!r} has none: "
+                                     f"leave {name} at {default!r}, got {getattr(self, name)!r}")
         _check_switch("ga_switch_epoch", self.ga_switch_epoch, spec.ga, self.method, "gradient adjustment")
         _check_switch("drw_epoch", self.drw_epoch, spec.drw, self.method, "deferred re-weighting")
         if spec.mixup != (self.mixup_alpha > 0):
@@ -413,14 +430,25 @@ def _check_switch(name: str, value: Any, wanted: bool, method: str, what: str) -
         raise ValueError(f"method {method!r} has no {what}; {name} must be null, got {value!r}")
 
 
-def authors_code_overrides(dataset: str) -> dict[str, Any]:
+def authors_code_overrides(dataset: str, method: str | None = None) -> dict[str, Any]:
     """Overrides that reproduce the configuration of the authors' public code
-    (Keke921/KPSLoss, see DESIGN.md): lr schedule (x0.1 after 160, x0.01 after
-    180), per-sample GA row scale, and on CIFAR m_max 0.2 and LT subset seed 666."""
+    (Keke921/KPSLoss, see DESIGN.md) for ``method`` (None: a KPS method).  Their
+    training script's, for every method: the lr schedule (x0.1 after 160, x0.01
+    after 180) and on CIFAR the LT subset seed 666.  Their KPS loss's, for the
+    methods with that loss only (:data:`KPS_ONLY_KEYS`): the per-sample GA row scale
+    with its margins, and on CIFAR m_max 0.2."""
     _choice("dataset", dataset, DATASETS)
-    overrides: dict[str, Any] = {"lr_style": "official", "ga_variant": "official"}
-    if DATASETS[dataset].preset in ("cifar10_lt", "cifar100_lt"):
-        overrides.update(m_max=0.2, subset_seed=666)
+    if method is not None:
+        _choice("method", method, METHODS)
+    kps_loss = method is None or METHODS[method].loss == "kps"
+    cifar = DATASETS[dataset].preset in ("cifar10_lt", "cifar100_lt")
+    overrides: dict[str, Any] = {"lr_style": "official"}
+    if cifar:
+        overrides["subset_seed"] = 666
+    if kps_loss:
+        overrides["ga_variant"] = "official"
+        if cifar:
+            overrides["m_max"] = 0.2
     return overrides
 
 
@@ -481,6 +509,9 @@ SPEED_KEYS = tuple(k for k, role in ROLES.items() if role == SPEED)
 RUN_ONLY_KEYS = tuple(k for k, role in ROLES.items() if role not in IDENTITY)
 # Keys a resumed run may change: how fast it runs, and how long (the one run key).
 RESUMABLE_KEYS = ("epochs", *SPEED_KEYS)
+# Settings of the KPS loss alone (eqs. 26-30 and the GA reading): a method with another
+# loss keeps its preset's values, so that its record's name never carries them.
+KPS_ONLY_KEYS = ("m_max", "n_base", "s_base", "ga_variant")
 # Keys added after records were first written: a record without one ran its preset's
 # value (before presets had them, every run had the paper's 16 / 32 px) or the default.
 LATER_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["later"])

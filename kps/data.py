@@ -21,6 +21,7 @@ A data root is one folder holding, side by side:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -30,7 +31,7 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +121,12 @@ def long_tailed_counts(n_max: int, num_classes: int, imbalance: float) -> list[i
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     _check_imbalance(imbalance)
     factor = 1.0 / float(imbalance)
-    return [int(n_max * factor ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+    counts = [int(n_max * factor ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+    if counts[-1] < 1:
+        empty = sum(n < 1 for n in counts)
+        raise ValueError(f"imbalance {float(imbalance):g} leaves the last {empty} of {num_classes} classes without a "
+                         f"training image (the head class has {n_max}): give an imbalance of at most {n_max}")
+    return counts
 
 
 def long_tailed_indices(targets: Sequence[int] | np.ndarray | torch.Tensor, counts: Sequence[int],
@@ -482,6 +488,25 @@ def verify_archive(path: str | Path, name: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _folder_kept_only_on_success(folder: Path) -> Iterator[None]:
+    """Create ``folder`` (with its missing parents) for the block; if the block fails,
+    remove what was created here, so that a failed download leaves no empty folder
+    (a folder that was there before is left as it was)."""
+    created = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        created = candidate  # the topmost folder this call creates
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
 def extract_jpeg_pack(archive: str | Path, data_root: str | Path) -> Path:
     """Verify the CIFAR-10 JPEG pack and extract it to ``data_root/cifar10-jpeg``
     (into a temporary folder first, renamed into place when complete)."""
@@ -489,16 +514,16 @@ def extract_jpeg_pack(archive: str | Path, data_root: str | Path) -> Path:
     target = root / "cifar10-jpeg"
     if target.exists():
         raise ValueError(f"{str(target)!r} already exists; remove it to extract again")
-    root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".cifar10-jpeg.", dir=root))
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            if not all(m.name == "cifar10-jpeg" or m.name.startswith("cifar10-jpeg/") for m in tar.getmembers()):
-                raise ValueError(f"{str(archive)!r} holds files outside cifar10-jpeg/")
-            tar.extractall(scratch, filter="data")
-        os.replace(scratch / "cifar10-jpeg", target)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with _folder_kept_only_on_success(root):
+        scratch = Path(tempfile.mkdtemp(prefix=".cifar10-jpeg.", dir=root))
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                if not all(m.name == "cifar10-jpeg" or m.name.startswith("cifar10-jpeg/") for m in tar.getmembers()):
+                    raise ValueError(f"{str(archive)!r} holds files outside cifar10-jpeg/")
+                tar.extractall(scratch, filter="data")
+            os.replace(scratch / "cifar10-jpeg", target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 
@@ -513,15 +538,15 @@ def download(name: str, data_root: str | Path, archive: str | Path | None = None
         import torchvision.datasets as tvd
 
         base = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-        root.mkdir(parents=True, exist_ok=True)
         try:
-            for train in (True, False):
-                base(str(root), train=train, download=True)
+            with _folder_kept_only_on_success(root):
+                for train in (True, False):
+                    base(str(root), train=train, download=True)
         except OSError as err:  # URLError, timeouts, refused connections
             url = base.url
             raise ValueError(f"cannot download {name} ({type(err).__name__}: {getattr(err, 'reason', err)}); "
                              f"offline, fetch {url} elsewhere and extract it into {root}/ "
-                             f"(tar -xzf {url.rsplit('/', 1)[1]} -C {root})") from err
+                             f"(mkdir -p {root} && tar -xzf {url.rsplit('/', 1)[1]} -C {root})") from err
     elif name == "cifar10-jpeg":
         extract_jpeg_pack(archive if archive is not None else SHARED_JPEG_PACK, root)
     else:

@@ -29,6 +29,7 @@ from kps.datasets import DATASETS
 from kps.report import comparison_table, find_repo_root, read_paper_numbers
 from kps.results import config_record_path, load_record
 from kps.checkpoints import default_checkpoint_dir
+from kps.env import check_device_name
 
 __all__ = ["PlannedRun", "plan_runs", "main"]
 
@@ -100,7 +101,7 @@ def plan_runs(
             if preset is not None:
                 overrides["preset"] = preset
             if authors_code:
-                overrides.update(authors_code_overrides(dataset))
+                overrides.update(authors_code_overrides(dataset, row["method"]))
             config = make_config(dataset, row["method"], **overrides)
             path = config_record_path(out, config)
             if path in planned:
@@ -156,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m kps reproduce``; returns the exit status
     (0: every attempted run succeeded; 1: a run failed)."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    check_device_name(args.device)  # before any plan: each run's notebook would fail on it
     root = find_repo_root()
     data_root = Path(args.data_root).resolve() if args.data_root else root / "data"
     out = Path(args.out).resolve() if args.out else root / "results"

@@ -35,6 +35,7 @@ which also detects divergence (NaN/inf -> TrainingDiverged).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,7 +48,8 @@ import torch.nn as nn
 from tqdm import tqdm  # plain text bar: notebooks here have no ipywidgets
 
 from kps.batches import LoaderBatches, TensorBatches, augment_for, load_data, shard, targets_of
-from kps.checkpoints import checkpoint_path, default_checkpoint_dir, saved_epochs, write_progress
+from kps.checkpoints import (checkpoint_path, default_checkpoint_dir, epochs_held, load_checkpoint, saved_epochs,
+                             unreadable_checkpoint, write_progress)
 from kps.configs import RESUMABLE_KEYS, RunConfig
 from kps.data import LTData, TensorSplit
 from kps.distributed import Distributed, init_distributed
@@ -57,7 +59,8 @@ from kps.losses import make_loss
 from kps.metrics import count_correct, eval_errors, summarize
 from kps.models import Scores, make_model
 from kps.params import kps_parameters
-from kps.results import SCHEMA_VERSION, config_record_path, validate_record, write_record
+from kps.results import (SCHEMA_VERSION, RecordError, config_record_path, read_record_file, validate_record,
+                         write_record)
 from kps.schedules import drw_weights, ga_active, learning_rate
 
 __all__ = ["TrainingDiverged", "TrainingInterrupted", "Trainer", "train", "loss_options", "EVAL_BATCH"]
@@ -78,6 +81,20 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+def stderr_is_terminal() -> bool:
+    """Whether progress goes to a terminal (a bar), or to a notebook or a file (lines)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
+def clock(seconds: float) -> str:
+    """``seconds`` as H:MM:SS."""
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
 
 
 def seed_of(*words: int) -> int:
@@ -458,21 +475,31 @@ class Trainer:
         _check_every(checkpoint_every)
         c = self.config
         show = self.ctx.main and not quiet
+        # a bar where stderr is a terminal; elsewhere (a notebook under papermill, a log file) a bar's
+        # carriage returns show nothing useful: one line per epoch instead
+        bar_shown = show and stderr_is_terminal()
         last: dict[str, np.ndarray] | None = None
+        seconds: list[float] = []  # this process's epochs, for the time still to go
         with tqdm(total=c.epochs, initial=self.next_epoch, desc=f"{c.method} seed {c.seed}", unit="epoch",
-                  disable=not show, dynamic_ncols=True,
+                  disable=not bar_shown, dynamic_ncols=True,
                   bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} epochs [{elapsed}<{remaining}{postfix}]") as bar:
             try:
                 for epoch in range(self.next_epoch, c.epochs):
                     t0 = time.perf_counter()
-                    loss = self.train_epoch(epoch, self.epoch_indices(), bar if show else None)
+                    loss = self.train_epoch(epoch, self.epoch_indices(), bar if bar_shown else None)
                     result = self.evaluate() if c.evaluates(epoch) else None
                     last = result or last
-                    row = self.end_epoch(epoch, loss, result, time.perf_counter() - t0, checkpoint, checkpoint_every)
-                    if show:
-                        err = f" err {row['test_error']:.2f}" if "test_error" in row else ""
+                    seconds.append(time.perf_counter() - t0)
+                    row = self.end_epoch(epoch, loss, result, seconds[-1], checkpoint, checkpoint_every)
+                    err = f" err {row['test_error']:.2f}" if "test_error" in row else ""
+                    if bar_shown:
                         bar.set_postfix_str(f"loss {loss:.4f} lr {row['lr']:.4g}{err}", refresh=False)
                         bar.update(self.next_epoch - bar.n)
+                    elif show:
+                        left = (c.epochs - self.next_epoch) * sum(seconds) / len(seconds)
+                        print(f"{c.method} seed {c.seed}: epoch {self.next_epoch}/{c.epochs} loss {loss:.4f} "
+                              f"lr {row['lr']:.4g}{err} ({seconds[-1]:.1f} s; about {clock(left)} to go)",
+                              file=sys.stderr, flush=True)
             except KeyboardInterrupt as err:
                 raise self.interrupted(checkpoint) from err
         if last is None:  # resumed after the last epoch: evaluate the restored weights
@@ -483,7 +510,7 @@ class Trainer:
         """What a Ctrl-C leaves: the epoch it stopped in, and what the checkpoint holds."""
         c = self.config
         saved = saved_epochs(checkpoint) if checkpoint is not None else None
-        held = f"checkpoint {checkpoint} holds epochs 1-{saved}" if saved else "no checkpoint yet"
+        held = f"checkpoint {checkpoint} holds {epochs_held(saved)}" if saved else "no checkpoint yet"
         return TrainingInterrupted(f"{c.method} seed {c.seed} stopped in epoch {self.next_epoch + 1} "
                                    f"of {c.epochs}; {held}")
 
@@ -571,6 +598,11 @@ def _check_outputs(record_file: Path, checkpoint: Path, force: bool) -> None:
     run's record does not exist yet (unless ``force``)."""
     check_writable_dir(record_file.parent, "results folder")
     if record_file.exists() and not force:
+        try:
+            read_record_file(record_file)
+        except RecordError as err:  # said apart: the pages would fail on it, and --force is the way out
+            raise ValueError(f"record {record_file} exists but is damaged ({err.problem}); --force trains the run "
+                             "again and replaces it") from err
         raise FileExistsError(f"record {record_file} exists; records are immutable: use another seed, or --force")
     check_writable_dir(checkpoint.parent, "checkpoint folder")
 
@@ -583,10 +615,14 @@ def _make_trainer(config: RunConfig, data: LTData, device: torch.device | str, c
     trainer = Trainer(config, data, device, num_workers=num_workers)
     saved = saved_epochs(ckpt) if ckpt.exists() else None
     if resume and ckpt.exists() and (finished_ok or saved != config.epochs):
-        trainer.load_state(torch.load(ckpt, map_location="cpu", weights_only=False), str(ckpt))
+        state = load_checkpoint(ckpt)
+        try:
+            trainer.load_state(state, str(ckpt))
+        except (KeyError, IndexError, TypeError, RuntimeError) as err:  # a dict of the wrong shape or sizes
+            raise unreadable_checkpoint(ckpt, err) from err
         if not quiet:
             tqdm.write(f"resuming {ckpt} after epoch {trainer.next_epoch}")
     elif ckpt.exists():
         # said even when quiet: work is thrown away
-        tqdm.write(f"starting again at epoch 1: the checkpoint {ckpt} (epochs 1-{saved or '?'}) is replaced")
+        tqdm.write(f"starting again at epoch 1: the checkpoint {ckpt} ({epochs_held(saved)}) is replaced")
     return trainer

@@ -71,6 +71,22 @@ def test_authors_code_overrides():
     c = make_config("cifar10-jpeg", "kps_ga", **o)
     assert c.m_max == 0.2 and c.lr_style == "official"
     assert authors_code_overrides("imagenet_lt") == {"lr_style": "official", "ga_variant": "official"}
+    # the KPS loss's settings go to the KPS methods only; the training script's to every method
+    assert authors_code_overrides("cifar10-jpeg", "kps") == o
+    assert authors_code_overrides("cifar10-jpeg", "ce") == {"lr_style": "official", "subset_seed": 666}
+    assert authors_code_overrides("imagenet_lt", "ldam_drw") == {"lr_style": "official"}
+    ce = make_config("cifar10-jpeg", "ce", **authors_code_overrides("cifar10-jpeg", "ce"))
+    assert setting_tag(ce) == "lr_style-official.subset_seed-666"
+
+
+@pytest.mark.parametrize("key, value", [("m_max", 0.2), ("n_base", 20.0), ("s_base", 30.0), ("ga_variant", "official")])
+def test_kps_loss_settings_are_refused_for_other_methods(key, value):
+    with pytest.raises(ValueError) as err:
+        make_config("cifar10-jpeg", "ldam_drw", **{key: value})
+    default = {"m_max": 0.5, "n_base": 50.0, "s_base": 15.0, "ga_variant": "paper"}[key]
+    assert str(err.value) == (f"{key} sets the KPS loss (kps, kps_drw, kps_ga, kps_ga_mixup); method 'ldam_drw' has "
+                              f"none: leave {key} at {default!r}, got {value!r}")
+    assert getattr(make_config("cifar10-jpeg", "kps", **{key: value}), key) == value
 
 
 def test_format_imbalance():
@@ -275,3 +291,8 @@ def test_every_committed_record_keeps_its_file_name():
         root = path.parents[3]  # <root>/<dataset>/<method>/imb<r>/seed<k>[.<tag>].json
         config = RunConfig.from_dict(json.loads(path.read_text())["config"])
         assert config_record_path(root, config) == path, path
+
+
+def test_a_single_decay_epoch_may_be_given_as_a_number():
+    assert make_config("cifar10", "ce", decay_epochs=160).decay_epochs == (160,)
+    assert make_config("cifar10", "ce", decay_epochs=[150, 190]).decay_epochs == (150, 190)

@@ -402,3 +402,19 @@ def test_download_offline_says_where_to_put_the_archive(tmp_path, monkeypatch):
     message = str(err.value)
     assert "cannot download cifar10 (URLError: [Errno -3]" in message and "\n" not in message
     assert f"tar -xzf cifar-10-python.tar.gz -C {tmp_path / 'd'}" in message and Offline.url in message
+    assert not (tmp_path / "d").exists()  # no empty folder left behind
+    # the folders it created go, a folder that was there stays as it was
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    for root in (tmp_path / "new" / "deeper" / "d", tmp_path / "mine" / "d", tmp_path / "mine"):
+        with pytest.raises(ValueError, match="cannot download cifar10"):
+            download("cifar10", root)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["mine", "mine/notes.txt"]
+
+
+def test_an_imbalance_that_empties_the_tail_is_named():
+    assert long_tailed_counts(5000, 10, 5000)[-1] == 1
+    with pytest.raises(ValueError) as err:
+        long_tailed_counts(5000, 10, 1e9)
+    assert str(err.value) == ("imbalance 1e+09 leaves the last 6 of 10 classes without a training image (the head "
+                              "class has 5000): give an imbalance of at most 5000")

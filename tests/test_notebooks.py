@@ -116,6 +116,8 @@ def test_train_notebook_writes_a_record(trained):
     executed = nbformat.read(work / "out.ipynb", as_version=4)
     text = "".join(o.get("text", "") for cell in executed.cells for o in cell.get("outputs", []))
     assert "seed0.epochs-1.json" in text and "top-1 error" in text
+    # progress: a line per epoch in the training cell's output (a bar's carriage returns show nothing there)
+    assert "kps_ga seed 0: epoch 1/1 loss " in text and " to go)" in text
 
 
 def test_table_notebook_renders_the_record(trained, tmp_path):
