@@ -62,9 +62,10 @@ def test_precision_check_pairs_each_bf16_record_with_its_fp32_twin(tmp_path):
     assert check.losses["epoch"].tolist() == [1, 2, 3]
     assert check.losses["relative difference"].round(9).tolist() == [0.01, 0.01, 0.01]
     assert check.runs_missing == 2
+    assert check.short_errors == {"fp32": 80.0, "bf16": 80.5}
 
 
 def test_precision_check_with_no_records_says_all_are_missing(tmp_path):
     check = precision_check(tmp_path)
     assert check.pairs.empty and check.summary.empty and check.losses.empty
-    assert check.runs_missing == len(bf16_check()) + 1
+    assert check.runs_missing == len(bf16_check()) + 1 and check.short_errors == {}

@@ -88,6 +88,7 @@ class PrecisionCheck:
     losses: pd.DataFrame       # the paper protocol's first epochs, both precisions
     devices: list[str]         # the devices the check's bf16 records ran on
     runs_missing: int          # configurations of the check without a record yet
+    short_errors: dict[str, float]  # the paper-protocol pair's final error after its epochs, per precision
 
 
 def precision_check(results: str | Path) -> PrecisionCheck:
@@ -102,7 +103,10 @@ def precision_check(results: str | Path) -> PrecisionCheck:
     pairs = paired_errors(found, results)
     short_b, short_f = (config_record_path(root, bf16_check_paper(b)) for root, b in
                         ((bf16_root, True), (fp32_root, False)))
-    losses = (loss_pairs(load_record(short_b), load_record(short_f)) if short_b.is_file() and short_f.is_file()
+    both = short_b.is_file() and short_f.is_file()
+    short = {"fp32": load_record(short_f), "bf16": load_record(short_b)} if both else {}
+    losses = (loss_pairs(short["bf16"], short["fp32"]) if both
               else pd.DataFrame(columns=["epoch", "fp32 loss", "bf16 loss", "relative difference"]))
     missing = len(wanted) - len(found) + (not short_f.is_file())
-    return PrecisionCheck(pairs, precision_summary(pairs), losses, sorted({r["device"] for r in found}), missing)
+    return PrecisionCheck(pairs, precision_summary(pairs), losses, sorted({r["device"] for r in found}), missing,
+                          {k: r["top1_error"] for k, r in short.items()})
