@@ -109,13 +109,14 @@ def _differences(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     return parts
 
 
-def setting_label(config: Mapping[str, Any]) -> str:
+def setting_label(config: Mapping[str, Any], with_protocol: bool = True) -> str:
     """How a run's config differs from the paper's setting for its dataset and
     method (``kps.configs.make_config`` with the same imbalance and seed):
     'paper setting', or the differences, e.g. 'short run: 30 of 200 epochs;
     m_max 0.2'. Keys that only pick a faster code path are ignored; bf16
-    autocast is named ('bf16 autocast')."""
-    parts = [words for _, words in _differences(config)]
+    autocast is named ('bf16 autocast'). ``with_protocol=False`` leaves out a
+    reduced protocol's name, for tables and panels that name it in a header."""
+    parts = [words for key, words in _differences(config) if with_protocol or key != "preset"]
     return "; ".join(parts) if parts else "paper setting"
 
 
@@ -129,6 +130,14 @@ def variant_label(config: Mapping[str, Any], with_protocol: bool = True) -> str:
     parts = [words for key, words in _differences(config)
              if key not in RUN_ONLY_KEYS and (with_protocol or key != "preset")]
     return "; ".join(parts) if parts else "paper setting"
+
+
+def run_label(config: Mapping[str, Any]) -> str:
+    """The part of :func:`setting_label` that :func:`variant_label` leaves out: how
+    long the run was, how often evaluated, how precisely computed
+    (``kps.configs.RUN_ONLY_KEYS``), e.g. 'bf16 autocast' or 'short run: 30 of 200
+    epochs'; '' where it ran as its protocol says."""
+    return "; ".join(words for key, words in _differences(config) if key in RUN_ONLY_KEYS)
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -1,0 +1,37 @@
+"""How a result page shows a table: class ``kps-table`` (``book/_static/companion.css``:
+compact, padded cells, headers that wrap), values on one line, and only the
+columns of prose allowed to wrap, so that a table fits the page's column at
+1280 px instead of hiding columns or leaving rows tall with text out of sight."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+TABLE_CLASS = "kps-table"
+
+
+def page_table(frame: pd.DataFrame, wrap: Sequence[Any] = (), hide_index: bool = False,
+               group_starts: Sequence[Any] = (), wide_index: bool = False) -> Any:
+    """``frame`` styled for a page: every value on one line but the columns ``wrap``
+    (prose: settings, notes), which wrap within 9-18 rem; a rule left of the
+    columns ``group_starts`` (the first column of each column group); the index
+    (row labels) wraps within 12-20 rem where ``wide_index`` (long row labels)."""
+    style = frame.style.set_table_attributes(f'class="{TABLE_CLASS}"')
+    if hide_index:
+        style = style.hide(axis="index")
+    wrap = [c for c in wrap if c in frame.columns]
+    if wrap:
+        style = style.set_properties(subset=wrap, **{"white-space": "normal", "min-width": "9rem",
+                                                     "max-width": "18rem"})
+    starts = [c for c in group_starts if c in frame.columns]
+    if starts:
+        style = style.set_properties(subset=starts, **{"border-left": "2px solid #999"})
+    if wide_index:
+        style = style.set_table_styles([{"selector": "tbody th", "props": [("white-space", "normal"),
+                                                                          ("min-width", "12rem"),
+                                                                          ("max-width", "20rem")]}],
+                                       overwrite=False)
+    return style
