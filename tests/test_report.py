@@ -120,7 +120,7 @@ def test_comparison_table_fills_only_from_matching_records(paper):
 C10, C100 = "CIFAR-10-LT, ResNet-32", "CIFAR-100-LT, ResNet-32"
 OURS, SMALL = "ours: paper's protocol", "ours, reduced: CPU-scale protocol"
 SMALL_HEAD = "CIFAR-10-LT, ResNet-32 at half width, 16 px"
-MAIN, GA_ROW = "KPS loss (Ours) (kps_ga)", "KPS loss (Ours) (kps_ga), GA: authors' per-sample row scale"
+MAIN, GA_ROW = "KPS loss (Ours) (kps_ga)", "↳ kps_ga, GA: authors' per-sample row scale"
 
 
 def test_wide_table_layout(paper):
@@ -987,7 +987,7 @@ def test_a_reduced_protocol_is_never_set_beside_the_paper_protocol():
     cpu = [r for r in records if r["config"]["preset"] == "cifar10_lt_small"]
     if not cpu:
         pytest.skip("no CPU-scale records under results/")
-    detail = report.table_page(3).detail.data
+    detail = report.detail_table(report.table_page(3).long)
     reduced = detail[detail["protocol"] == "CPU-scale (reduced)"]
     assert len(reduced) > 0 and set(reduced["paper"]) == {""}
     assert (detail[detail["protocol"] == "paper"]["paper"] != "").all()

@@ -83,7 +83,9 @@ def _record_note(rec: Mapping[str, Any], notes: Iterable[ProvenanceNote]) -> Pro
 PROVENANCE_COLUMNS = ("run", "protocol", "data", "setting", "commit", "device, precision", "torch", "started (UTC)",
                       "wall time (min)", "processes")
 ERROR_COLUMNS = ("final error (%)", "best error (%)")
-PROSE_COLUMNS = ("setting", "device, precision", "processes")   # the columns a page lets wrap
+PROSE_COLUMNS = ("setting", "commit", "device, precision", "processes")   # the columns a page lets wrap
+# what a page names once above a table when every record says the same
+LIFTED_COLUMNS = ("data", "setting", "commit", "device, precision", "torch", "processes")
 
 
 def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[ProvenanceNote] = (),
@@ -109,7 +111,7 @@ def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[Prove
             "data": rec.get("dataset_label", c["dataset"]),
             "setting": setting_label(c, with_protocol=False),
             "commit": str(rec.get("git_commit") or "unknown")[:10] + dirty_words + (f" {note.marker}" if note else ""),
-            "device, precision": f"{rec.get('device', 'unknown')}, {'bf16' if c.get('bf16') else 'fp32'}",
+            "device, precision": f"{_device(rec.get('device', 'unknown'))}, {'bf16' if c.get('bf16') else 'fp32'}",
             "torch": rec.get("torch_version", "unknown"),
             "started (UTC)": str(rec.get("started_at", "unknown"))[:16].replace("T", " "),
             "wall time (min)": f"{float(rec['wall_time_s']) / 60:.1f}" if rec.get("wall_time_s") is not None else "unknown",
@@ -123,17 +125,36 @@ def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[Prove
 
 def provenance_view(records: Iterable[Mapping[str, Any]], notes: Iterable[ProvenanceNote] = (),
                     errors: bool = False, empty: str = "No record yet.") -> Any:
-    """:func:`provenance_table` as a page shows it (:func:`kps.report.style.page_table`:
-    values on one line, only the prose columns wrap), or the Markdown ``empty``
-    where there is no record (a table of headers only says nothing)."""
+    """:func:`provenance_table` as a page shows it: one table per protocol (the paper's
+    first), each under a line naming the protocol, its number of records and what is
+    the same for all of them (:func:`kps.report.style.lift_constants`), values on one
+    line and only the prose columns wrapping; or the Markdown ``empty`` where there is
+    no record (a table of headers only says nothing)."""
+    from html import escape
+
     from IPython.display import Markdown
 
-    from kps.report.style import page_table
+    from kps.report.style import Captioned, lift_constants, page_table
 
     table = provenance_table(records, notes, errors)
     if table.empty:
         return Markdown(empty)
-    return page_table(table, wrap=PROSE_COLUMNS, hide_index=True)
+    parts = []
+    for protocol in sorted(dict.fromkeys(table["protocol"]), key=lambda p: p != "paper"):
+        rows = table[table["protocol"] == protocol].drop(columns="protocol")
+        shown, same = lift_constants(rows, LIFTED_COLUMNS)
+        name = protocol.removesuffix(" (reduced)")
+        title = "the paper’s protocol" if protocol == "paper" else f"the {name} protocol (reduced)"
+        caption = f"<strong>{escape(title)}</strong>: {len(rows)} record{'s' if len(rows) != 1 else ''}"
+        if same:
+            caption += "; the same for each: " + "; ".join(f"{escape(c)} <em>{escape(v)}</em>" for c, v in same)
+        parts.append((caption, page_table(shown, wrap=PROSE_COLUMNS, hide_index=True)))
+    return Captioned(parts)
+
+
+def _device(name: str) -> str:
+    """A record's device as it says it, without trademark signs: 'cpu (Intel Xeon Processor)'."""
+    return " ".join(name.replace("(R)", "").replace("(TM)", "").split())
 
 
 def segments_label(rec: Mapping[str, Any]) -> str:
@@ -148,7 +169,7 @@ def segments_label(rec: Mapping[str, Any]) -> str:
     for seg, end in zip(segments, ends):
         who = str(seg["git_commit"])[:10] if seg.get("git_commit") else "unknown commit"
         if seg.get("device"):
-            who += f" ({seg['device']})"
+            who += f" ({_device(seg['device'])})"
         parts.append(f"{seg['from_epoch']}-{end - 1}: {who}{_threads(seg)}{_stacked(seg)}")
     return "epochs " + "; ".join(parts)
 

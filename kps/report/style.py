@@ -16,7 +16,7 @@ TABLE_CLASS = "kps-table"
 def page_table(frame: pd.DataFrame, wrap: Sequence[Any] = (), hide_index: bool = False,
                group_starts: Sequence[Any] = (), wide_index: bool = False) -> Any:
     """``frame`` styled for a page: every value on one line but the columns ``wrap``
-    (prose: settings, notes), which wrap within 9-18 rem; a rule left of the
+    (prose: settings, notes), which wrap within 6-18 rem; a rule left of the
     columns ``group_starts`` (the first column of each column group); the index
     (row labels) wraps within 12-20 rem where ``wide_index`` (long row labels)."""
     style = frame.style.set_table_attributes(f'class="{TABLE_CLASS}"')
@@ -24,7 +24,7 @@ def page_table(frame: pd.DataFrame, wrap: Sequence[Any] = (), hide_index: bool =
         style = style.hide(axis="index")
     wrap = [c for c in wrap if c in frame.columns]
     if wrap:
-        style = style.set_properties(subset=wrap, **{"white-space": "normal", "min-width": "9rem",
+        style = style.set_properties(subset=wrap, **{"white-space": "normal", "min-width": "6rem",
                                                      "max-width": "18rem"})
     starts = [c for c in group_starts if c in frame.columns]
     if starts:
@@ -35,3 +35,24 @@ def page_table(frame: pd.DataFrame, wrap: Sequence[Any] = (), hide_index: bool =
                                                                           ("max-width", "20rem")]}],
                                        overwrite=False)
     return style
+
+
+def lift_constants(frame: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """``frame`` without those of ``columns`` that hold one value in every row (of two
+    or more; empty cells aside), and those (column, value) pairs, for a line above the
+    table: a column that says the same thing on every row only widens it."""
+    if len(frame) < 2:
+        return frame, []
+    values = {c: set(frame[c].astype(str)) - {""} for c in columns if c in frame.columns}   # '': nothing to say
+    same = [c for c, v in values.items() if len(v) == 1]
+    return frame.drop(columns=same), [(c, values[c].pop()) for c in same]
+
+
+class Captioned:
+    """Tables shown one after another, each under a line of its own (HTML)."""
+
+    def __init__(self, parts: Sequence[tuple[str, Any]]):
+        self.parts = list(parts)   # (caption HTML, Styler)
+
+    def _repr_html_(self) -> str:
+        return "\n".join(f'<p class="kps-caption">{caption}</p>\n{table.to_html()}' for caption, table in self.parts)

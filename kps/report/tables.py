@@ -145,8 +145,8 @@ def wide_table(long: pd.DataFrame, ours_datasets: Collection[str] = (), data_lab
     method not in this artifact, and a letter [a] where the run differs from its
     protocol only in how it ran (bf16 autocast, a short run) or in its data. Runs of
     another variant of a method (:func:`variant_label`, e.g. the authors' GA) get a
-    row of their own right below the method's, labelled "<label>, <variant>", with
-    the paper's number repeated. ``data_label`` names our data where no record does."""
+    row of their own right below the method's, labelled "↳ <our method name>,
+    <variant>", with the paper's number repeated. ``data_label`` names our data where no record does."""
     ran = long[long["our data"] != ""]
     reduced = [p for p in dict.fromkeys(ran["protocol"]) if p != "paper"]
     ours_ds = set(ours_datasets) | set(ran["dataset"])
@@ -184,7 +184,7 @@ def wide_table(long: pd.DataFrame, ours_datasets: Collection[str] = (), data_lab
                 continue
             here = mine[mine["protocol"] == protocol]
             for variant, part in here.groupby("our variant", sort=False):
-                row = label if variant == "paper setting" else f"{label}, {variant}"
+                row = label if variant == "paper setting" else f"↳ {method}, {variant}"
                 if row not in cells:
                     cells[row] = {}
                     rows_of[label].append(row)
@@ -205,7 +205,7 @@ def wide_table(long: pd.DataFrame, ours_datasets: Collection[str] = (), data_lab
         what = ("the reduced protocol's errors are not comparable with the paper's numbers"
                 if protocol != "paper" else "device and precision of each record in the provenance below")
         notes.append(f"**{protocol_group(protocol)}**: {protocol_summary(preset)}; {data_of[protocol]}; top-1 error "
-                     f"(%) after the last epoch, mean ± sample std over seeds (n=seeds); {what}.")
+                     f"(%) after the last epoch, mean ± sample std over the n seeds; {what}.")
     values = frame[[c for c in cols if c[0] != PAPER_GROUP]].to_numpy().ravel().tolist()
     if MISSING in values:
         notes.append(f"{MISSING}: no record yet.")
@@ -362,6 +362,33 @@ def setting_effects(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["data", "method", "imbalance", "backbone", "setting", "final", "best"])
 
 
+def _sparse(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame``'s index as columns, each value shown only where it changes (as pandas
+    shows a MultiIndex; a page's styles need unique row labels)."""
+    flat = frame.reset_index()
+    levels = list(frame.index.names)
+    repeated = {level: frame.index.droplevel(levels[i + 1:]).duplicated() if i + 1 < len(levels)
+                else frame.index.duplicated() for i, level in enumerate(levels)}
+    for level, same in repeated.items():   # a value repeats where its row's prefix of levels does
+        flat.loc[same, level] = ""
+    return flat
+
+
+def _detail_view(detail: pd.DataFrame) -> Any:
+    """:func:`detail_table` as the page shows it: each protocol's network named once
+    above it, and a column that says the same on every row (the data) with it."""
+    from html import escape
+
+    from kps.report.style import Captioned, lift_constants
+
+    networks = dict(zip(detail["protocol"], detail["network"]))
+    shown, same = lift_constants(_sparse(detail.drop(columns="network")), ["data"])
+    caption = "Networks: " + "; ".join(f"<strong>{escape(p)}</strong>: {escape(n)}" for p, n in networks.items())
+    if same:
+        caption += ". The same in every row: " + "; ".join(f"{escape(c)} <em>{escape(v)}</em>" for c, v in same)
+    return Captioned([(caption + ".", page_table(shown, wrap=("setting",), hide_index=True))])
+
+
 @dataclass
 class TablePage:
     """What a page of Tables 3-7 shows: the paper's table beside ours in its layout
@@ -413,9 +440,10 @@ def table_page(table: int, results: str | Path | None = None) -> TablePage:
     detail = detail_table(long, datasets, label)
     return TablePage(
         table, long, used,
-        wide=page_table(wide.frame, group_starts=wide.group_starts, wide_index=True),
+        wide=page_table(wide.frame, group_starts=wide.group_starts, wide_index=True).format_index(
+            lambda v: v.replace("-", "\u2011"), axis="columns"),   # heads break at spaces, not in "ResNet-32"
         wide_notes=wide.notes,
-        detail=(page_table(detail, wrap=("network", "setting")) if not detail.empty else
+        detail=(_detail_view(detail) if not detail.empty else
                 Markdown("No column of ours in this table: the paper's numbers only.")),
         provenance=provenance_view(used, notes, empty="No record fills a cell of ours in this table yet."),
         footnotes=provenance_footnotes(notes, used))
