@@ -160,6 +160,11 @@ def test_wide_table_marks_run_notes_and_other_data(paper):
     assert w.frame.loc[MAIN, col] == f"21.00 ± {math.sqrt(2):.2f} (n=2) [c]"
     assert "- [a] cifar10." in w.notes and "- [b] short run: 30 of 200 epochs." in w.notes
     assert "- [c] bf16 autocast." in w.notes
+    # two groups of runs in one cell (alike but for how often they were evaluated): a line each
+    two = [record(method="cosface", seed=0, final=30.0), record(method="cosface", seed=1, final=32.0, eval_every=10)]
+    w = report.wide_table(report.comparison_table(paper, two, 3))
+    assert w.frame.loc["CosFace [62] (cosface)", col] == "30.00 (n=1)\n32.00 (n=1) [a]"
+    assert "- [a] eval_every 10." in w.notes
 
 
 def test_table_records(paper):

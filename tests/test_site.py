@@ -66,8 +66,9 @@ f.addEventListener('load', async () => {{
   const lines = e => {{ const r = d.createRange(); r.selectNodeContents(e); const h = r.getBoundingClientRect().height;
       const cs = w.getComputedStyle(e); const lh = cs.lineHeight === 'normal' ? 1.2 * px(cs.fontSize) : px(cs.lineHeight);
       return lh > 0 ? Math.round(h / lh) : 0; }};
-  const cellWraps = [...col.querySelectorAll('table td, table tbody th')].filter(e => lines(e) > 3)
-      .map(e => lines(e) + ' lines: ' + label(e));
+  // (a row label may take 4: it names a method and its variant)
+  const cellWraps = [...col.querySelectorAll('table td, table tbody th')]
+      .filter(e => lines(e) > (e.tagName === 'TH' ? 4 : 3)).map(e => lines(e) + ' lines: ' + label(e));
   // tables wider than the box they scroll in; hidden: without a scroll bar that takes room (one a reader sees)
   const box = e => {{ for (let a = e.parentElement; a; a = a.parentElement) {{
       const o = w.getComputedStyle(a).overflowX; if (o === 'auto' || o === 'scroll' || o === 'hidden') return a; }}
@@ -234,7 +235,7 @@ RESULT_PAGES = ("notebooks/table3", "notebooks/table4", "notebooks/table5", "not
 
 def test_result_tables_fit_the_column_with_compact_cells(pages):
     """On the result pages every table fits the column at 1280 px (no column to scroll to),
-    and no cell wraps onto more than 3 lines."""
+    and no cell wraps onto more than 3 lines (a row label onto more than 4)."""
     found = {**problems(pages, "wideTables", RESULT_PAGES), **{f"{p} (wraps)": v for p, v in
                                                             problems(pages, "cellWraps", RESULT_PAGES).items()}}
     assert not found, json.dumps(found, indent=1, ensure_ascii=False)[:4000]

@@ -200,7 +200,7 @@ def per_class_figure(records: Sequence[Mapping[str, Any]], title: str, methods: 
     panels = [(d, p) for d, p in PANELS if (d, p) in ALWAYS or any(runs(d, p, m) for m in methods)]
     fig, axes = plt.subplots(len(panels), 1, figsize=(FIGURE_WIDTH_IN, 4.6 * len(panels)), dpi=FIGURE_DPI,
                              layout="constrained", squeeze=False)
-    used, summary = [], []
+    used, summary, legend_lines = [], [], []
     for ax, (dataset, protocol) in zip(axes[:, 0], panels):
         series = []   # (method index, variant index, method, label, rows of per_group_error_table)
         for k, method in enumerate(methods):
@@ -247,9 +247,13 @@ def per_class_figure(records: Sequence[Mapping[str, Any]], title: str, methods: 
             ax.text(4.5, 50, NOT_RUN, ha="center", va="center", fontsize=20, color="#999")
         ax.set_xticklabels(group_names())
         ax.tick_params(labelsize=10)
-        ax.legend(handles=handles, fontsize=10, loc="upper center", bbox_to_anchor=(0.5, -0.09),
+        # below the tick labels by a fixed 2.4 font sizes, however tall the layout leaves the panel
+        ax.legend(handles=handles, fontsize=10, loc="upper center", bbox_to_anchor=(0.5, 0.0), borderaxespad=2.4,
                   ncol=2, frameon=False)
+        legend_lines.append(sum(h.get_label().count("\n") + 1 for h in handles) / 2)
     fig.suptitle(title, fontsize=12)
+    # each panel 3.6 in of plot, title and ticks, plus its legend's lines (10 pt, two columns)
+    fig.set_figheight(sum(3.6 + 0.2 * lines for lines in legend_lines))
     plt.close(fig)  # shown where the page displays it, not when it is drawn
     return fig, used, summary
 

@@ -69,9 +69,9 @@ def runs_by_protocol(records: Sequence[Mapping[str, Any]], grid: Sequence[RunCon
     """What has been run, for the landing page: ``total`` full-schedule records;
     ``paper`` of them at the paper's protocol, ``grid_done`` of the ``grid_runs`` runs
     of ``grid`` (the paper-protocol grid); ``reduced`` at a reduced protocol, and
-    ``reduced_words``, e.g. '47 at the CPU-scale protocol (ResNet-32 at half width,
-    16 px, 70 epochs)' ('none' without any); ``short``: records shorter than their
-    protocol's schedule (not counted above)."""
+    ``reduced_words``, e.g. 'the CPU-scale protocol: ResNet-32 at half width, 16 px,
+    70 epochs' (with each protocol's count where there are several; 'none' without
+    any); ``short``: records shorter than their protocol's schedule (not counted above)."""
     from kps.report.records import grid_records, preset_of, protocol_of
 
     full = [r for r in records if r["epochs"] == r["preset_epochs"]]
@@ -81,8 +81,9 @@ def runs_by_protocol(records: Sequence[Mapping[str, Any]], grid: Sequence[RunCon
     reduced = {p: rs for p, rs in by.items() if p != "paper"}
     words = []
     for protocol, rs in reduced.items():
-        networks = dict.fromkeys(network_summary(preset_of(r["config"])) for r in rs)
-        words.append(f"{len(rs)} at the {protocol} protocol ({'; '.join(networks)})")
+        networks = "; ".join(dict.fromkeys(network_summary(preset_of(r["config"])) for r in rs))
+        count = f"{len(rs)} at " if len(reduced) > 1 else ""
+        words.append(f"{count}the {protocol} protocol: {networks}")
     done, _ = grid_records(full, grid)
     return {"total": len(full), "paper": len(by.get("paper", [])), "grid_done": len(done), "grid_runs": len(grid),
             "reduced": sum(len(rs) for rs in reduced.values()), "reduced_words": "; ".join(words) or "none",

@@ -83,7 +83,8 @@ def _record_note(rec: Mapping[str, Any], notes: Iterable[ProvenanceNote]) -> Pro
 PROVENANCE_COLUMNS = ("run", "protocol", "data", "setting", "commit", "device, precision", "torch", "started (UTC)",
                       "wall time (min)", "processes")
 ERROR_COLUMNS = ("final error (%)", "best error (%)")
-PROSE_COLUMNS = ("setting", "commit", "device, precision", "processes")   # the columns a page lets wrap
+# the columns a page lets wrap, and their least width (rem): a setting reads best on at most 3 lines
+PROSE_COLUMNS = {"setting": 12.0, "commit": 6.0, "device, precision": 8.0, "processes": 8.0}
 # what a page names once above a table when every record says the same
 LIFTED_COLUMNS = ("data", "setting", "commit", "device, precision", "torch", "processes")
 
@@ -160,7 +161,8 @@ def _device(name: str) -> str:
 def segments_label(rec: Mapping[str, Any]) -> str:
     """How many processes trained the run, and where a resumed one took over:
     'one' (also for records before segments were kept), or e.g. 'epochs 0-129:
-    unknown; 130-199: 1a2b3c4d5e (H200)'."""
+    unknown; 130-199: 1a2b3c4d5e (H200)' (a segment's device where it is not the
+    record's own)."""
     segments = rec.get("segments") or []
     if len(segments) <= 1:
         return "one" + (_threads(segments[0]) + _stacked(segments[0]) if segments else "")
@@ -168,7 +170,7 @@ def segments_label(rec: Mapping[str, Any]) -> str:
     parts = []
     for seg, end in zip(segments, ends):
         who = str(seg["git_commit"])[:10] if seg.get("git_commit") else "unknown commit"
-        if seg.get("device"):
+        if seg.get("device") and seg["device"] != rec.get("device"):   # the record's own device: said once
             who += f" ({_device(seg['device'])})"
         parts.append(f"{seg['from_epoch']}-{end - 1}: {who}{_threads(seg)}{_stacked(seg)}")
     return "epochs " + "; ".join(parts)

@@ -5,7 +5,7 @@ columns of prose allowed to wrap, so that a table fits the page's column at
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -13,19 +13,21 @@ import pandas as pd
 TABLE_CLASS = "kps-table"
 
 
-def page_table(frame: pd.DataFrame, wrap: Sequence[Any] = (), hide_index: bool = False,
+def page_table(frame: pd.DataFrame, wrap: Sequence[Any] | Mapping[Any, float] = (), hide_index: bool = False,
                group_starts: Sequence[Any] = (), wide_index: bool = False) -> Any:
     """``frame`` styled for a page: every value on one line but the columns ``wrap``
-    (prose: settings, notes), which wrap within 6-18 rem; a rule left of the
-    columns ``group_starts`` (the first column of each column group); the index
-    (row labels) wraps within 12-20 rem where ``wide_index`` (long row labels)."""
+    (prose: settings, notes), which wrap within 6 rem (or the width ``wrap`` maps the
+    column to, in rem) and 18 rem; a rule left of the columns ``group_starts`` (the
+    first column of each column group); the index (row labels) wraps within 12-20 rem
+    where ``wide_index`` (long row labels)."""
     style = frame.style.set_table_attributes(f'class="{TABLE_CLASS}"')
     if hide_index:
         style = style.hide(axis="index")
-    wrap = [c for c in wrap if c in frame.columns]
-    if wrap:
-        style = style.set_properties(subset=wrap, **{"white-space": "normal", "min-width": "6rem",
-                                                     "max-width": "18rem"})
+    widths = dict(wrap) if isinstance(wrap, Mapping) else dict.fromkeys(wrap, 6.0)
+    for column, rem in widths.items():
+        if column in frame.columns:
+            style = style.set_properties(subset=[column], **{"white-space": "normal", "min-width": f"{rem:g}rem",
+                                                             "max-width": "18rem"})
     starts = [c for c in group_starts if c in frame.columns]
     if starts:
         style = style.set_properties(subset=starts, **{"border-left": "2px solid #999"})

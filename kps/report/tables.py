@@ -189,7 +189,7 @@ def wide_table(long: pd.DataFrame, ours_datasets: Collection[str] = (), data_lab
                     cells[row] = {}
                     rows_of[label].append(row)
                 notes = [lambda r: r["our run"], lambda r: "" if r["our data"] == data_of[protocol] else r["our data"]]
-                cells[row][column] = " | ".join(
+                cells[row][column] = "\n".join(   # one line per group of runs (the page keeps line breaks)
                     r["ours final"] + marker("; ".join(filter(None, (f(r) for f in notes)))) for _, r in part.iterrows())
     paper_cols = [c for c in cols if c[0] == PAPER_GROUP]
     for label, variants in rows_of.items():
@@ -245,7 +245,9 @@ def detail_table(long: pd.DataFrame, ours_datasets: Collection[str] = (), data_l
                     "paper": sub["paper"].iloc[0] if protocol == "paper" else ""}
             network = network_summary(preset, _ARCHS.get(bb, bb))   # records match the paper row's backbone
             mine = sub[(sub["our data"] != "") & (sub["protocol"] == protocol)]
-            mine = mine.sort_values("our variant", key=lambda v: v != "paper setting", kind="stable")
+            # the paper's setting first, then the variants by name (as the figures order them)
+            mine = mine.sort_values("our variant", key=lambda v: v.map(lambda x: (x != "paper setting", x)),
+                                    kind="stable")
             if mine.empty:
                 rows.append({**cell, "network": network, "ours, final epoch": MISSING,
                     "ours, best epoch": MISSING, "seeds": "", "data": "", "setting": ""})
@@ -386,7 +388,7 @@ def _detail_view(detail: pd.DataFrame) -> Any:
     caption = "Networks: " + "; ".join(f"<strong>{escape(p)}</strong>: {escape(n)}" for p, n in networks.items())
     if same:
         caption += ". The same in every row: " + "; ".join(f"{escape(c)} <em>{escape(v)}</em>" for c, v in same)
-    return Captioned([(caption + ".", page_table(shown, wrap=("setting",), hide_index=True))])
+    return Captioned([(caption + ".", page_table(shown, wrap={"setting": 12.0}, hide_index=True))])
 
 
 @dataclass
