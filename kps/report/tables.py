@@ -141,9 +141,10 @@ def wide_table(long: pd.DataFrame, ours_datasets: Collection[str] = (), data_lab
     Our groups have columns for the datasets of ``ours_datasets`` (dataset titles:
     the data this artifact runs on) and those with a record; the others hold the
     paper's numbers only, said once in the notes. A cell of ours is "mean ± std
-    (n=k)" of the final-epoch error over seeds, "—" without a record, "n/a" for a
-    method not in this artifact, and a letter [a] where the run differs from its
-    protocol only in how it ran (bf16 autocast, a short run) or in its data. Runs of
+    (n=k)" of the final-epoch error over seeds (a line per group of runs), "—" without
+    a record, "n/a" for a method not in this artifact, and a letter [a] where the run
+    differs from its protocol only in how it ran (bf16 autocast, a short run) or in its
+    data; a note that every run of a group shares is said once, in the group's note. Runs of
     another variant of a method (:func:`variant_label`, e.g. the authors' GA) get a
     row of their own right below the method's, labelled "↳ <our method name>,
     <variant>", with the paper's number repeated. ``data_label`` names our data where no record does."""
@@ -165,8 +166,7 @@ def wide_table(long: pd.DataFrame, ours_datasets: Collection[str] = (), data_lab
     # each group's data: the data this artifact runs on, else the records' most common
     data_of = {p: data_label or (ran.loc[ran["protocol"] == p, "our data"].mode().tolist() or [""])[0] for p in presets}
 
-    marker = _Markers()
-    cells: dict[str, dict[tuple[str, str, str], str]] = {}
+    cells: dict[str, dict[tuple[str, str, str], Any]] = {}    # ours: [(summary, note), ...] per group of runs
     rows_of: dict[str, list[str]] = {}          # method row -> its variant rows, in order
     for (label, method, ds, bb, imb), sub in long.groupby(
             ["paper label", "method", "dataset", "backbone", "imbalance"], sort=False):
@@ -188,15 +188,31 @@ def wide_table(long: pd.DataFrame, ours_datasets: Collection[str] = (), data_lab
                 if row not in cells:
                     cells[row] = {}
                     rows_of[label].append(row)
-                notes = [lambda r: r["our run"], lambda r: "" if r["our data"] == data_of[protocol] else r["our data"]]
-                cells[row][column] = "\n".join(   # one line per group of runs (the page keeps line breaks)
-                    r["ours final"] + marker("; ".join(filter(None, (f(r) for f in notes)))) for _, r in part.iterrows())
+                cells[row][column] = [(r["ours final"], "; ".join(filter(None, (
+                    r["our run"], "" if r["our data"] == data_of[protocol] else r["our data"]))))
+                    for _, r in part.iterrows()]
     paper_cols = [c for c in cols if c[0] == PAPER_GROUP]
     for label, variants in rows_of.items():
         for row in variants:   # the paper's number beside each variant too
             cells[row].update({c: cells[label][c] for c in paper_cols if c in cells[label]})
     index = [row for label in rows_of for row in (label, *rows_of[label])]
-    frame = pd.DataFrame([[cells[r].get(c, MISSING if c[0] != PAPER_GROUP else "") for c in cols] for r in index],
+    # a note every run of a group shares goes to the group's line; the others get letters, in reading order
+    shared = {}
+    for protocol in presets:
+        group = [note for r in index for c in cols if c[0] == protocol_group(protocol)
+                 for _, note in (cells[r].get(c) if isinstance(cells[r].get(c), list) else [])]
+        if group and len(set(group)) == 1 and group[0]:
+            shared[protocol_group(protocol)] = group[0]
+    marker = _Markers()
+
+    def shown(row: str, column: tuple[str, str, str]) -> str:
+        value = cells[row].get(column, MISSING if column[0] != PAPER_GROUP else "")
+        if not isinstance(value, list):
+            return value
+        return "\n".join(summary + ("" if column[0] in shared else marker(note))   # a line per group of runs
+                         for summary, note in value)
+
+    frame = pd.DataFrame([[shown(r, c) for c in cols] for r in index],
                          index=pd.Index(index, name="method: paper's label (our name)"),
                          columns=pd.MultiIndex.from_tuples(cols))
 
@@ -204,8 +220,9 @@ def wide_table(long: pd.DataFrame, ours_datasets: Collection[str] = (), data_lab
     for protocol, preset in presets.items():
         what = ("the reduced protocol's errors are not comparable with the paper's numbers"
                 if protocol != "paper" else "device and precision of each record in the provenance below")
+        every = f"; every run: {shared[protocol_group(protocol)]}" if protocol_group(protocol) in shared else ""
         notes.append(f"**{protocol_group(protocol)}**: {protocol_summary(preset)}; {data_of[protocol]}; top-1 error "
-                     f"(%) after the last epoch, mean ± sample std over the n seeds; {what}.")
+                     f"(%) after the last epoch, mean ± sample std over the n seeds{every}; {what}.")
     values = frame[[c for c in cols if c[0] != PAPER_GROUP]].to_numpy().ravel().tolist()
     if MISSING in values:
         notes.append(f"{MISSING}: no record yet.")
