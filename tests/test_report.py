@@ -147,6 +147,8 @@ def test_wide_table_layout(paper):
     w4 = report.wide_table(report.comparison_table(paper, [], 4), ["CIFAR-10-LT"])
     assert ("the paper", "ImageNet-LT, ResNeXt-50", "") in w4.frame.columns and w4.frame.shape == (12, 3)
     assert "ImageNet-LT and iNaturalist 2018: the paper's numbers only" in w4.notes
+    w7 = report.wide_table(report.comparison_table(paper, [], 7), ["CIFAR-10-LT"])
+    assert "- CIFAR-100-LT, ImageNet-LT and iNaturalist 2018: the paper's numbers only" in w7.notes
 
 
 def test_wide_table_marks_run_notes_and_other_data(paper):
@@ -977,7 +979,7 @@ def test_table_page_and_speed_page_values(tmp_path):
     assert page.used == [] and page.footnotes == "" and set(page.long["ours final"]) == {"not in this artifact"}
     assert ">n/a<" in page.wide.to_html() and "- n/a: the method is not in this artifact." in page.wide_notes
     assert page.provenance.data == "No record fills a cell of ours in this table yet."       # a sentence, not headers
-    assert page.detail.data.startswith("No column of ours in this table")
+    assert page.detail.data.startswith("No cell of ours here can hold a run")
     empty = report.speed_page(tmp_path)
     assert empty.benches == {} and empty.targets_met == 0 and empty.chart is None
     assert empty.summary.data["status"].tolist() == ["not measured"] * 3 and empty.grid.data.empty

@@ -202,41 +202,41 @@ def per_class_figure(records: Sequence[Mapping[str, Any]], title: str, methods: 
                              layout="constrained", squeeze=False)
     used, summary, legend_lines = [], [], []
     for ax, (dataset, protocol) in zip(axes[:, 0], panels):
-        series = []   # (method index, variant index, method, label, rows of per_group_error_table)
+        series = []   # (method index, variant index, label, rows of per_group_error_table or None)
         for k, method in enumerate(methods):
             recs = runs(dataset, protocol, method)
             used += recs
             if not recs:
-                series.append((k, 0, method, f"{method}: {NOT_RUN}", None))
+                series.append((k, 0, f"{method}: {NOT_RUN}", None))
                 continue
             rows = per_group_error_table(recs)   # labels within the protocol: the panel names it
             # the paper's setting first, then by name: one variant keeps its hatch in every panel
             variants = sorted(dict.fromkeys(rows["variant"]), key=lambda v: (v != "paper setting", v))
             for (variant, run), part in rows.groupby(["variant", "run"], sort=False):
-                j = variants.index(variant)
                 label = method + ("" if variant == "paper setting" else f", {variant}") + (f" [{run}]" if run else "")
-                series.append((k, j, method, _wrap(f"{label} (n={part['n'].iloc[0]})"), part))
-                short = "paper's protocol" if protocol == "paper" else f"{protocol} (reduced)"
-                summary.append(part.assign(panel=f"{DATASET_TITLES[dataset]}: {short}"))
+                series.append((k, variants.index(variant), label + f" (n={part['n'].iloc[0]})", part))
         series.sort(key=lambda s: (s[0], s[1]))
-        drawn = [s for s in series if s[4] is not None]
+        drawn = [s for s in series if s[3] is not None]
+        short = "paper's protocol" if protocol == "paper" else f"{protocol} (reduced)"
+        summary += [part.assign(panel=f"{DATASET_TITLES[dataset]}: {short}", series=label) for _, _, label, part in drawn]
         width = 0.84 / max(len(drawn), 1)
         x = np.arange(10)
         handles = []
-        for k, j, method, label, part in series:
+        i = 0
+        for k, j, label, part in series:
             colour = f"C{k}"
             if part is None:
                 handles.append(Patch(facecolor="none", edgecolor=colour, linestyle="--", label=label))
                 continue
-            i = drawn.index((k, j, method, label, part))
             handles.append(ax.bar(x + (i - (len(drawn) - 1) / 2) * width, part["error"], width,
                                   yerr=None if part["std"].isna().all() else part["std"].fillna(0), capsize=2,
-                                  label=label,
+                                  label=_wrap(label),
                                   color=_shade(colour, SHADES[j % len(SHADES)]),
                                   hatch=HATCHES[j % len(HATCHES)],
                                   edgecolor=colour if j == 0 else ("white" if SHADES[j % len(SHADES)] < 0 else "#333"),
                                   linewidth=0.6, error_kw={"elinewidth": 0.8}))
-        data = list(dict.fromkeys(p["data"].iloc[0] for *_, p in drawn))
+            i += 1
+        data = list(dict.fromkeys(part["data"].iloc[0] for *_, part in drawn))
         ax.set_title(_panel_title(dataset, protocol, data), fontsize=11)
         ax.set(xticks=x, ylabel="top-1 error (%)", xlim=(-0.5, 9.5), ylim=(0, 112), yticks=range(0, 101, 20))
         for lo, hi, name in ((-0.5, 2.5, "Head"), (2.5, 6.5, "Mid"), (6.5, 9.5, "Tail")):
@@ -320,18 +320,24 @@ def per_class_page(results: str | Path | None = None) -> PerClassPage:
 
     from kps.report.paper import find_repo_root
     from kps.report.provenance import provenance_footnotes, provenance_view, read_provenance_notes
-    from kps.report.style import page_table
+    from html import escape
+
+    from kps.report.style import Captioned, page_table
     from kps.results import load_records
 
     root = find_repo_root()
     records = load_records(root / "results" if results is None else Path(results))
     fig6, used6, summary6 = per_class_figure(records, "Fig. 6: KPS without GA and DRW, with DRW, with GA", FIG6)
     fig7, used7, summary7 = per_class_figure(records, "Fig. 7: per-class/group error of the losses", FIG7)
-    if summary6 or summary7:
-        rows = pd.concat(summary6 + summary7).drop_duplicates(["panel", "method", "setting", "group"])
-        table = rows.pivot_table(index=["panel", "method", "setting", "n"], columns="group", values="error",
-                                 sort=False)[group_names()].round(2)
-        numbers = page_table(table.map(lambda v: f"{v:.2f}"), wide_index=True)
+    if summary6 or summary7:   # one table per panel, a row per series named as in the legend
+        rows = pd.concat(summary6 + summary7).drop_duplicates(["panel", "series", "group"])
+        parts = []
+        for panel, sub in rows.groupby("panel", sort=False):
+            table = sub.pivot_table(index="series", columns="group", values="error", sort=False)[group_names()]
+            table.index.name = "series"
+            parts.append((f"<strong>{escape(panel)}</strong>", page_table(table.map(lambda v: f"{v:.2f}"),
+                                                                         wide_index=True)))
+        numbers = Captioned(parts)
     else:
         numbers = Markdown("No record of CIFAR-10-LT or CIFAR-100-LT at ρ = 100 yet: every bar is **not run**.")
     used = list({id(r): r for r in used6 + used7}.values())

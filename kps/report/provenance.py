@@ -84,7 +84,7 @@ PROVENANCE_COLUMNS = ("run", "protocol", "data", "setting", "commit", "device, p
                       "wall time (min)", "processes")
 ERROR_COLUMNS = ("final error (%)", "best error (%)")
 # the columns a page lets wrap, and their least width (rem): a setting reads best on at most 3 lines
-PROSE_COLUMNS = {"setting": 12.0, "commit": 6.0, "device, precision": 8.0, "processes": 8.0}
+PROSE_COLUMNS = {"setting": 14.0, "commit": 6.0, "device, precision": 8.0, "processes": 8.0}
 # what a page names once above a table when every record says the same
 LIFTED_COLUMNS = ("data", "setting", "commit", "device, precision", "torch", "processes")
 

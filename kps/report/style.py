@@ -33,7 +33,7 @@ def page_table(frame: pd.DataFrame, wrap: Sequence[Any] | Mapping[Any, float] = 
         style = style.set_properties(subset=starts, **{"border-left": "2px solid #999"})
     if wide_index:
         style = style.set_table_styles([{"selector": "tbody th", "props": [("white-space", "normal"),
-                                                                          ("min-width", "12rem"),
+                                                                          ("min-width", "11rem"),
                                                                           ("max-width", "20rem")]}],
                                        overwrite=False)
     return style

@@ -230,8 +230,8 @@ def wide_table(long: pd.DataFrame, ours_datasets: Collection[str] = (), data_lab
         notes.append(f"{NOT_HERE}: the method is not in this artifact.")
     paper_only = list(dict.fromkeys(ds for ds, _, _ in heads if ds not in ours_ds))
     if paper_only:
-        notes.append(f"{' and '.join(paper_only)}: the paper's numbers only; the data is not available here, so no "
-                     "run of ours exists.")
+        names = ", ".join(paper_only[:-1]) + (" and " if len(paper_only) > 1 else "") + paper_only[-1]
+        notes.append(f"{names}: the paper's numbers only; the data is not available here, so no run of ours exists.")
     notes += [f"[{letter}] {text}." for text, letter in marker.texts.items()]
     starts = [c for i, c in enumerate(cols) if i == 0 or c[0] != cols[i - 1][0]]
     return WideTable(frame, "\n".join(f"- {n}" for n in notes), starts)
@@ -395,17 +395,17 @@ def _sparse(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _detail_view(detail: pd.DataFrame) -> Any:
     """:func:`detail_table` as the page shows it: each protocol's network named once
-    above it, and a column that says the same on every row (the data) with it."""
+    above it, and the columns that say the same on every row (dataset, data) with it."""
     from html import escape
 
     from kps.report.style import Captioned, lift_constants
 
     networks = dict(zip(detail["protocol"], detail["network"]))
-    shown, same = lift_constants(_sparse(detail.drop(columns="network")), ["data"])
+    shown, same = lift_constants(_sparse(detail.drop(columns="network")), ["dataset", "data"])
     caption = "Networks: " + "; ".join(f"<strong>{escape(p)}</strong>: {escape(n)}" for p, n in networks.items())
     if same:
         caption += ". The same in every row: " + "; ".join(f"{escape(c)} <em>{escape(v)}</em>" for c, v in same)
-    return Captioned([(caption + ".", page_table(shown, wrap={"setting": 12.0}, hide_index=True))])
+    return Captioned([(caption + ".", page_table(shown, wrap={"setting": 14.0}, hide_index=True))])
 
 
 @dataclass
@@ -463,6 +463,7 @@ def table_page(table: int, results: str | Path | None = None) -> TablePage:
             lambda v: v.replace("-", "\u2011"), axis="columns"),   # heads break at spaces, not in "ResNet-32"
         wide_notes=wide.notes,
         detail=(_detail_view(detail) if not detail.empty else
-                Markdown("No column of ours in this table: the paper's numbers only.")),
+                Markdown("No cell of ours here can hold a run: the data is not available here, or the method "
+                         "is not in this artifact.")),
         provenance=provenance_view(used, notes, empty="No record fills a cell of ours in this table yet."),
         footnotes=provenance_footnotes(notes, used))
