@@ -334,7 +334,7 @@ def per_class_page(results: str | Path | None = None) -> PerClassPage:
         parts = []
         for panel, sub in rows.groupby("panel", sort=False):
             table = sub.pivot_table(index="series", columns="group", values="error", sort=False)[group_names()]
-            table.index.name = "series"
+            table.index.name, table.columns.name = "series (as in the legend)", None
             parts.append((f"<strong>{escape(panel)}</strong>", page_table(table.map(lambda v: f"{v:.2f}"),
                                                                          wide_index=True)))
         numbers = Captioned(parts)
