@@ -32,7 +32,9 @@ $(BROWSER_STAMP): $(STAMP)
 	touch $@
 
 # --all: every page is rebuilt and re-executed, so the site always shows the current records.
+# The records are read first: a damaged one is named here (file and fault), not as a page that failed to execute.
 site: $(SITE_STAMP)
+	$(PY) -m kps.results results
 	$(VENV)/bin/jupyter-book build --all --warningiserror --nitpick . --path-output _build/site
 	@echo "site built: _build/site/_build/html/index.html"
 

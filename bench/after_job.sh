@@ -6,8 +6,8 @@
 #
 #   FILES_AT/results.tar        -> results/ (a record is never replaced: the same one again is skipped, a
 #                                  different one at the same path is an error, after everything else)
-#   FILES_AT/<bench>.json       -> bench/results/STEM.json        (only if the job ran the bench)
-#   FILES_AT/runs.json, job.log -> bench/results/STEM.runs.json, STEM.log
+#   FILES_AT/workers.json, runs.json, job.log
+#                               -> bench/results/STEM.workers.json, STEM.runs.json, STEM.log
 #   FILES_AT/checkpoints*.tar   -> data/job-checkpoints*.tar      (the previous ones are removed)
 # Nothing is committed; the script ends by listing what changed.
 set -euo pipefail
@@ -15,7 +15,7 @@ F=${1:?usage: bash bench/after_job.sh FILES_AT STEM}
 STEM=${2:?usage: bash bench/after_job.sh FILES_AT STEM}
 [ -d "$F" ] || { echo "error: $F is not a folder" >&2; exit 2; }
 cd "$(dirname "$0")/.."
-if [ -e "bench/results/$STEM.runs.json" ] || [ -e "bench/results/$STEM.json" ]; then
+if compgen -G "bench/results/$STEM.*" >/dev/null; then
     echo "error: bench/results/$STEM.* exists; choose another STEM" >&2
     exit 2
 fi
@@ -38,10 +38,7 @@ if [ -f "$F/results.tar" ]; then
     [ "$status" = 0 ] && rm -rf "$unpacked"
     echo "records: $new new"
 fi
-for bench_json in "$F"/*.json; do
-    [ -f "$bench_json" ] && [ "$(basename "$bench_json")" != runs.json ] || continue
-    cp "$bench_json" "bench/results/$STEM.json"
-done
+[ -f "$F/workers.json" ] && cp "$F/workers.json" "bench/results/$STEM.workers.json"
 [ -f "$F/runs.json" ] && cp "$F/runs.json" "bench/results/$STEM.runs.json"
 [ -f "$F/job.log" ] && cp "$F/job.log" "bench/results/$STEM.log"
 rm -f data/job-checkpoints.tar data/job-checkpoints-[0-9]*.tar

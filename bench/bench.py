@@ -1,54 +1,47 @@
-"""Throughput of a reference-style CIFAR-LT trainer against the kps fast path (issue 6).
+"""Throughput of a reference-style CIFAR-LT trainer against the kps trainer, on one device.
 
 One process, one device, the same long-tailed training set (CIFAR-10 (JPEG copy)
-at imbalance 100 by default) and the same model and loss (ResNet-32 with the
-cosine head, the KPS loss of eq. 15 with the eqs. 26-30 parameters):
+at imbalance 100 by default), the same preset (default: the dataset's Table 2 one,
+ResNet-32 at 32 px, batch 64) and the same model and loss (ResNet-32 with the
+cosine head, the KPS loss of eq. 15 with the eqs. 26-30 parameters).  The
+contenders, named on the command line (``--contenders``):
 
 * ``reference``: as the LDAM-DRW / KPS reference scripts train: a torch
   DataLoader over the decoded uint8 images (HWC numpy -> PIL) with CPU
   torchvision transforms (RandomCrop(32, padding=4), RandomHorizontalFlip,
   ToTensor, Normalize), shuffle, ``--workers`` worker processes (the reference
-  uses 4), pinned memory, fp32, batch 64, SGD (momentum 0.9, weight decay
-  2e-4); per step ``loss.item()`` and the top-1 count read back, as the
-  reference's meters do; validation through a DataLoader of batch 100.
-* ``fast_<compile mode>``: :class:`kps.train.Trainer` itself (its
+  uses 4), pinned memory, fp32, SGD (momentum 0.9, weight decay 2e-4); per step
+  ``loss.item()`` and the top-1 count read back, as the reference's meters do;
+  validation through a DataLoader of batch 100.
+* ``<precision>[+<compile mode>]`` (``fp32``, ``bf16``, ``bf16+default``,
+  ``bf16+reduce-overhead``, ...): :class:`kps.train.Trainer` itself (its
   ``train_epoch`` and ``evaluate``, the code every run goes through) with the
-  switches of ``kps.configs.fast_path(device type)`` (the ones measured fastest:
-  channels_last on CPU; on CUDA also fused SGD and bf16 autocast) and the given
-  ``torch.compile`` mode ("none" = eager): data resident on the device as uint8,
-  augmentation there (:class:`kps.data.GPUAugment`).
-* ``stacked`` (``--stack S``): S copies of one run (the same configuration and
-  seed 0, so one data stream) trained as one network (:class:`kps.stack.Stack`:
-  their ResNet-32 bodies side by side along the channels, one kernel for all S,
-  as ``python -m kps train-grid --stack S`` trains runs of equal stack key), in
-  ``--parallel-mode`` (default fast_path's): the time of a round (every copy one
-  epoch, training + evaluation), aggregate rates of the S runs (not one run's
-  speed) against one run alone and the reference, and each copy's training loss
-  per epoch beside the same run's alone (``train_loss_vs_alone``: the largest
-  difference; the same computation up to the order of floating-point sums).
-* ``processes`` (``--processes P``): P separate processes (this script with
-  ``--child``), each training one such run alone in ``--parallel-mode``, at once
-  (as ``train-grid --jobs P`` runs P workers): each warms up, waits for the
-  others, then times its epochs; the aggregate epoch rate is the sum of theirs.
+  device's fast-path switches (:func:`kps.configs.fast_path`: channels_last; on
+  CUDA also fused SGD), fp32 or bf16 autocast of the backbone, eager or under that
+  ``torch.compile`` mode: data resident on the device as uint8, augmentation
+  there (:class:`kps.data.GPUAugment`).  A bf16 contender on a CPU without bf16
+  units (:func:`kps.env.cpu_bf16_units`) is skipped, and the file says why.
 
-On a GPU the last two (and the grid plan bench/grid.py draws from them) are
-unmeasured so far; on CPU they are checked by tests/test_bench.py.
+Default contenders (:data:`CONTENDERS`): on a CPU the reference, fp32, bf16 and bf16
+under torch.compile "default"; on CUDA the reference, bf16 eager and bf16 under
+"reduce-overhead" (fast_path's).
 
-Each trainer runs ``--warmup-epochs`` untimed epochs (train + evaluation; the
-compilation happens there and is reported as ``compile_overhead_s``), then
-``--epochs`` timed epochs, each a training pass and an evaluation pass as in
-Algorithm 1 with evaluation every epoch.  Reported: seconds per training pass,
-training images/s, seconds per evaluation pass, their sum per epoch, the
-projected wall time of a full run of the preset's epochs, the ratios against
-the reference, and FLOPs: counted with ``torch.utils.flop_counter.FlopCounterMode``
-(convolutions and matrix products) on one batch, forward + backward for
-training and forward for evaluation, times the images per epoch; divided by
-the time they took and by the card's dense bf16 peak (vendor datasheet; both
-assumed peak and device name are recorded, together with a measured bf16
-matrix-product rate).
+Each contender runs ``--warmup-epochs`` untimed epochs (train + evaluation; the
+compilation happens there and is reported apart, as ``compile_overhead_s``), then
+``--epochs`` timed epochs, each a training pass and an evaluation pass.  Reported
+per contender: seconds per training pass, training images/s, seconds per
+evaluation pass of the whole test set (so that an evaluation cadence can be
+chosen), the projected wall time of a full run of the preset's epochs at the
+preset's cadence, the ratios against the reference, and FLOPs: counted with
+``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products) on
+one batch, forward + backward for training and forward for evaluation, times the
+images per epoch; divided by the time they took and by the card's dense bf16 peak
+(vendor datasheet; both assumed peak and device name are recorded, together with a
+measured bf16 matrix-product rate).
 
-GPU runs write ``bench/results/<device-slug>-<date>.json``; CPU runs are checks
-and must name their own output (``--out``), never under ``bench/results``.
+GPU runs write ``bench/results/<device-slug>-<date>.json`` by default; CPU runs name
+their output (``--out FILE`` or ``--out-dir FOLDER``); a run with ``--limit-steps`` is
+a check and never goes under ``bench/results``.
 """
 
 from __future__ import annotations
@@ -80,13 +73,13 @@ if importlib.util.find_spec("kps") is None:  # run as a script without kps insta
 
 from kps.batches import augment_for, load_data  # noqa: E402
 from kps.configs import COMPILE_MODES, RunConfig, fast_path, make_config  # noqa: E402
-from kps.data import DATASETS, LTData, TensorSplit  # noqa: E402
-from kps.env import device_name, git_state  # noqa: E402
+from kps.data import LTData, TensorSplit  # noqa: E402
+from kps.datasets import DATASETS  # noqa: E402
+from kps.env import BF16_CPU_FLAGS, cpu_bf16_units, device_name, git_state  # noqa: E402
 from kps.io import atomic_write_text  # noqa: E402
 from kps.losses import make_loss  # noqa: E402
 from kps.models import make_model  # noqa: E402
 from kps.schedules import learning_rate  # noqa: E402
-from kps.stack import Stack  # noqa: E402
 from kps.train import Trainer, loss_options  # noqa: E402
 
 __all__ = [
@@ -98,10 +91,8 @@ __all__ = [
     "assumed_bf16_peak",
     "device_slug",
     "time_trainer",
-    "time_stacked",
-    "time_processes",
-    "fast_config",
-    "loss_agreement",
+    "CONTENDERS",
+    "contender_config",
     "run_benchmark",
     "output_path",
     "write_result",
@@ -160,10 +151,9 @@ class ReferenceTrainer:
     """One epoch at a time as the LDAM-DRW / KPS reference scripts train (fp32,
     DataLoader with CPU transforms, per-step host read-back of loss and accuracy)."""
 
-    name = "reference"
-
-    def __init__(self, config: RunConfig, data: LTData, device: torch.device, workers: int) -> None:
-        self.config, self.device = config, device
+    def __init__(self, config: RunConfig, data: LTData, device: torch.device, workers: int,
+                 name: str = "reference") -> None:
+        self.name, self.config, self.device = name, config, device
         self.losses: list[float] = []  # mean training loss per epoch (the reference AverageMeter)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # as cifar_train.py of LDAM-DRW does
@@ -221,11 +211,11 @@ class ReferenceTrainer:
 class FastTrainer:
     """kps.train.Trainer's own epoch and evaluation (the fast path of every run)."""
 
-    def __init__(self, config: RunConfig, data: LTData, device: torch.device) -> None:
-        self.name = f"fast_{config.compile}"
+    def __init__(self, config: RunConfig, data: LTData, device: torch.device, name: str) -> None:
+        self.name = name
         self.trainer = Trainer(config, data, device)
         self.n_test = len(data.test)
-        self.losses: list[float] = []  # mean training loss per epoch: the modes must agree (same seed)
+        self.losses: list[float] = []  # mean training loss per epoch (same seed and data order in every contender)
 
     def train_epoch(self, epoch: int, limit_steps: int | None) -> int:
         indices = self.trainer.epoch_indices()
@@ -349,121 +339,6 @@ def time_trainer(trainer: Any, device: torch.device, *, epochs: int, warmup_epoc
     }
 
 
-def _rounds(rounds: list[float], runs: int, warmup_epochs: int, n_train: int) -> dict[str, Any]:
-    """The rates of ``runs`` runs that each train one epoch per round of ``rounds`` seconds:
-    the median over the timed rounds, aggregate epochs/s and training images/s (which
-    count the evaluation time too)."""
-    median = statistics.median(rounds[warmup_epochs:])
-    return {"runs": runs, "warmup_epochs": warmup_epochs, "round_s": rounds, "round_s_median": median,
-            "epochs_per_s": runs / median, "train_images_per_s": runs * n_train / median}
-
-
-def time_stacked(config: RunConfig, data: LTData, device: torch.device, *, runs: int, epochs: int,
-                 warmup_epochs: int, limit_steps: int | None = None,
-                 log: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
-    """``runs`` copies of ``config`` (seed 0 each, so one data stream) trained as one
-    network (:class:`kps.stack.Stack`) for ``warmup_epochs + epochs`` epochs, each a
-    training pass and an evaluation pass; the time of each such round, the aggregate
-    rates and every copy's training loss per epoch."""
-    if runs < 2 or epochs < 1 or warmup_epochs < 0:
-        raise ValueError(f"need runs >= 2, epochs >= 1 and warmup_epochs >= 0, got {runs}, {epochs}, {warmup_epochs}")
-    total = warmup_epochs + epochs
-    trainers = [Trainer(replace(config, seed=0, epochs=total), data, device) for _ in range(runs)]
-    stack = Stack(trainers)
-    rounds, losses = [], [[] for _ in range(runs)]
-    t_start = time.perf_counter()
-    for epoch in range(total):
-        indices = trainers[0].epoch_indices()
-        if limit_steps is not None:
-            indices = indices[: limit_steps * config.batch_size]
-        _sync(device)
-        t0 = time.perf_counter()
-        loss = stack.train_epoch(epoch, indices)
-        stack.evaluate()
-        _sync(device)
-        rounds.append(time.perf_counter() - t0)
-        for run, value in zip(losses, loss.tolist()):
-            run.append(value)
-        log(f"stacked x{runs} ({config.compile}): round {epoch}{' (warm-up)' if epoch < warmup_epochs else ''}: "
-            f"{rounds[-1]:.3f} s")
-    n_train = len(indices)
-    return {**_rounds(rounds, runs, warmup_epochs, n_train), "compile": config.compile, "seeds": [0] * runs,
-            "wall_s": time.perf_counter() - t_start, "train_losses": losses, "stacked_runs": [runs] * runs}
-
-
-def time_processes(runs: int, child_args: Sequence[str], *, warmup_epochs: int, n_train: int,
-                   log: Callable[[str], None] = lambda s: None, timeout_s: float = 900.0) -> dict[str, Any]:
-    """``runs`` separate processes (``bench.py --child``, each loading the data itself and
-    training one fast run of seed 0 alone) at once: after its warm-up each waits until all
-    are warm, then times its epochs (training + evaluation).  Their epochs overlap, so the
-    aggregate epoch rate is the sum of each process's (one over its median epoch)."""
-    import subprocess
-    import tempfile
-
-    if runs < 2:
-        raise ValueError(f"need runs >= 2 processes, got {runs}")
-    with tempfile.TemporaryDirectory(prefix="kps-bench-") as folder:
-        t_start = time.perf_counter()
-        procs = [subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *child_args,
-                                   "--child", str(Path(folder) / str(k))]) for k in range(runs)]
-        try:
-            deadline, go = time.monotonic() + timeout_s, Path(folder) / "go"
-            while not go.exists():
-                if any(p.poll() not in (None, 0) for p in procs) or time.monotonic() > deadline:
-                    raise RuntimeError(f"processes: a child failed or none got warm within {timeout_s:.0f} s "
-                                       f"(exit statuses {[p.poll() for p in procs]})")
-                if all((Path(folder) / f"{k}.ready").exists() for k in range(runs)):
-                    go.touch()
-                time.sleep(0.05)
-            codes = [p.wait(timeout=max(deadline - time.monotonic(), 1.0)) for p in procs]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-        if any(codes):
-            raise RuntimeError(f"processes: children exited with {codes}")
-        children = [json.loads((Path(folder) / f"{k}.json").read_text()) for k in range(runs)]
-    medians = [statistics.median(c["epoch_s"]) for c in children]
-    for k, m in enumerate(medians):
-        log(f"processes x{runs} ({children[k]['compile']}): process {k}: {m:.3f} s per epoch")
-    rate = sum(1 / m for m in medians)
-    return {"runs": runs, "compile": children[0]["compile"], "warmup_epochs": warmup_epochs,
-            "epoch_s": [c["epoch_s"] for c in children], "epoch_s_median": medians, "epochs_per_s": rate,
-            "train_images_per_s": rate * n_train, "wall_s": time.perf_counter() - t_start,
-            "train_losses": [c["train_losses"] for c in children]}
-
-
-def _child(trainer: "FastTrainer", device: torch.device, prefix: str, *, epochs: int, warmup_epochs: int,
-           limit_steps: int | None) -> None:
-    """One process of :func:`time_processes`: warm up, say so (``prefix.ready``), wait for
-    ``go`` beside it, time ``epochs`` epochs, write ``prefix.json``."""
-    for epoch in range(warmup_epochs):
-        trainer.train_epoch(epoch, limit_steps)
-        trainer.evaluate()
-    Path(prefix + ".ready").touch()
-    go, deadline = Path(prefix).parent / "go", time.monotonic() + 900
-    while not go.exists():  # the parent gives up after 900 s too
-        if time.monotonic() > deadline:
-            raise RuntimeError("no go from the parent within 900 s")
-        time.sleep(0.02)
-    times = [_timed(lambda: trainer.train_epoch(e, limit_steps) + trainer.evaluate(), device)[0]
-             for e in range(warmup_epochs, warmup_epochs + epochs)]
-    atomic_write_text(prefix + ".json", json.dumps({"epoch_s": times, "train_losses": trainer.losses,
-                                                    "compile": trainer.trainer.config.compile}))
-
-def loss_agreement(runs: Sequence[Sequence[float]], alone: Sequence[float]) -> dict[str, Any]:
-    """How far the per-epoch training losses of ``runs`` (copies of one run) lie from
-    the same run's ``alone``: the largest absolute and relative difference over every
-    run and epoch (epochs both recorded); None for both where nothing compares."""
-    pairs = [(x, a) for run in runs for x, a in zip(run, alone)]
-    if not pairs or any(not (math.isfinite(x) and math.isfinite(a)) for x, a in pairs):
-        return {"max_abs_diff": None, "max_rel_diff": None, "epochs_compared": 0}
-    return {"max_abs_diff": max(abs(x - a) for x, a in pairs),
-            "max_rel_diff": max(abs(x - a) / max(abs(a), 1e-12) for x, a in pairs),
-            "epochs_compared": min(len(alone), min(len(run) for run in runs))}
-
-
 def _limit_test(data: LTData, limit_steps: int | None, batch: int) -> LTData:
     """With ``limit_steps``, keep an evenly strided ``limit_steps * batch`` test images."""
     n = len(data.test)
@@ -483,75 +358,60 @@ def _ratios(trainers: dict[str, Any]) -> dict[str, dict[str, float]]:
     }
 
 
-def fast_config(base: RunConfig, device: torch.device, mode: str) -> RunConfig:
-    """``base`` with the fast path's switches of ``device`` (kps.configs.fast_path) in compile ``mode``."""
-    return replace(base, **{**fast_path(device.type), "compile": mode})
+# The contenders timed when none are named: the paper protocol's trainers on one CPU core,
+# and on CUDA the fast path's bf16 eager and under its compile mode.
+CONTENDERS: dict[str, tuple[str, ...]] = {
+    "cpu": ("reference", "fp32", "bf16", "bf16+default"),
+    "cuda": ("reference", "bf16", "bf16+reduce-overhead"),
+}
+PRECISIONS = {"fp32": False, "bf16": True}  # contender word -> bf16 autocast
 
 
-def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float, epochs: int = 3,
-                  warmup_epochs: int = 1, limit_steps: int | None = None, workers: int = 4,
-                  fast_modes: Sequence[str] | None = None, batch_size: int | None = None,
-                  stack: int = 0, processes: int = 0, parallel_mode: str | None = None,
-                  child_args: Sequence[str] | None = None, preset: str | None = None,
-                  log: Callable[[str], None] = lambda s: None,
-                  emit: Callable[[dict[str, Any]], None] = lambda doc: None) -> dict[str, Any]:
-    """Time the reference-style trainer and the fast path in each compile mode of
-    ``fast_modes`` (default: eager, and on CUDA also fast_path's mode) on ``data``
-    (mini-batch ``batch_size``, default the preset's 64); with ``stack`` = S >= 2, S
-    copies of one run stacked as one network, with ``processes`` = P >= 2, P separate
-    processes of one run each (``child_args``: the bench.py options that load the same
-    data), both in ``parallel_mode`` (default fast_path's) right after that mode alone.
-    Returns the result document (module docstring).  ``emit`` receives the document after
-    each measurement (``complete`` false until the last), so a job stopped during a long
-    compilation keeps what was measured before it."""
-    device = torch.device(device)
+def contender_config(base: RunConfig, device: torch.device, name: str) -> RunConfig:
+    """The trainer's config of contender ``name`` (``<fp32|bf16>[+<compile mode>]``):
+    ``base`` with the device's fast-path switches, that precision and that compile
+    mode ("none" when not named).  ValueError for a name of another form."""
+    precision, plus, mode = name.partition("+")
+    if precision not in PRECISIONS or (plus and mode not in COMPILE_MODES):
+        raise ValueError(f"unknown contender {name!r}: give reference or <fp32|bf16>[+<compile mode>], "
+                         f"compile modes: {', '.join(COMPILE_MODES)}")
+    return replace(base, **{**fast_path(device.type), "bf16": PRECISIONS[precision], "compile": mode or "none"})
+
+
+def unavailable(config: RunConfig, device: torch.device) -> str | None:
+    """Why ``config`` cannot run on ``device`` (bf16 on a CPU without bf16 units), or None."""
+    if config.bf16 and device.type == "cpu" and not cpu_bf16_units():
+        return (f"bf16 needs a CPU with bf16 units ({' or '.join(BF16_CPU_FLAGS)}); "
+                f"{device_name(device)} has none")
+    return None
+
+
+def _document(base: RunConfig, data: LTData, device: torch.device, *, epochs: int, warmup_epochs: int,
+              limit_steps: int | None, workers: int, configs: dict[str, RunConfig]) -> dict[str, Any]:
+    """The result document before any contender ran: where, what, the FLOPs and the peak."""
     cuda = device.type == "cuda"
-    fast_modes = list(fast_modes or ["none", *([fast_path("cuda")["compile"]] if cuda else [])])
-    parallel_mode = parallel_mode or fast_path(device.type)["compile"]
-    if limit_steps is not None and limit_steps < 1:
-        raise ValueError(f"limit_steps must be >= 1, got {limit_steps}")
-    for mode in [*fast_modes, parallel_mode]:
-        if mode not in COMPILE_MODES:
-            raise ValueError(f"unknown compile mode {mode!r}; valid: {', '.join(COMPILE_MODES)}")
-    if len(set(fast_modes)) != len(fast_modes):
-        raise ValueError(f"compile modes repeat: {list(fast_modes)}")
-    if stack < 0 or stack == 1 or processes < 0 or processes == 1:
-        raise ValueError(f"stack and processes need >= 2 runs (0: not measured), got {stack}, {processes}")
-    if processes and child_args is None:
-        raise ValueError("processes need child_args: the options that load the same data in a child")
-    base = make_config(data.name, METHOD, imbalance=imbalance, seed=0, **({} if preset is None else {"preset": preset}),
-                       **({} if batch_size is None else {"batch_size": batch_size}))
-    data = _limit_test(data, limit_steps, base.batch_size)
     train_f, eval_f = flops_per_image(base.arch, data.num_classes, base.spec.head, base.batch_size,
                                       base.image_size, base.width)
     name = device_name(device)
     peak, peak_source = assumed_bf16_peak(name) if cuda else (None, "not a CUDA device")
-    fast_configs = {mode: fast_config(base, device, mode) for mode in fast_modes}
     commit, dirty = git_state()
     now = datetime.now(timezone.utc)
-    doc: dict[str, Any] = {
-        "schema": SCHEMA,
-        "complete": False,
-        "device": name,
-        "device_type": device.type,
-        "date": now.date().isoformat(),
-        "started_at": now.isoformat(timespec="seconds"),
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
+    return {
+        "schema": SCHEMA, "complete": False, "device": name, "device_type": device.type,
+        "date": now.date().isoformat(), "started_at": now.isoformat(timespec="seconds"),
+        "torch_version": torch.__version__, "cuda_version": torch.version.cuda,
         "cudnn_version": torch.backends.cudnn.version() if cuda else None,
-        "python_version": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "git_commit": commit or os.environ.get("KPS_GIT_COMMIT"),
-        "git_dirty": dirty,
+        "python_version": platform.python_version(), "cpu_count": os.cpu_count(),
+        "git_commit": commit or os.environ.get("KPS_GIT_COMMIT"), "git_dirty": dirty,
         "config": {
-            "dataset": data.name, "dataset_label": data.label, "imbalance": imbalance, "method": METHOD,
+            "dataset": data.name, "dataset_label": data.label, "imbalance": base.imbalance, "method": METHOD,
             "arch": base.arch, "head": base.spec.head, "batch_size": base.batch_size, "preset": base.preset,
             "protocol": base.protocol, "width": base.width, "image_size": base.image_size,
-            "threads": torch.get_num_threads(),
-            "train_images": len(data.train), "test_images": len(data.test),
+            "threads": torch.get_num_threads(), "train_images": len(data.train), "test_images": len(data.test),
             "epochs_timed": epochs, "warmup_epochs": warmup_epochs, "limit_steps": limit_steps,
-            "reference_workers": workers, "preset_epochs": base.preset_epochs,
-            "fast_configs": {mode: c.to_dict() for mode, c in fast_configs.items()},
+            "reference_workers": workers, "preset_epochs": base.preset_epochs, "eval_every": base.eval_every,
+            "contenders": ["reference", *configs],
+            "fast_configs": {name: c.to_dict() for name, c in configs.items()},
         },
         "flops": {
             "train_per_image": train_f, "eval_per_image": eval_f,
@@ -565,71 +425,64 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
         "trainers": {},
         "ratios": {},
     }
-    common = dict(device=device, epochs=epochs, warmup_epochs=warmup_epochs, limit_steps=limit_steps,
-                  flops_train=train_f, flops_eval=eval_f, preset_epochs=base.preset_epochs,
-                  peak_tflops=peak, eval_every=base.eval_every, log=log)
 
-    def record(key: str, timing: dict[str, Any], **about: Any) -> None:
-        doc["trainers"][key] = dict(timing, **about)
-        doc["ratios"] = _ratios(doc["trainers"])
+
+def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float, epochs: int = 3,
+                  warmup_epochs: int = 1, limit_steps: int | None = None, workers: int = 4,
+                  contenders: Sequence[str] | None = None, batch_size: int | None = None,
+                  preset: str | None = None, log: Callable[[str], None] = lambda s: None,
+                  emit: Callable[[dict[str, Any]], None] = lambda doc: None) -> dict[str, Any]:
+    """Time ``contenders`` (default :data:`CONTENDERS` of the device type) one after the
+    other on ``data`` (mini-batch ``batch_size``, default the preset's) and return the
+    result document (module docstring).  A contender that cannot run here is listed
+    under ``skipped``, one that raises under ``failed``; the others stand.  ``emit``
+    receives the document after each contender (``complete`` false until the last), so
+    a job stopped during a long compilation keeps what was measured before it."""
+    device = torch.device(device)
+    names = list(contenders or CONTENDERS["cuda" if device.type == "cuda" else "cpu"])
+    names = ["reference", *(n for n in names if n != "reference")]  # first: every ratio is against it
+    if limit_steps is not None and limit_steps < 1:
+        raise ValueError(f"limit_steps must be >= 1, got {limit_steps}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"contenders repeat: {names}")
+    base = make_config(data.name, METHOD, imbalance=imbalance, seed=0, **({} if preset is None else {"preset": preset}),
+                       **({} if batch_size is None else {"batch_size": batch_size}))
+    configs = {name: contender_config(base, device, name) for name in names if name != "reference"}
+    data = _limit_test(data, limit_steps, base.batch_size)
+    doc = _document(base, data, device, epochs=epochs, warmup_epochs=warmup_epochs, limit_steps=limit_steps,
+                    workers=workers, configs=configs)
+    flops = doc["flops"]
+    common = dict(device=device, epochs=epochs, warmup_epochs=warmup_epochs, limit_steps=limit_steps,
+                  flops_train=flops["train_per_image"], flops_eval=flops["eval_per_image"],
+                  preset_epochs=base.preset_epochs, peak_tflops=doc["peak"]["assumed_bf16_dense_tflops"],
+                  eval_every=base.eval_every, log=log)
+    for name in names:
+        config = configs.get(name)
+        why = None if config is None else unavailable(config, device)
+        if why is not None:
+            log(f"{name}: skipped: {why}")
+            doc.setdefault("skipped", {})[name] = why
+            emit(doc)
+            continue
+        try:
+            if config is None:
+                timing = time_trainer(ReferenceTrainer(base, data, device, workers, name), **common)
+                about = dict(precision="fp32", data="DataLoader + CPU torchvision transforms", workers=workers,
+                             compile="none")
+            else:
+                timing = time_trainer(FastTrainer(config, data, device, name), **common)
+                about = dict(precision="bf16 autocast" if config.bf16 else "fp32", compile=config.compile,
+                             data="device-resident uint8 + kps.data.GPUAugment")
+        except Exception as err:  # one contender failing leaves the others measured
+            if name == "reference":
+                raise
+            log(f"{name}: FAILED: {type(err).__name__}: {err}")
+            doc.setdefault("failed", {})[name] = f"{type(err).__name__}: {err}"
+        else:
+            doc["trainers"][name] = dict(timing, **about)
+            doc["ratios"] = _ratios(doc["trainers"])
         doc["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         emit(doc)
-
-    def failed(key: str, err: Exception) -> None:
-        """A measurement that raised: its error in the document, which stands without it."""
-        log(f"{key}: FAILED: {type(err).__name__}: {err}")
-        doc.setdefault("failed", {})[key] = f"{type(err).__name__}: {err}"
-        emit(doc)
-
-    reference = ReferenceTrainer(base, data, device, workers)
-    record("reference", time_trainer(reference, **common), precision="fp32",
-           data="DataLoader + CPU torchvision transforms", workers=workers, compile="none")
-    del reference
-    n_train = doc["trainers"]["reference"]["train_images_per_epoch"]
-
-    def measure(key: str) -> None:
-        """``stacked``: copies of one run as one network; ``processes``: one run per process."""
-        try:
-            if key == "stacked":
-                result = time_stacked(fast_config(base, device, parallel_mode), data, device, runs=stack,
-                                      epochs=epochs, warmup_epochs=warmup_epochs, limit_steps=limit_steps, log=log)
-            else:
-                result = time_processes(processes, [*child_args, "--fast-modes", parallel_mode],
-                                        warmup_epochs=warmup_epochs, n_train=n_train, log=log)
-        except Exception as err:  # as for a fast mode: recorded, the rest of the document stands
-            failed(key, err)
-            return
-        ref, alone = doc["trainers"]["reference"], doc["trainers"].get(f"fast_{parallel_mode}")
-        result["epoch_rate_vs_reference"] = ref["epoch_s"] * result["epochs_per_s"]
-        result["epoch_rate_vs_alone"] = None if alone is None else alone["epoch_s"] * result["epochs_per_s"]
-        result["train_loss_vs_alone"] = (None if alone is None or not alone.get("train_losses") else
-                                         loss_agreement(result["train_losses"], alone["train_losses"]))
-        agree = result["train_loss_vs_alone"]
-        if agree and agree["max_rel_diff"] is not None:
-            log(f"{key}: losses of the {result['runs']} runs vs alone: at most {agree['max_rel_diff']:.2e} apart "
-                f"(relative), {agree['max_abs_diff']:.2e} (absolute)")
-        doc[key] = result
-        emit(doc)
-
-    # right after their mode alone (a job cut off later still has them)
-    pending = [key for key, runs in (("stacked", stack), ("processes", processes)) if runs > 0]
-    for mode, config in fast_configs.items():
-        try:
-            trainer = FastTrainer(config, data, device)
-            timing = time_trainer(trainer, **common)
-        except Exception as err:  # one mode failing leaves the others measured
-            failed(f"fast_{mode}", err)
-        else:
-            record(f"fast_{mode}", timing, precision="bf16 autocast" if config.bf16 else "fp32",
-                   data="device-resident uint8 + kps.data.GPUAugment", compile=mode)
-        finally:
-            trainer = None
-        if mode == parallel_mode:
-            for key in pending:
-                measure(key)
-            pending = []
-    for key in pending:
-        measure(key)
     doc["complete"] = True
     emit(doc)
     return doc
@@ -639,25 +492,25 @@ def run_benchmark(data: LTData, device: str | torch.device, *, imbalance: float,
 
 
 def output_path(result: dict[str, Any], out: str | Path | None, out_dir: str | Path | None) -> Path:
-    """``out``, or ``<out_dir>/<device-slug>-<date>[-k].json`` (first free name).
-    CPU results must name ``out`` or ``out_dir``; under bench/results only those of a
-    reduced protocol (the CPU-scale one is made for this CPU), never the paper's."""
+    """``out``, or ``<out_dir>/<device-slug>-<date>[-k].json`` (first free name; ``out_dir``
+    defaults to bench/results on CUDA).  A CPU run names ``out`` or ``out_dir``; a run
+    with ``limit_steps`` is a check and never goes under bench/results."""
     if out is not None and out_dir is not None:
         raise ValueError("give --out or --out-dir, not both")
     if out is not None:
         path = Path(out)
     else:
         if out_dir is None and result["device_type"] != "cuda":
-            raise ValueError("a CPU run is a check, not a result: give --out FILE (outside bench/results)")
+            raise ValueError("a CPU run names its output: give --out FILE or --out-dir FOLDER "
+                             "(--out-dir bench/results for a result to commit)")
         folder = Path(out_dir) if out_dir is not None else RESULTS_DIR
         stem = f"{device_slug(result['device'])}-{result['date']}"
         path, k = folder / f"{stem}.json", 2
         while path.exists():
             path, k = folder / f"{stem}-{k}.json", k + 1
-    paper = result.get("config", {}).get("protocol", "paper") == "paper"
-    if result["device_type"] != "cuda" and paper and path.resolve().is_relative_to(RESULTS_DIR.resolve()):
-        raise ValueError(f"{path}: of the paper's protocol only GPU-made results go under {RESULTS_DIR}; "
-                         "write CPU checks elsewhere (or bench the CPU-scale protocol: --preset cifar10_lt_small)")
+    limited = result.get("config", {}).get("limit_steps") is not None
+    if limited and path.resolve().is_relative_to(RESULTS_DIR.resolve()):
+        raise ValueError(f"{path}: a run with --limit-steps is a check, not a result; write it outside {RESULTS_DIR}")
     return path
 
 
@@ -667,22 +520,18 @@ def write_result(result: dict[str, Any], path: str | Path) -> Path:
 
 
 def _summary(result: dict[str, Any]) -> str:
-    rows = [f"{'trainer':<16} {'train img/s':>12} {'s/epoch':>9} {'eval s':>8} {'run s':>8} {'TFLOP/s':>8} "
+    """The result as a table for the terminal: per contender images/s, s per training and
+    evaluation pass, compile time, projected run (preset's cadence) and ratio."""
+    rows = [f"{'contender':<22} {'train img/s':>12} {'train s':>9} {'eval s':>8} {'compile s':>9} {'run min':>8} "
             f"{'x ref':>7}"]
     ref = result["trainers"]["reference"]
     for key, r in result["trainers"].items():
-        rows.append(f"{key:<16} {r['train_images_per_s']:>12.0f} {r['epoch_s']:>9.3f} {r['eval_s_per_epoch']:>8.3f} "
-                    f"{r['projected_run_s'] or math.nan:>8.1f} {r['achieved_tflops']:>8.3f} "
+        compile_s = r["compile_overhead_s"] if r["compile_overhead_s"] is not None else math.nan
+        run_min = r["projected_run_s"] / 60 if r["projected_run_s"] is not None else math.nan
+        rows.append(f"{key:<22} {r['train_images_per_s']:>12.0f} {r['train_s_per_epoch']:>9.2f} "
+                    f"{r['eval_s_per_epoch']:>8.2f} {compile_s:>9.1f} {run_min:>8.1f} "
                     f"{r['train_images_per_s'] / ref['train_images_per_s']:>7.2f}")
-    for key, what in (("stacked", "copies of one run as one network"), ("processes", "separate processes")):
-        t = result.get(key)
-        if t:
-            vs = t.get("epoch_rate_vs_alone")
-            agree = (t.get("train_loss_vs_alone") or {}).get("max_rel_diff")
-            rows.append(f"{key}: {t['runs']} {what} ({t['compile']}), {t['epochs_per_s']:.2f} epochs/s (aggregate), "
-                        f"x{t['epoch_rate_vs_reference']:.2f} the reference's epoch rate"
-                        + (f", x{vs:.2f} one run alone" if vs else "")
-                        + (f"; losses within {agree:.1e} (relative) of the run alone" if agree is not None else ""))
+    rows += [f"{key}: {why}" for part in ("skipped", "failed") for key, why in (result.get(part) or {}).items()]
     return "\n".join(rows)
 
 
@@ -692,23 +541,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--dataset", default="cifar10-jpeg")
     p.add_argument("--imbalance", type=float, default=100.0)
     p.add_argument("--data-root", default=str(REPO / "data"))
-    p.add_argument("--epochs", type=int, default=3, help="timed epochs per trainer (default 3)")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per contender (default 3)")
     p.add_argument("--warmup-epochs", type=int, default=1, help="untimed epochs first (default 1)")
     p.add_argument("--limit-steps", type=int, help="at most N training batches per epoch (quick checks)")
-    p.add_argument("--workers", type=int, default=4, help="reference DataLoader workers (reference: 4)")
-    p.add_argument("--batch-size", type=int, help="mini-batch of both trainers (default: the preset's, 64)")
-    p.add_argument("--fast-modes", help="comma-separated torch.compile modes of the fast path "
-                                        "(default: none, and on CUDA also kps.configs.fast_path's)")
-    p.add_argument("--stack", type=int, default=0, metavar="S",
-                   help="also time S copies of one run stacked as one network (kps.stack; default 0: not)")
-    p.add_argument("--processes", type=int, default=0, metavar="P",
-                   help="also time P separate processes of one run each, at once (default 0: not)")
-    p.add_argument("--parallel-mode", help="compile mode of --stack and --processes (default: fast_path's)")
-    p.add_argument("--child", help=argparse.SUPPRESS)  # one process of --processes: its file prefix
-    p.add_argument("--preset", help="the preset of both trainers (default: the dataset's Table 2 preset; "
+    p.add_argument("--workers", type=int, default=4, help="reference DataLoader workers (reference: 4; 0 for one core)")
+    p.add_argument("--batch-size", type=int, help="mini-batch of every contender (default: the preset's, 64)")
+    p.add_argument("--contenders", help="comma-separated: reference, and <fp32|bf16>[+<compile mode>] for the kps "
+                                        "trainer (default on CPU: " + ",".join(CONTENDERS["cpu"])
+                                        + "; on CUDA: " + ",".join(CONTENDERS["cuda"]) + ")")
+    p.add_argument("--preset", help="the preset of every contender (default: the dataset's Table 2 preset; "
                                     "cifar10_lt_small: the CPU-scale protocol)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 for a one-core measurement)")
-    p.add_argument("--out", help="result file (required on CPU)")
+    p.add_argument("--out", help="result file (a CPU run gives --out or --out-dir)")
     p.add_argument("--out-dir", help="folder for <device-slug>-<date>.json (default bench/results on CUDA)")
     args = p.parse_args(argv)
 
@@ -718,42 +562,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                               else ("cpu" if args.device == "auto" else args.device))
-        if device.type != "cuda" and args.out is None and args.out_dir is None and not args.child:
-            raise ValueError("a CPU run is a check, not a result: give --out FILE (outside bench/results)")
-        modes = [m.strip() for m in (args.fast_modes or "").split(",") if m.strip()] or None
+        if device.type != "cuda" and args.out is None and args.out_dir is None:
+            raise ValueError("a CPU run names its output: give --out FILE or --out-dir FOLDER "
+                             "(--out-dir bench/results for a result to commit)")
+        contenders = [c.strip() for c in (args.contenders or "").split(",") if c.strip()] or None
         t0 = time.perf_counter()
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         base = make_config(args.dataset, METHOD, imbalance=args.imbalance,
                            **({} if args.preset is None else {"preset": args.preset}))
+        for name in contenders or ():  # a misspelt contender fails before the data is loaded
+            if name != "reference":
+                contender_config(base, device, name)
+        output_path({"device": device_name(device), "device_type": device.type,  # so does a refused output
+                     "date": datetime.now(timezone.utc).date().isoformat(),
+                     "config": {"limit_steps": args.limit_steps}}, args.out, args.out_dir)
         data = load_data(base, args.data_root)  # at the preset's image size
         log(f"{data.label}: {len(data.train)} training, {len(data.test)} test images "
             f"({time.perf_counter() - t0:.1f} s to load)")
-        if args.child:  # one process of --processes (its parent checks what it writes)
-            base = make_config(args.dataset, METHOD, imbalance=args.imbalance, seed=0,
-                               **({} if args.preset is None else {"preset": args.preset}),
-                               **({} if args.batch_size is None else {"batch_size": args.batch_size}))
-            trainer = FastTrainer(fast_config(base, device, modes[0]), _limit_test(data, args.limit_steps,
-                                                                                  base.batch_size), device)
-            _child(trainer, device, args.child, epochs=args.epochs, warmup_epochs=args.warmup_epochs,
-                   limit_steps=args.limit_steps)
-            return 0
-        # what a child of --processes needs to load the same data
-        child_args = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                      if k in ("device", "dataset", "imbalance", "data_root", "epochs", "warmup_epochs", "limit_steps",
-                               "batch_size", "preset", "threads") and v is not None]
         target: list[Path] = []
 
-        def emit(doc: dict[str, Any]) -> None:  # after each trainer, to one file chosen at the first
+        def emit(doc: dict[str, Any]) -> None:  # after each contender, to one file chosen at the first
             if not target:
                 target.append(output_path(doc, args.out, args.out_dir))
             write_result(doc, target[0])
 
         result = run_benchmark(data, device, imbalance=args.imbalance, epochs=args.epochs, preset=args.preset,
                                warmup_epochs=args.warmup_epochs, limit_steps=args.limit_steps,
-                               workers=args.workers, fast_modes=modes, batch_size=args.batch_size,
-                               stack=args.stack, processes=args.processes, parallel_mode=args.parallel_mode,
-                               child_args=child_args, log=log, emit=emit)
+                               workers=args.workers, contenders=contenders, batch_size=args.batch_size,
+                               log=log, emit=emit)
         path = target[0]
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,28 +1,27 @@
-"""The grid stage of the GPU job (bench/gpu_job.sh): a fixed plan, one command, SIGINT at the deadline.
+"""The GPU job's stages in Python (bench/gpu_job.sh): many runs on one card are K worker
+processes of the one runner (``python -m kps train-grid --jobs K``, :mod:`kps.runner`).
 
-* :func:`plan`: from the bench JSON the job's bench stage just wrote (bench/bench.py),
-  how many worker processes (``--jobs``) and how many runs stacked per process
-  (``--stack``): the measured aggregate epoch rate of one run alone, of S copies of
-  one run stacked as one network (``stacked``) and of P runs in P separate processes
-  (``processes``), all in the fast path's compile mode (``kps.configs.fast_path``).
-  The fastest of the three is taken; stacked or separate processes only where they
-  reached at least :data:`MARGIN` times the rate of one run alone and their training
-  losses stayed within 10% of it (the same computation: they should agree to float
-  noise).  Stacking and processes together are not measured, so never planned.
-* ``run``: ``python -m kps train-grid --grid G --jobs J [--stack K] --fast --device D``
-  (kps.runner: the workers take the grid's configurations in order, skip those with a
-  record, resume checkpoints; the trainer checkpoints after every epoch) with records
-  and checkpoints in a work folder; at the deadline the command gets SIGINT, so each
-  worker stops its runs with their last finished epoch in their checkpoints (exit
-  130), and a later job resumes them.  Then: ``results.tar`` (the new records, laid
-  out as ``results/``), ``checkpoints.tar`` (``-2``, ``-3``: the unfinished runs'
+* ``env``, ``data``: versions and the CUDA check; the JPEG pack verified, unpacked by the
+  system tar and decoded once into its uint8 cache.
+* ``workers``: how many worker processes the card takes.  For each K of
+  :data:`WORKER_COUNTS` (K = 1 first: it fills the compile cache the others read),
+  ``train-grid --jobs K`` trains K runs of the grid's first configuration (seeds
+  0..K-1) in a scratch folder; once every run is past its first two epochs (the
+  compilation), each run's own epoch clock (its progress file: epochs done, seconds
+  spent in them) is read twice, :data:`WINDOW_S` apart, and the K runs are stopped
+  (SIGINT).  The aggregate rate is the sum of the K runs' epochs per second in that
+  window.  ``workers.json`` holds every K's rates, written after each.
+* ``run``: :func:`choose_jobs` takes the K of the largest measured aggregate rate (one
+  worker without a measurement; ``--jobs`` forces it), then ``train-grid --jobs K``
+  trains the grid (its list written to ``configs.json``, read by ``--config-list``)
+  with records and checkpoints in a work folder; at the deadline the command gets
+  SIGINT, so each worker keeps its run's last finished epoch in its checkpoint (exit
+  130), and a later job resumes it.  Then: ``results.tar`` (the new records, laid out
+  as ``results/``), ``checkpoints.tar`` (``-2``, ``-3``: the unfinished runs'
   checkpoints, furthest-trained first, at most 15 MiB a part: the device tool returns
   files of at most 16 MiB) and ``runs.json`` (each configuration's status).
-* ``env``, ``data``: the job's first stages (versions and the CUDA check; the JPEG
-  pack verified, unpacked by the system tar, decoded once into its uint8 cache).
 
-The plan and the interruption are tested on CPU (tests/test_bench.py); on a GPU the
-plan's inputs (stacked, processes) are unmeasured so far.
+The stages are tested on CPU (tests/test_bench.py) and by the job's smoke mode.
 """
 
 from __future__ import annotations
@@ -38,105 +37,163 @@ import sys
 import tarfile
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run as a script: the kps of this tree
+    sys.path.insert(0, str(REPO))
 
-__all__ = ["MARGIN", "Plan", "plan", "grid_configs", "pack_parts", "checkpoint_tar_name", "run_grid", "main"]
+from kps.checkpoints import checkpoint_path, progress_path, read_progress  # noqa: E402
+from kps.configs import RunConfig, fast_path, write_config_list  # noqa: E402
+from kps.io import atomic_write_bytes, atomic_write_text  # noqa: E402
+from kps.results import config_record_path, load_record  # noqa: E402
 
-MARGIN = 1.2                        # a plan other than one run alone must beat it by this much
-AGREE = 0.1                         # largest relative training-loss difference to the run alone
+__all__ = ["WORKER_COUNTS", "job_configs", "bench_workers", "choose_jobs", "status", "pack_parts",
+           "checkpoint_tar_name", "run_grid", "main"]
+
+WORKER_COUNTS = (1, 2, 4, 8)        # the K of the workers bench: one run alone, then K at once
+WINDOW_S = 20.0                     # seconds over which the K runs' epoch rates are read
+STEADY_EPOCHS = 2                   # epochs a run has behind it before its rate is read (compilation)
 CHECKPOINT_TAR_LIMIT = 15 * 2**20   # the device tool returns files of at most 16 MiB,
-CHECKPOINT_TAR_PARTS = 3            # at most 8 of them: 4 are the bench JSON, records, runs.json, job log
+CHECKPOINT_TAR_PARTS = 3            # at most 8 of them: 4 are workers.json, results, runs.json, job log
 DATASET = "cifar10-jpeg"
 
 
-# --------------------------------------------------------------------------- the plan
+# --------------------------------------------------------------------------- the lists
 
 
-@dataclass(frozen=True)
-class Plan:
-    jobs: int   # worker processes (train-grid --jobs)
-    stack: int  # runs stacked per process (train-grid --stack; 1: not stacked)
-    why: str
+def job_configs(grid: str, device_type: str, overrides: Mapping[str, Any] | None = None) -> list[RunConfig]:
+    """The named grid (:data:`kps.grids.GRIDS`) with the fast path of ``device_type``
+    and ``overrides`` (the smoke's shrunk network, say) in every configuration."""
+    from kps.grids import GRIDS
+
+    if grid not in GRIDS:
+        raise ValueError(f"unknown grid {grid!r}; valid: {', '.join(GRIDS)}")
+    return [replace(c, **fast_path(device_type), **dict(overrides or {})) for c in GRIDS[grid]()]
 
 
-def _agrees(measured: dict[str, Any]) -> bool:
-    rel = (measured.get("train_loss_vs_alone") or {}).get("max_rel_diff")
-    return rel is not None and rel <= AGREE
+def train_grid(configs: Sequence[RunConfig], *, work: Path, jobs: int, device: str, data_root: str | Path,
+               threads: int | None = None) -> subprocess.Popen:
+    """Start ``python -m kps train-grid`` on ``configs`` (written to ``work/configs.json``)
+    with ``jobs`` workers, records under ``work/results`` and checkpoints under
+    ``work/checkpoints``, in a process group of its own (a signal to this process is not
+    passed twice)."""
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(work / "configs.json", write_config_list(configs))
+    cmd = [sys.executable, "-m", "kps", "train-grid", "--config-list", str(work / "configs.json"),
+           "--jobs", str(jobs), "--device", device, "--data-root", str(data_root), "--out", str(work / "results"),
+           "--checkpoints", str(work / "checkpoints"), "--quiet", *(["--threads", str(threads)] if threads else [])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen(cmd, start_new_session=True, env=env)
 
 
-def plan(bench: dict[str, Any] | None) -> Plan:
-    """The grid's plan from a bench result (module docstring); one worker, not stacked,
-    where the bench lacks one run alone in the fast path's mode."""
-    if not bench:
-        return Plan(1, 1, "no bench result: one worker, not stacked")
-    mode = _fast_path(bench.get("device_type", "cuda"))["compile"]
-    alone = (bench.get("trainers") or {}).get(f"fast_{mode}")
-    if not alone or not alone.get("epoch_s"):
-        return Plan(1, 1, f"the bench has no fast_{mode} run alone: one worker, not stacked")
-    rate = 1.0 / alone["epoch_s"]
-    options = [(rate, 1, 1, f"one run alone ({rate:.3g} epochs/s in {mode})")]
-    rejected = []
-    for key, what in (("stacked", "stacked as one network"), ("processes", "in separate processes")):
-        m = bench.get(key)
-        if not m or m.get("compile") != mode:
-            continue
-        k, r = int(m["runs"]), float(m["epochs_per_s"])
-        note = f"{k} runs {what}: {r:.3g} epochs/s, x{r / rate:.2f} one run alone"
-        if not _agrees(m):
-            rejected.append(f"{note}, but their losses differ from the run alone by more than {AGREE:.0%} "
-                            "(or were not compared)")
-        elif r < MARGIN * rate:
-            rejected.append(f"{note}, below x{MARGIN:g}")
-        else:
-            options.append((r, k if key == "processes" else 1, k if key == "stacked" else 1, note))
-    best = max(options, key=lambda o: o[0])
-    rejected += [f"{o[3]}, slower" for o in options[1:] if o is not best]
-    return Plan(best[1], best[2], best[3] + "".join(f"; not {n}" for n in rejected))
+# --------------------------------------------------------------------------- the workers bench
 
 
-def _fast_path(device_type: str) -> dict[str, Any]:
-    from kps.configs import fast_path
-
-    return fast_path(device_type)
-
-
-# --------------------------------------------------------------------------- the grid's configurations
-
-
-def grid_configs(kps_args: Sequence[str]) -> list:
-    """The configurations ``python -m kps train-grid <kps_args>`` trains, in its order
-    (its own parser and grid builder, so the status below names exactly its runs)."""
-    from kps.__main__ import train_grid_configs
-
-    return train_grid_configs(kps_args)
+def _clocks(configs: Sequence[RunConfig], checkpoints: Path) -> list[tuple[int, float] | None]:
+    """Each run's (epochs done, seconds spent in them) from its progress file, None before its first."""
+    clocks = []
+    for c in configs:
+        p = read_progress(checkpoint_path(checkpoints, c))
+        clocks.append(None if p is None else (int(p["next_epoch"]), float(p["elapsed_s"])))
+    return clocks
 
 
-def run_name(config) -> str:
-    from kps.results import config_record_path
+def time_workers(first: RunConfig, jobs: int, *, work: Path, device: str, data_root: str | Path,
+                 threads: int | None = None, window_s: float = WINDOW_S, warm_limit_s: float = 300.0,
+                 poll_s: float = 0.2, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``jobs`` runs like ``first`` (seeds 0..jobs-1) trained by ``jobs`` workers at once
+    (module docstring): each run's epochs per second over ``window_s`` seconds once all
+    are past :data:`STEADY_EPOCHS`, and their sum.  RuntimeError when they are not all
+    steady within ``warm_limit_s`` or one ends inside the window."""
+    configs = [replace(first, seed=k) for k in range(jobs)]
+    started = time.time()
+    proc = train_grid(configs, work=work, jobs=jobs, device=device, data_root=data_root, threads=threads)
+    try:
+        while True:
+            clocks = _clocks(configs, work / "checkpoints")
+            if all(c is not None and c[0] >= STEADY_EPOCHS for c in clocks):
+                break
+            if proc.poll() is not None or time.time() - started > warm_limit_s:
+                raise RuntimeError(f"{jobs} workers: not every run got past epoch {STEADY_EPOCHS} within "
+                                   f"{warm_limit_s:.0f} s (train-grid exit status {proc.poll()})")
+            time.sleep(poll_s)
+        warm_s = time.time() - started
+        time.sleep(window_s)
+        after = _clocks(configs, work / "checkpoints")
+    finally:
+        interrupt(proc, grace_s=20.0, log=log)
+    if any(b is None or b[0] >= c.epochs for b, c in zip(after, configs)):
+        raise RuntimeError(f"{jobs} workers: a run ended inside the window; give it more epochs")
+    if any(b[0] == a[0] for a, b in zip(clocks, after)):
+        raise RuntimeError(f"{jobs} workers: a run finished no epoch in the {window_s:g} s window; widen it")
+    # each run's own clock: the seconds its epochs took, whatever the others did meanwhile
+    rates = [(b[0] - a[0]) / (b[1] - a[1]) for a, b in zip(clocks, after)]
+    return {"jobs": jobs, "warm_s": round(warm_s, 1), "window_s": window_s,
+            "epochs": [b[0] - a[0] for a, b in zip(clocks, after)], "epochs_per_s_each": rates,
+            "epochs_per_s": sum(rates)}
 
-    return str(config_record_path("", config).with_suffix(""))
+
+def bench_workers(first: RunConfig, counts: Sequence[int] = WORKER_COUNTS, *, work: Path, out_file: Path,
+                  device: str, data_root: str | Path, threads: int | None = None, window_s: float = WINDOW_S,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """:func:`time_workers` for each K of ``counts`` in order, each in a scratch folder
+    under ``work`` (removed after), the document written to ``out_file`` after each K
+    (a job cut off keeps what was measured); a K that fails is recorded with its error."""
+    from kps.env import device_name, git_state
+
+    import torch
+
+    commit, dirty = git_state()
+    doc: dict[str, Any] = {"schema": "kps-workers/1", "device": device_name(torch.device(device)),
+                           "torch_version": torch.__version__, "git_commit": commit, "git_dirty": dirty,
+                           "config": first.to_dict(), "window_s": window_s, "steady_epochs": STEADY_EPOCHS,
+                           "workers": {}, "failed": {}}
+    for k in counts:
+        scratch = work / f"workers-{k}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        try:
+            doc["workers"][str(k)] = m = time_workers(first, k, work=scratch, device=device, data_root=data_root,
+                                                      threads=threads, window_s=window_s, log=log)
+            log(f"workers: {k} at once: {m['epochs_per_s']:.3g} epochs/s together")
+        except RuntimeError as err:
+            doc["failed"][str(k)] = str(err)
+            log(f"workers: {k} at once: FAILED: {err}")
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        atomic_write_text(out_file, json.dumps(doc, indent=1) + "\n")
+    return doc
 
 
-def status(configs: Sequence, records: Path, checkpoints: Path) -> list[dict[str, Any]]:
+def choose_jobs(bench: Mapping[str, Any] | None) -> tuple[int, str]:
+    """The worker processes for the grid: the K of the largest aggregate epoch rate the
+    workers bench measured (one without a measurement), and why, in words."""
+    measured = {int(k): m["epochs_per_s"] for k, m in ((bench or {}).get("workers") or {}).items()}
+    if not measured:
+        return 1, "no workers bench: one worker"
+    best = max(measured, key=lambda k: measured[k])
+    rates = ", ".join(f"{k}: {r:.3g}" for k, r in sorted(measured.items()))
+    return best, f"{best} workers: the largest aggregate rate measured (epochs/s by workers: {rates})"
+
+
+# --------------------------------------------------------------------------- after the grid
+
+
+def status(configs: Sequence[RunConfig], records: Path, checkpoints: Path) -> list[dict[str, Any]]:
     """One row per configuration: ``done`` (its record, with its numbers), ``unfinished``
     (a checkpoint: epochs trained, epochs it holds) or ``not started``."""
-    from kps.results import config_record_path, load_record
-    from kps.checkpoints import checkpoint_path, read_progress
-
     rows = []
     for k, c in enumerate(configs):
-        row: dict[str, Any] = {"run": run_name(c), "method": c.method, "seed": c.seed, "ga_variant": c.ga_variant,
-                               "priority": k, "epochs_done": 0, "checkpoint_epochs": 0, "wall_s": None}
         record, ckpt = config_record_path(records, c), checkpoint_path(checkpoints, c)
+        row: dict[str, Any] = {"run": str(config_record_path("", c).with_suffix("")), "method": c.method,
+                               "seed": c.seed, "ga_variant": c.ga_variant, "priority": k, "epochs_done": 0,
+                               "checkpoint_epochs": 0, "wall_s": None}
         if record.exists():
             r = load_record(record)
             row.update(status="done", epochs_done=r["epochs"], checkpoint_epochs=r["epochs"],
                        wall_s=r["wall_time_s"], top1_error=r["top1_error"], best_top1_error=r["best_top1_error"],
-                       stacked_runs=r["segments"][-1].get("stacked_runs", 1) if r.get("segments") else None,
                        record=str(record.relative_to(records)))
         elif ckpt.exists():
             p = read_progress(ckpt) or {}
@@ -147,9 +204,6 @@ def status(configs: Sequence, records: Path, checkpoints: Path) -> list[dict[str
             row["status"] = "not started"
         rows.append(row)
     return rows
-
-
-# --------------------------------------------------------------------------- packing
 
 
 def checkpoint_tar_name(k: int) -> str:
@@ -176,13 +230,32 @@ def pack_parts(files: Sequence[tuple[Any, int]], limit: int, parts: int) -> list
 
 def _write_tar(target: Path, root: Path, files: Sequence[Path]) -> None:
     """An uncompressed tar of ``files`` (paths relative to ``root``), written atomically."""
-    from kps.io import atomic_write_bytes
-
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         for path in files:
             tar.add(path, arcname=str(path.relative_to(root)))
     atomic_write_bytes(target, buffer.getvalue())
+
+
+def _pack(rows: list[dict[str, Any]], configs: Sequence[RunConfig], *, records: Path, checkpoints: Path,
+          out: Path, known: set[Path]) -> tuple[list[str], list[str]]:
+    """results.tar (the records not in ``known``) and the checkpoint parts into ``out``;
+    (checkpoints packed, checkpoints left out)."""
+    new = [config_record_path(records, c) for c, r in zip(configs, rows) if r["status"] == "done"]
+    _write_tar(out / "results.tar", records, [p for p in new if p not in known])
+    unfinished = sorted((r for r in rows if r["status"] == "unfinished"),
+                        key=lambda r: (-r["checkpoint_epochs"], r["priority"]))
+    files = []
+    for r in unfinished:
+        pt = checkpoints / r["checkpoint"]
+        group = [p for p in (pt, progress_path(pt)) if p.exists()]
+        files.append((r["checkpoint"], group, sum(p.stat().st_size for p in group)))
+    parts = pack_parts([((name, group), size) for name, group, size in files], CHECKPOINT_TAR_LIMIT,
+                       CHECKPOINT_TAR_PARTS)
+    for k, part in enumerate(parts):
+        _write_tar(out / checkpoint_tar_name(k), checkpoints, [p for _, group in part for p in group])
+    packed = [name for part in parts for name, _ in part]
+    return packed, [name for name, _, _ in files if name not in packed]
 
 
 # --------------------------------------------------------------------------- the run
@@ -217,47 +290,38 @@ def interrupt(proc: subprocess.Popen, grace_s: float, log: Callable[[str], None]
     proc.wait()
 
 
-def run_grid(kps_args: Sequence[str], *, work: Path, out: Path, deadline: float, bench: dict | None = None,
-             jobs: int | None = None, stack: int | None = None, existing: Path | None = None,
-             grace_s: float = 20.0, poll_s: float = 1.0, stop: Callable[[], bool] | None = None,
-             log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Plan (:func:`plan`, or ``jobs`` / ``stack`` forced), train ``kps_args``' grid with
-    records under ``work/results`` and checkpoints under ``work/checkpoints`` until it
-    ends or the ``deadline`` (unix time; or ``stop()`` turns true) and then interrupt
-    it, and pack what came of it into ``out``; returns the runs.json document.  Records
-    of the grid under ``existing`` are copied in first (train-grid skips them) and are
-    not returned again."""
-    from kps.io import atomic_write_text
-    from kps.results import config_record_path
-    from kps.checkpoints import progress_path
+def _copy_existing(configs: Sequence[RunConfig], existing: Path, records: Path) -> set[Path]:
+    """The grid's records under ``existing`` copied into ``records`` (train-grid skips them)."""
+    known = set()
+    for c in configs:
+        source, target = config_record_path(existing, c), config_record_path(records, c)
+        if source.exists():
+            known.add(target)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
+    return known
 
-    configs = grid_configs(kps_args)
+
+def run_grid(configs: Sequence[RunConfig], *, work: Path, out: Path, deadline: float, jobs: int = 1,
+             why: str = "", device: str = "cuda", data_root: str | Path = "data", threads: int | None = None,
+             existing: Path | None = None, grace_s: float = 20.0, poll_s: float = 1.0,
+             stop: Callable[[], bool] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train ``configs`` with ``jobs`` workers, records under ``work/results`` and
+    checkpoints under ``work/checkpoints``, until they are done or the ``deadline`` (unix
+    time; or ``stop()`` turns true) and then interrupt them, and pack what came of it
+    into ``out``; returns the runs.json document.  Records of ``configs`` under
+    ``existing`` are copied in first (train-grid skips them) and are not returned again."""
     records, checkpoints = work / "results", work / "checkpoints"
     for folder in (records, checkpoints, out):
         folder.mkdir(parents=True, exist_ok=True)
-    known = set()
-    if existing is not None:
-        for c in configs:
-            source, target = config_record_path(existing, c), config_record_path(records, c)
-            if source.exists():
-                known.add(target)
-                if not target.exists():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(source, target)
-    chosen = plan(bench)
-    if jobs is not None or stack is not None:
-        chosen = Plan(jobs or chosen.jobs, stack or chosen.stack,
-                      f"forced (jobs {jobs or 'planned'}, stack {stack or 'planned'}); the bench's plan: {chosen.why}")
-    cmd = [sys.executable, "-m", "kps", "train-grid", *kps_args, "--jobs", str(chosen.jobs),
-           *(["--stack", str(chosen.stack)] if chosen.stack > 1 else []),
-           "--out", str(records), "--checkpoints", str(checkpoints), "--quiet"]
+    known = _copy_existing(configs, existing, records) if existing is not None else set()
     left = sum(not config_record_path(records, c).exists() for c in configs)
-    log(f"grid: {len(configs)} runs, {left} without a record; plan: {chosen.jobs} worker(s), "
-        f"{chosen.stack} run(s) stacked per process: {chosen.why}")
+    log(f"grid: {len(configs)} runs, {left} without a record; {jobs} worker(s): {why}")
     started, interrupted, code = time.time(), False, 0
     if left:
-        log("grid: " + " ".join(cmd[1:]))
-        proc = subprocess.Popen(cmd, start_new_session=True)  # its own group: a signal to us is not passed twice
+        proc = train_grid(configs, work=work, jobs=jobs, device=device, data_root=data_root, threads=threads)
+        log("grid: " + " ".join(map(str, proc.args[1:])))
         try:
             while proc.poll() is None and time.time() < deadline and not (stop and stop()):
                 time.sleep(poll_s)
@@ -270,38 +334,22 @@ def run_grid(kps_args: Sequence[str], *, work: Path, out: Path, deadline: float,
         code = proc.wait()
         log(f"grid: train-grid exited with status {code} after {time.time() - started:.0f} s")
     rows = status(configs, records, checkpoints)
-    new = [config_record_path(records, c) for c, r in zip(configs, rows) if r["status"] == "done"]
-    _write_tar(out / "results.tar", records, [p for p in new if p not in known])
-    unfinished = sorted((r for r in rows if r["status"] == "unfinished"),
-                        key=lambda r: (-r["checkpoint_epochs"], r["priority"]))
-    files = []
-    for r in unfinished:
-        pt = checkpoints / r["checkpoint"]
-        group = [p for p in (pt, progress_path(pt)) if p.exists()]
-        files.append((r["checkpoint"], group, sum(p.stat().st_size for p in group)))
-    parts = pack_parts([((name, group), size) for name, group, size in files], CHECKPOINT_TAR_LIMIT,
-                       CHECKPOINT_TAR_PARTS)
-    for k, part in enumerate(parts):
-        _write_tar(out / checkpoint_tar_name(k), checkpoints, [p for _, group in part for p in group])
-    packed = [name for part in parts for name, _ in part]
+    packed, left_out = _pack(rows, configs, records=records, checkpoints=checkpoints, out=out, known=known)
     doc = {
-        "grid_args": list(kps_args), "command": cmd[1:], "exit_status": code, "interrupted": interrupted,
-        "started_unix": started, "deadline_unix": deadline, "finished_unix": time.time(),
-        "epochs": configs[0].epochs if configs else None, "jobs": chosen.jobs, "stack": chosen.stack,
-        "per_process": chosen.stack, "concurrency": chosen.jobs * chosen.stack, "plan": chosen.why,
-        "compile": configs[0].compile if configs else None,
-        "checkpoints_packed": packed,
-        "checkpoints_left_out": [name for name, _, _ in files if name not in packed],
-        "runs": rows,
+        "exit_status": code, "interrupted": interrupted, "started_unix": started, "deadline_unix": deadline,
+        "finished_unix": time.time(), "epochs": configs[0].epochs if configs else None, "jobs": jobs,
+        "concurrency": jobs, "plan": why, "compile": configs[0].compile if configs else None,
+        "checkpoints_packed": packed, "checkpoints_left_out": left_out, "runs": rows,
     }
     atomic_write_text(out / "runs.json", json.dumps(doc, indent=1) + "\n")
     done = sum(r["status"] == "done" for r in rows)
-    log(f"grid: {done} of {len(rows)} runs have a record, {len(unfinished)} unfinished "
-        f"({len(packed)} checkpoints packed), {len(rows) - done - len(unfinished)} not started")
+    unfinished = sum(r["status"] == "unfinished" for r in rows)
+    log(f"grid: {done} of {len(rows)} runs have a record, {unfinished} unfinished "
+        f"({len(packed)} checkpoints packed), {len(rows) - done - unfinished} not started")
     return doc
 
 
-# --------------------------------------------------------------------------- the job's other stages
+# --------------------------------------------------------------------------- the job's stages
 
 
 def cmd_env(args: argparse.Namespace) -> int:
@@ -331,28 +379,42 @@ def cmd_data(args: argparse.Namespace) -> int:
         scratch.rmdir()
     t0 = time.time()
     d = build_dataset(DATASET, str(root), 100)
-    print(f"{d.label}: {len(d.train)} train / {len(d.test)} test images, {time.time() - t0:.1f} s")
+    print(f"{d.label}: {len(d.train)} train / {len(d.test)} test images, {time.time() - t0:.1f} s", flush=True)
     return 0
 
 
+def _log(stage: str) -> Callable[[str], None]:
+    return lambda message: print(f"[{stage} {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def _configs_of(args: argparse.Namespace) -> list[RunConfig]:
+    overrides = json.loads(args.overrides) if args.overrides else {}
+    if not isinstance(overrides, dict):
+        raise ValueError("--overrides must be a JSON object of RunConfig keys")
+    return job_configs(args.grid, "cuda" if args.device.startswith("cuda") else "cpu", overrides)
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    counts = [int(k) for k in args.counts.split(",")]
+    doc = bench_workers(_configs_of(args)[0], counts, work=Path(args.work), out_file=Path(args.out),
+                        device=args.device, data_root=args.data_root, threads=args.threads,
+                        window_s=args.window_s, log=_log("workers"))
+    return 0 if doc["workers"] else 3
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    bench, path = None, Path(args.bench) if args.bench else None
-    if path is not None and path.is_dir():  # the newest bench JSON there
-        found = sorted((p for p in path.glob("*.json") if p.name != "runs.json"), key=lambda p: p.stat().st_mtime)
-        path = found[-1] if found else None
-    if path is not None:
+    bench = None
+    if args.bench and Path(args.bench).is_file():
         try:
-            bench = json.loads(path.read_text())
-            print(f"grid: planning from {path}", flush=True)
+            bench = json.loads(Path(args.bench).read_text())
         except (OSError, ValueError) as err:
-            print(f"grid: bench result {path} unreadable ({err}); planning without it", flush=True)
-
-    def log(message: str) -> None:
-        print(f"[grid {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-    doc = run_grid(args.kps_args, work=Path(args.work), out=Path(args.out), deadline=args.deadline, bench=bench,
-                   jobs=args.jobs, stack=args.stack, existing=Path(args.existing) if args.existing else None,
-                   grace_s=args.grace_s, log=log)
+            print(f"grid: workers bench {args.bench} unreadable ({err}); one worker", flush=True)
+    jobs, why = choose_jobs(bench)
+    if args.jobs is not None:
+        jobs, why = args.jobs, f"forced ({args.jobs}); the bench's choice: {why}"
+    doc = run_grid(_configs_of(args), work=Path(args.work), out=Path(args.out), deadline=args.deadline, jobs=jobs,
+                   why=why, device=args.device, data_root=args.data_root, threads=args.threads,
+                   existing=Path(args.existing) if args.existing else None, grace_s=args.grace_s, log=_log("grid"))
     return 0 if all(r["status"] == "done" for r in doc["runs"]) else 3
 
 
@@ -366,25 +428,32 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--archive", default="data/cifar10-jpeg.tar.gz")
     data.add_argument("--data-root", default="data")
     data.set_defaults(func=cmd_data)
-    run = sub.add_parser("run", help="plan, train until the deadline, pack",
-                         epilog="everything after -- goes to python -m kps train-grid (its grid and options)")
-    run.add_argument("--work", required=True, help="folder for records and checkpoints (kept for a follow-up)")
-    run.add_argument("--out", required=True, help="folder for results.tar, runs.json, checkpoints*.tar")
-    run.add_argument("--deadline", type=float, required=True, help="unix time at which the grid is interrupted")
-    run.add_argument("--bench", help="the bench JSON to plan from, or a folder: its newest")
-    run.add_argument("--jobs", type=int, help="force the worker processes")
-    run.add_argument("--stack", type=int, help="force the runs stacked per process (1: not)")
-    run.add_argument("--existing", help="a results folder whose records of the grid count as done")
-    run.add_argument("--grace-s", type=float, default=20.0, help="seconds between the signals at the deadline")
-    run.add_argument("kps_args", nargs=argparse.REMAINDER)
-    run.set_defaults(func=cmd_run)
+    for name, func, what in (("workers", cmd_workers, "time K workers at once for each K, write workers.json"),
+                             ("run", cmd_run, "train the grid with the K chosen until the deadline, pack")):
+        s = sub.add_parser(name, help=what)
+        s.add_argument("--grid", default="gpu", help="a grid of kps.grids.GRIDS (default gpu)")
+        s.add_argument("--overrides", help="a JSON object of RunConfig keys set in every configuration")
+        s.add_argument("--device", default="cuda")
+        s.add_argument("--data-root", default="data")
+        s.add_argument("--threads", type=int, help="threads per worker (default: train-grid's)")
+        s.add_argument("--work", required=True, help="scratch folder (workers) / records and checkpoints (run)")
+        s.set_defaults(func=func)
+        if name == "workers":
+            s.add_argument("--out", required=True, help="the workers.json to write")
+            s.add_argument("--counts", default=",".join(map(str, WORKER_COUNTS)), help="the K to time, in order")
+            s.add_argument("--window-s", type=float, default=WINDOW_S, help="seconds the rates are read over")
+        else:
+            s.add_argument("--out", required=True, help="folder for results.tar, runs.json, checkpoints*.tar")
+            s.add_argument("--deadline", type=float, required=True, help="unix time at which the grid is interrupted")
+            s.add_argument("--bench", help="the workers.json to choose K from")
+            s.add_argument("--jobs", type=int, help="force the worker processes")
+            s.add_argument("--existing", help="a results folder whose records of the grid count as done")
+            s.add_argument("--grace-s", type=float, default=20.0, help="seconds between the signals at the deadline")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "kps_args", None) and args.kps_args[0] == "--":
-        args.kps_args = args.kps_args[1:]
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError) as err:

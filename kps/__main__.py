@@ -10,7 +10,6 @@ half-written.  ``reproduce`` is provided by the module ``kps.reproduce``
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib
 import importlib.util
 import json
@@ -41,9 +40,10 @@ def _parse_value(text: str) -> Any:
         return text
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace, dataset: str | None = None, method: str | None = None) -> dict[str, Any]:
     """Config overrides from --config FILE, --authors-code, --set KEY=VALUE and the
-    dedicated options (later ones win)."""
+    dedicated options (later ones win).  --authors-code is applied for ``dataset`` x
+    ``method`` only (its keys depend on both: kps.configs.authors_code_overrides)."""
     from kps.configs import SPEED_KEYS, authors_code_overrides, fast_path
 
     values: dict[str, Any] = {}
@@ -56,8 +56,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise ValueError(f"config file {path} must hold a JSON object")
         values.update(loaded)
-    if args.authors_code:
-        values.update(authors_code_overrides(args.dataset or values.get("dataset", "")))
+    if args.authors_code and dataset is not None and method is not None:
+        values.update(authors_code_overrides(dataset, method))
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -73,13 +73,21 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _device(name: str) -> str:
+    """The torch device of ``--device name``; ValueError naming the valid choices."""
     import torch
 
+    from kps.env import check_device_name
+
+    check_device_name(name)
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: no CUDA GPU is visible on this machine; use --device cpu "
                          "(or --device auto, which picks a GPU when there is one)")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise ValueError(f"--device {name}: this machine has {count} GPU{'s' if count > 1 else ''} "
+                         f"(cuda:0{f'..cuda:{count - 1}' if count > 1 else ''})")
     return name
 
 
@@ -98,11 +106,17 @@ def _configs(args: argparse.Namespace, methods: Sequence[str] | None, seeds: Seq
         raise ValueError("give --dataset (or a config file with a dataset)")
     if not methods:
         raise ValueError("give --method (or a config file with a method)")
-    return [make_config(dataset, m, seed=s, **values) for m in methods for s in seeds]
+    configs = []
+    for m in methods:
+        values = {k: v for k, v in _overrides(args, dataset, m).items() if k not in ("dataset", "method", "seed")}
+        configs += [make_config(dataset, m, seed=s, **values) for s in seeds]
+    return configs
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", help="cifar10, cifar100, cifar10-jpeg, imagenet_lt, inat2018")
+def _add_run_options(p: argparse.ArgumentParser, required: Any = None) -> None:
+    """The options of train and train-grid; --dataset goes to the group ``required`` where given."""
+    (required or p).add_argument("--dataset", metavar="NAME",
+                                 help="cifar10, cifar100, cifar10-jpeg, imagenet_lt, inat2018")
     p.add_argument("--preset", help="a preset of 'python -m kps list' (default: the dataset's Table 2 preset; "
                                     "cifar10_lt_small: the CPU-scale protocol)")
     p.add_argument("--imbalance", type=float, help="max/min class size (CIFAR: 100 or 50; default 100)")
@@ -112,20 +126,25 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", default="data", help="folder holding the datasets (default: data)")
     p.add_argument("--out", default="results", help="records go to OUT/<dataset>/<method>/imb<r>/seed<k>.json")
     p.add_argument("--checkpoints", help="checkpoint folder (default: OUT/.checkpoints, beside the records)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default: cuda if present)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N (the GPU of index N), auto (cuda where a GPU "
+                                                    "is visible, else cpu); default auto")
     p.add_argument("--restart", dest="resume", action="store_false",
                    help="start again at epoch 1, replacing the run's unfinished checkpoint (default: continue "
                         "from it, as the notebooks do; with --force a finished run trains again from epoch 1)")
     p.add_argument("--resume", dest="resume", action="store_true", help=argparse.SUPPRESS)  # the default
     p.set_defaults(resume=True)
     p.add_argument("--force", action="store_true", help="overwrite an existing record")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress (bar, or a line per epoch where stderr is not "
+                                                        "a terminal); the result is still printed")
     p.add_argument("--workers", type=int, default=8, help="DataLoader workers for the large-image datasets")
     p.add_argument("--config", help="JSON file with RunConfig keys (kps.configs.RunConfig)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override any config key, e.g. --set m_max=0.2 --set decay_epochs=[160,180]")
     p.add_argument("--authors-code", action="store_true",
-                   help="the authors' code's setting: lr schedule, GA row scale; on CIFAR m_max 0.2, subset seed 666")
+                   help="the authors' code's setting (kps.configs.authors_code_overrides): for every method their "
+                        "lr schedule, and on CIFAR their subset seed 666; for the KPS methods also their GA row "
+                        "scale and margins, and on CIFAR m_max 0.2 (the KPS loss's settings, which other methods "
+                        "do not have)")
     fast = p.add_argument_group("fast path")
     fast.add_argument("--fast", action="store_true",
                       help="the switches measured fastest on the device (kps.configs.fast_path): on CPU "
@@ -139,15 +158,44 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                                         "max-autotune-no-cudagraphs")
 
 
+def _check_at_least(minimum: int, args: argparse.Namespace, *names: str) -> None:
+    """Each integer option of ``names`` (None: not given) is >= ``minimum``; else a
+    ValueError naming that option alone."""
+    for name in names:
+        value = getattr(args, name, None)
+        if value is not None and value < minimum:
+            raise ValueError(f"--{name} must be an integer >= {minimum}, got {value}")
+
+
+def _use_threads(requested: int | None, device: str, processes: int = 1) -> int:
+    """Set torch's threads for a run on ``device``: ``requested``, else
+    :func:`kps.env.default_threads` (1 on CPU); one line on stderr where ``processes``
+    such runs would oversubscribe the machine (:func:`kps.env.oversubscription`)."""
+    import torch
+
+    from kps.env import default_threads, oversubscription
+
+    threads = requested or default_threads(device.split(":")[0])
+    torch.set_num_threads(threads)
+    warning = oversubscription(threads * processes)
+    if warning and os.environ.get("RANK", "0") == "0":
+        print(warning, file=sys.stderr, flush=True)
+    return threads
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from kps.results import config_record_path
     from kps.train import train
 
+    _check_at_least(1, args, "threads")
+    _check_at_least(0, args, "workers")
     (config,) = _configs(args, [args.method] if args.method else None, None if args.seed is None else [args.seed])
-    record = train(config, data_root=args.data_root, out=args.out, device=_device(args.device),
+    device = _device(args.device)
+    _use_threads(args.threads, device, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    record = train(config, data_root=args.data_root, out=args.out, device=device,
                    resume=args.resume, quiet=args.quiet, force=args.force, checkpoint_dir=args.checkpoints,
                    num_workers=args.workers)
-    if not args.quiet and os.environ.get("RANK", "0") == "0":
+    if os.environ.get("RANK", "0") == "0":  # the result, even with --quiet (which silences progress only)
         print(f"{config_record_path(args.out, config)}: top-1 error {record['top1_error']:.2f} (final), "
               f"{record['best_top1_error']:.2f} (best, epoch {record['best_epoch']}), "
               f"{record['wall_time_s']:.1f} s on {record['device']}")
@@ -155,44 +203,45 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_grid(args: argparse.Namespace) -> int:
+    _check_at_least(1, args, "jobs", "threads")
+    _check_at_least(0, args, "workers")
     configs = _grid_configs(args)
-    if args.jobs < 1 or args.stack < 1 or (args.threads is not None and args.threads < 1):
-        raise ValueError(f"--jobs, --stack and --threads must be >= 1, got {args.jobs}, {args.stack} "
-                         f"and {args.threads}")
     if args.jobs > 1 and args.force:
         raise ValueError("train-grid --force retrains runs that have a record; with --jobs N every worker would "
                          "retrain every run: use --force without --jobs")
+    device = _device(args.device)
     if args.jobs > 1:
+        from kps.env import default_threads, oversubscription
         from kps.runner import spawn_workers
 
-        device = _device(args.device)
-        threads = args.threads or (1 if device == "cpu" else os.cpu_count() or 1)
+        threads = args.threads or default_threads(device.split(":")[0])
+        warning = oversubscription(threads * args.jobs)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         child = _strip_option(_strip_option(list(args.argv), "--jobs"), "--threads")
         return spawn_workers(child, args.jobs, threads)
-    if args.threads is not None:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    # a worker of --jobs N runs with the threads its parent gave it (OMP_NUM_THREADS) and says nothing
+    if not args.worker:
+        _use_threads(args.threads, device)
     from kps.runner import run_worker
 
     quiet = args.quiet or args.worker
     failed = run_worker(configs, data_root=args.data_root, out=args.out, checkpoint_dir=args.checkpoints,
-                        device=_device(args.device), stack=args.stack, force=args.force, resume=args.resume,
-                        quiet=quiet,
+                        device=device, force=args.force, resume=args.resume, quiet=quiet,
                         log=lambda line: print(line, flush=True))
     return 1 if failed else 0
 
 
-def train_grid_configs(argv: Sequence[str]) -> list:
-    """The configurations, in order, that ``python -m kps train-grid ARGV`` trains (a
-    job's plan lists exactly what its workers take)."""
-    return _grid_configs(build_parser().parse_args(["train-grid", *argv]))
-
-
 def _grid_configs(args: argparse.Namespace) -> list:
-    """--grid NAME (kps.runner.GRIDS) or --methods x --seeds."""
-    from kps.runner import GRIDS
+    """--config-list FILE (a JSON list of configs, as bench/grid.py writes), --grid NAME
+    (kps.grids.GRIDS) or --methods x --seeds."""
+    from kps.configs import RunConfig, read_config_list
+    from kps.grids import GRIDS
 
+    if args.config_list is not None:
+        if args.grid or args.methods or args.dataset:
+            raise ValueError("--config-list names its own runs; give it, or --grid, or --dataset/--methods")
+        return read_config_list(args.config_list)
     if args.grid is None:
         if not args.methods:
             raise ValueError("train-grid needs --methods (or --grid NAME: " + ", ".join(GRIDS) + ")")
@@ -201,8 +250,9 @@ def _grid_configs(args: argparse.Namespace) -> list:
         raise ValueError(f"unknown grid {args.grid!r}; valid: {', '.join(GRIDS)}")
     if args.methods or args.dataset:
         raise ValueError("--grid names its own dataset, methods and seeds; give --grid or --dataset/--methods")
-    overrides = _overrides(args)  # e.g. --epochs 1 for a smoke test (short runs have records of their own)
-    return [dataclasses.replace(c, **overrides) for c in GRIDS[args.grid]()]
+    # e.g. --epochs 1 for a smoke test (short runs have records of their own); built anew, so that
+    # an unknown key or a bad value is named as for --methods
+    return [RunConfig.from_dict({**c.to_dict(), **_overrides(args, c.dataset, c.method)}) for c in GRIDS[args.grid]()]
 
 
 def _strip_option(argv: list[str], name: str) -> list[str]:
@@ -218,11 +268,12 @@ def _strip_option(argv: list[str], name: str) -> list[str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from kps.configs import DATASET_PRESETS, METHODS, PRESETS
+    from kps.configs import METHODS, PRESETS
+    from kps.datasets import DATASETS
 
     print("presets (Table 2, then reduced protocols; --preset NAME, default the dataset's own):")
     for p in PRESETS.values():
-        default = ", ".join(d for d in p.datasets if DATASET_PRESETS[d] == p.name)
+        default = ", ".join(d for d in p.datasets if DATASETS[d].preset == p.name)
         where = f"datasets: {', '.join(p.datasets)}" + (f"; default for {default}" if default else "")
         width = f" width {p.width}," if p.arch == "resnet32" else ""
         print(f"  {p.name:<16} {p.protocol} protocol: {p.arch},{width} {p.image_size} px, batch {p.batch_size}, "
@@ -234,8 +285,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name, m in METHODS.items():
         extras = [w for w, on in (("DRW", m.drw), ("GA", m.ga), ("mixup", m.mixup)) if on]
         print(f"  {name:<13} loss {m.loss}, {m.head} head" + (f", {', '.join(extras)}" if extras else ""))
-    print("datasets: " + ", ".join(DATASET_PRESETS))
-    from kps.runner import GRIDS
+    print("datasets: " + ", ".join(DATASETS))
+    from kps.grids import GRIDS
 
     for name, make in GRIDS.items():
         runs = make()
@@ -268,35 +319,40 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("train", help="train one configuration and write its record",
+                       usage="python -m kps train --dataset NAME --method NAME [--seed K] [options]",
                        description="Train one configuration (Algorithm 1 with the Table 2 preset of the dataset).")
-    p.add_argument("--method", help="ce, focal, cb_focal, cosface, arcface, ldam_drw, la, eql, "
-                                                   "kps, kps_drw, kps_ga, kps_ga_mixup")
+    required = p.add_argument_group("required (unless --config FILE gives them)")
+    required.add_argument("--method", metavar="NAME", help="ce, focal, cb_focal, cosface, arcface, ldam_drw, la, eql, "
+                                                           "kps, kps_drw, kps_ga, kps_ga_mixup")
     p.add_argument("--seed", type=int, help="training seed (default 0)")
-    _add_run_options(p)
+    p.add_argument("--threads", type=int,
+                   help="torch threads (default on CPU: 1, so that a busy neighbour cannot make the run crawl: "
+                        "with one thread per core, every operation waits for its slowest thread; see "
+                        "kps.env.default_threads.  On a machine of your own, --threads N, or train-grid --jobs N "
+                        "for one single-threaded run per core.  Default on CUDA: one per core)")
+    _add_run_options(p, required)
     p.set_defaults(func=cmd_train)
 
     g = sub.add_parser("train-grid", help="train several methods x seeds (data loaded once), or a named grid",
                        description="Train the configurations in order (kps.runner), loading the data once: "
                                    "those with a record are done (--force retrains them), checkpoints are "
                                    "resumed (--restart replaces them).  --jobs N: N worker processes take the "
-                                   "configurations in order, each passing over those claimed by another worker; "
-                                   "--stack K: up to K that read the same batches train as one network (kps.stack). "
-                                   "A later call continues where one stopped (Ctrl-C keeps every checkpoint).")
+                                   "configurations in order, each passing over those claimed by another worker, "
+                                   "on CPU cores or on one GPU alike.  A later call continues where one stopped (Ctrl-C keeps every checkpoint).")
     g.add_argument("--methods", nargs="+")
     g.add_argument("--seeds", nargs="+", type=int, default=[0])
     g.add_argument("--grid", help="a named grid instead of --methods/--seeds: paper (the paper protocol at rho 100: "
                                   "seeds 0-2 of ce, ldam_drw and both KPS-GA readings, then seed 0 of ten more "
-                                  "rows; kps.runner.paper_grid), cpu (the CPU-scale protocol's 14 rows x seeds 0-2 "
-                                  "at rho 100, kps.runner.CPU_GRID_ROWS) or gpu (a GPU job: paper, then every "
+                                  "rows; kps.grids.paper_grid), cpu (the CPU-scale protocol's 14 rows x seeds 0-2 "
+                                  "at rho 100, kps.grids.CPU_GRID_ROWS) or gpu (a GPU job: paper, then every "
                                   "row's seeds 0-2 at rho 50)")
+    g.add_argument("--config-list", metavar="FILE", help="a JSON list of configs (RunConfig keys) to train in "
+                                                        "order, instead of --grid or --methods")
     g.add_argument("--jobs", type=int, default=1,
                    help="worker processes (default 1); on CPU one per core, e.g. --jobs 2 on two cores")
-    g.add_argument("--threads", type=int, help="threads per process (default with --jobs on CPU: 1)")
+    g.add_argument("--threads", type=int, help="threads per process (default on CPU: 1, as for train; on CUDA: one "
+                                              "per core)")
     g.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    g.add_argument("--stack", type=int, default=1, metavar="K",
-                   help="train up to K configurations that read the same batches (methods of one seed; ResNet-32 "
-                        "without mixup) as one network (kps.stack): the same numbers as apart, one GPU kernel for "
-                        "all; for GPUs, unmeasured there so far (default 1: one at a time)")
     _add_run_options(g)
     g.set_defaults(func=cmd_train_grid)
 

@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms
 
-__all__ = ["GPUAugment", "crop_flip", "large_image_transform", "IMAGENET_MEAN", "IMAGENET_STD"]
+from kps.datasets import IMAGENET_MEAN, IMAGENET_STD
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["GPUAugment", "crop_flip", "large_image_transform"]
 
 
 def crop_flip(images: torch.Tensor, pad: int, crop: int, top: torch.Tensor, left: torch.Tensor,

@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
-from kps.configs import RunConfig
-from kps.data import DATASETS, GPUAugment, LTData, TensorSplit, build_dataset, downsample
+from kps.configs import DATA_KEYS, RunConfig
+from kps.augment import GPUAugment
+from kps.data import LTData, TensorSplit, build_dataset, downsample
+from kps.datasets import DATASETS
 
 __all__ = ["TensorBatches", "LoaderBatches", "crop_padding", "augment_for", "shard", "load_data", "to_device", "data_key",
            "targets_of"]
@@ -103,9 +105,10 @@ def load_data(config: RunConfig, data_root: str | Path) -> LTData:
     return data
 
 
-def data_key(config: RunConfig) -> tuple[str, float, int, int]:
-    """Configurations with the same key train on the same data."""
-    return config.dataset, config.imbalance, config.subset_seed, config.image_size
+def data_key(config: RunConfig) -> tuple:
+    """Configurations with the same key train on the same data: the values of their
+    data keys (:data:`kps.configs.DATA_KEYS`)."""
+    return tuple(getattr(config, k) for k in DATA_KEYS)
 
 
 def to_device(data: LTData, device: torch.device) -> LTData:

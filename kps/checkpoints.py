@@ -15,7 +15,7 @@ from kps.configs import RunConfig, format_imbalance, setting_tag
 from kps.io import atomic_write_text
 
 __all__ = ["default_checkpoint_dir", "checkpoint_path", "progress_path", "read_progress", "write_progress",
-           "saved_epochs"]
+           "saved_epochs", "epochs_held", "load_checkpoint", "unreadable_checkpoint"]
 
 
 def default_checkpoint_dir(out: str | Path) -> Path:
@@ -60,3 +60,34 @@ def write_progress(checkpoint: str | Path, next_epoch: int, epochs: int, elapsed
 def saved_epochs(checkpoint: str | Path) -> int | None:
     """How many epochs the checkpoint holds (its progress file), None if unknown."""
     return (read_progress(checkpoint) or {}).get("checkpoint_next_epoch")
+
+
+def epochs_held(saved: int | None) -> str:
+    """What a checkpoint of ``saved`` epochs holds, in words: 'epoch 1', 'epochs 1-5' ('epochs unknown' for None)."""
+    if saved is None:
+        return "epochs unknown"
+    return "epoch 1" if saved == 1 else f"epochs 1-{saved}"
+
+
+def unreadable_checkpoint(checkpoint: str | Path, problem: str | BaseException) -> ValueError:
+    """The one-line error for a checkpoint that cannot be continued from, and the way out;
+    an exception ``problem`` is named by its type and its message's first sentence."""
+    if isinstance(problem, BaseException):
+        detail = (str(problem).strip().splitlines() or ["no detail"])[0].split(". ")[0][:120]
+        problem = f"{type(problem).__name__}: {detail}"
+    return ValueError(f"checkpoint {checkpoint} cannot be read ({problem}); it is damaged or not a checkpoint of "
+                      "this code: --restart starts the run again at epoch 1 and replaces it")
+
+
+def load_checkpoint(checkpoint: str | Path) -> dict[str, Any]:
+    """The state saved at ``checkpoint`` (kps.train.Trainer.state); a truncated or
+    foreign file is a ValueError naming it and ``--restart``."""
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch.load fails in many ways on a damaged file (zip, pickle, EOF, ...)
+        raise unreadable_checkpoint(checkpoint, err) from err
+    if not isinstance(state, dict) or not {"config", "next_epoch", "model", "optimizer", "rng"} <= set(state):
+        raise unreadable_checkpoint(checkpoint, "not the dict a run saves")
+    return state

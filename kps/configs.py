@@ -11,18 +11,20 @@ state are listed per preset in ``Preset.not_in_paper`` with where they come from
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from kps.datasets import DATASETS, DEFAULT_IMBALANCE
 
 __all__ = [
     "Preset",
     "PRESETS",
     "MethodSpec",
     "METHODS",
-    "DATASET_PRESETS",
-    "FIXED_IMBALANCE",
     "ARCHS",
     "STYLES",
     "COMPILE_MODES",
@@ -31,11 +33,23 @@ __all__ = [
     "authors_code_overrides",
     "format_imbalance",
     "setting_tag",
+    "differences",
+    "DATA",
+    "TRAINING",
+    "RUN",
+    "SPEED",
+    "IDENTITY",
+    "ROLES",
+    "IDENTITY_KEYS",
+    "DATA_KEYS",
     "RUN_ONLY_KEYS",
     "SPEED_KEYS",
     "RESUMABLE_KEYS",
     "fast_path",
     "LATER_KEYS",
+    "write_config_list",
+    "read_config_list",
+    "KPS_ONLY_KEYS",
 ]
 
 ARCHS = ("resnet32", "resnet50", "resnext50_32x4d")
@@ -66,8 +80,14 @@ class Preset:
     not_in_paper: dict[str, str] = field(default_factory=dict)
     width: int = 16            # ResNet-32 stage widths w, 2w, 4w (He et al.: 16)
     image_size: int = 32       # network input side; smaller than the data's: downsampled once (kps.data)
-    datasets: tuple[str, ...] = ()  # the datasets it fits
     protocol: str = "paper"    # "paper": Table 2; else a reduced protocol, named as such everywhere
+    base: str = ""             # a reduced protocol's Table 2 preset ("": a Table 2 preset itself)
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        """The datasets it fits: those its Table 2 preset trains (kps.datasets)."""
+        table2 = self.base or self.name
+        return tuple(name for name, spec in DATASETS.items() if spec.preset == table2)
 
 
 _CIFAR_ASSUMED = {
@@ -113,35 +133,23 @@ def _scaled(paper: Preset, name: str) -> Preset:
         "eval_every": f"CPU-scale protocol: every {s['eval_every']} epochs and after the last (evaluating the "
                       f"test set costs a sizeable part of an epoch at this size; book/protocol.md measures it)",
     }
-    return dataclasses.replace(paper, name=name, not_in_paper=why, protocol="CPU-scale", **s)
+    return dataclasses.replace(paper, name=name, not_in_paper=why, protocol="CPU-scale", base=paper.name, **s)
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("cifar10_lt", "resnet32", 64, 0.1, 2e-4, 5, 200, (160, 180), 0.01,
-               0.5, 50.0, 15.0, 120, 160, 1, _CIFAR_ASSUMED, datasets=("cifar10", "cifar10-jpeg")),
+               0.5, 50.0, 15.0, 120, 160, 1, _CIFAR_ASSUMED),
         Preset("cifar100_lt", "resnet32", 64, 0.1, 2e-4, 5, 200, (160, 180), 0.01,
-               0.5, 50.0, 15.0, 120, 160, 1, _CIFAR_ASSUMED, datasets=("cifar100",)),
+               0.5, 50.0, 15.0, 120, 160, 1, _CIFAR_ASSUMED),
         Preset("imagenet_lt", "resnet50", 128, 0.1, 1e-4, 0, 180, (120, 160), 0.1,
-               0.35, 50.0, 15.0, 120, 120, 5, _LARGE_ASSUMED, image_size=224, datasets=("imagenet_lt",)),
+               0.35, 50.0, 15.0, 120, 120, 5, _LARGE_ASSUMED, image_size=224),
         Preset("inat2018", "resnet50", 512, 0.2, 1e-4, 0, 180, (120, 160), 0.1,
-               0.3, 50.0, 15.0, 120, 120, 5, _LARGE_ASSUMED, image_size=224, datasets=("inat2018",)),
+               0.3, 50.0, 15.0, 120, 120, 5, _LARGE_ASSUMED, image_size=224),
     )
 }
 PRESETS["cifar10_lt_small"] = _scaled(PRESETS["cifar10_lt"], "cifar10_lt_small")
-
-DATASET_PRESETS: dict[str, str] = {
-    "cifar10": "cifar10_lt",
-    "cifar10-jpeg": "cifar10_lt",
-    "cifar100": "cifar100_lt",
-    "imagenet_lt": "imagenet_lt",
-    "inat2018": "inat2018",
-}
-
-# CIFAR-LT imbalance is chosen by the user (Table 1: 100, 50); the large sets come long-tailed.
-FIXED_IMBALANCE: dict[str, float] = {"imagenet_lt": 256.0, "inat2018": 500.0}
-_DEFAULT_IMBALANCE = 100.0
 
 
 @dataclass(frozen=True)
@@ -179,13 +187,29 @@ METHODS: dict[str, MethodSpec] = {
 
 
 def _choice(kind: str, value: Any, valid: Mapping[str, Any] | tuple[str, ...]) -> None:
-    if value not in valid:
+    if not isinstance(value, str) or value not in valid:  # a list or dict from a config file: no name
         raise ValueError(f"unknown {kind} {value!r}; valid: {', '.join(valid)}")
 
 
 def format_imbalance(imbalance: float) -> str:
     """Folder name of an imbalance ratio: 100 -> 'imb100', 12.5 -> 'imb12.5'."""
     return f"imb{float(imbalance):g}"
+
+
+# What each RunConfig key is to a run, declared once, at the key (:func:`_key`); every key
+# set below, a record's name (:func:`setting_tag`) and how a config differs from its preset
+# (:func:`differences`) derive from it.
+DATA = "data"          # what the experiment trains and tests on
+TRAINING = "training"  # how it trains: method, model, schedule, loss numbers
+RUN = "run"            # which run of the experiment (its seed), how long, and how often it is evaluated
+SPEED = "speed"        # how fast it runs, never what it computes beyond floating-point rounding
+IDENTITY = (DATA, TRAINING)  # the roles that make an experiment what it is
+
+
+def _key(role: str, *, later: bool = False, **default: Any) -> Any:
+    """A RunConfig field of ``role``; ``later``: a key added after records were first
+    written (a record without it ran its preset's value, or the field's default)."""
+    return field(metadata={"role": role, "later": later}, **default)
 
 
 @dataclass(frozen=True)
@@ -201,71 +225,91 @@ class RunConfig:
     ``variant`` of kps.params / kps.losses.KPSLoss, i.e. eq. 25's per-class
     column scale s_j with eqs. 26-30 ("paper") or the per-sample row scale s_y
     clamped to [s_base, 50] with margins from the reversed radius list
-    ("official"; the margins apply to every KPS method).  ``subset_seed`` is the
+    ("official"; the margins apply to every KPS method).  ``m_max``, ``n_base``,
+    ``s_base`` and ``ga_variant`` are the KPS loss's (:data:`KPS_ONLY_KEYS`): a method
+    with another loss keeps its preset's values.  ``subset_seed`` is the
     seed of the long-tailed subsampling, ``seed`` the training seed.
     ``channels_last``, ``bf16``, ``fused_sgd`` and ``compile`` select the fast path
     (kps.train): channels_last memory format, bf16 autocast of the backbone (CUDA, or
-    a CPU with bf16 units), fused SGD, and a ``torch.compile`` mode ("none" = eager);
-    :data:`SPEED_KEYS`.  The test set is evaluated every ``eval_every`` epochs, after
-    the last, and, from epoch ``eval_dense_from`` (0-indexed) on, after every epoch;
+    a CPU with bf16 units), fused SGD, and a ``torch.compile`` mode ("none" = eager).
+    The test set is evaluated every ``eval_every`` epochs, after the last, and, from
+    epoch ``eval_dense_from`` (0-indexed) on, after every epoch (:meth:`evaluates`);
     the record's best error is the best over the evaluated epochs.
+
+    Each key has one role (:data:`ROLES`): :data:`DATA` and :data:`TRAINING` keys make
+    the experiment (a record's name lists those that differ from the preset's), a
+    :data:`RUN` key says which run of it and how it is measured (the seed and a short
+    run's epochs are in the name by rules of their own), a :data:`SPEED` key how fast
+    it runs.  Precision is a speed key, decided so: bf16 autocast rounds the backbone's
+    arithmetic differently, as another device or kernel would, but trains the same
+    experiment; a bf16 run and an fp32 run of one setting and seed share a record name
+    (so they live under different roots, as the precision check's do), pool into one
+    seed summary, and say their precision in the record (``config.bf16``, and
+    ``precision`` in each of its ``segments``); whether bf16 moves the errors is
+    measured apart (:mod:`kps.report.precision`).
     """
 
-    dataset: str
-    imbalance: float
-    method: str
-    seed: int
-    epochs: int
-    preset: str
-    arch: str
-    batch_size: int
-    lr: float
-    momentum: float
-    nesterov: bool
-    weight_decay: float
-    warmup_epochs: int
-    decay_epochs: tuple[int, ...]
-    decay_ratio: float
-    lr_style: str
-    m_max: float
-    n_base: float
-    s_base: float
-    ga_variant: str
-    ga_switch_epoch: int | None
-    drw_epoch: int | None
-    drw_beta: float
-    mixup_alpha: float
-    subset_seed: int
-    eval_every: int
-    width: int = 16
-    image_size: int = 32
-    channels_last: bool = False
-    bf16: bool = False
-    fused_sgd: bool = False
-    compile: str = "none"
-    eval_dense_from: int | None = None
+    dataset: str = _key(DATA)
+    imbalance: float = _key(DATA)
+    method: str = _key(TRAINING)
+    seed: int = _key(RUN)
+    epochs: int = _key(RUN)
+    preset: str = _key(TRAINING)
+    arch: str = _key(TRAINING)
+    batch_size: int = _key(TRAINING)
+    lr: float = _key(TRAINING)
+    momentum: float = _key(TRAINING)
+    nesterov: bool = _key(TRAINING)
+    weight_decay: float = _key(TRAINING)
+    warmup_epochs: int = _key(TRAINING)
+    decay_epochs: tuple[int, ...] = _key(TRAINING)
+    decay_ratio: float = _key(TRAINING)
+    lr_style: str = _key(TRAINING)
+    m_max: float = _key(TRAINING)
+    n_base: float = _key(TRAINING)
+    s_base: float = _key(TRAINING)
+    ga_variant: str = _key(TRAINING)
+    ga_switch_epoch: int | None = _key(TRAINING)
+    drw_epoch: int | None = _key(TRAINING)
+    drw_beta: float = _key(TRAINING)
+    mixup_alpha: float = _key(TRAINING)
+    subset_seed: int = _key(DATA)
+    eval_every: int = _key(RUN)
+    width: int = _key(TRAINING, later=True, default=16)
+    image_size: int = _key(DATA, later=True, default=32)
+    channels_last: bool = _key(SPEED, default=False)
+    bf16: bool = _key(SPEED, default=False)
+    fused_sgd: bool = _key(SPEED, default=False)
+    compile: str = _key(SPEED, default="none")
+    eval_dense_from: int | None = _key(RUN, later=True, default=None)
 
     def __post_init__(self) -> None:
-        _choice("dataset", self.dataset, DATASET_PRESETS)
+        _choice("dataset", self.dataset, DATASETS)
         _choice("method", self.method, METHODS)
         _choice("preset", self.preset, PRESETS)
         if self.dataset not in PRESETS[self.preset].datasets:
             fits = ", ".join(PRESETS[self.preset].datasets)
             raise ValueError(f"preset {self.preset!r} does not fit dataset {self.dataset!r} (it fits: {fits}); "
-                             f"drop --preset for the dataset's own ({DATASET_PRESETS[self.dataset]!r})")
+                             f"drop --preset for the dataset's own ({DATASETS[self.dataset].preset!r})")
         _choice("arch", self.arch, ARCHS)
         _choice("lr_style", self.lr_style, STYLES)
         _choice("ga_variant", self.ga_variant, STYLES)
         _choice("compile mode", self.compile, COMPILE_MODES)
-        object.__setattr__(self, "decay_epochs", tuple(self.decay_epochs))
-        if not (isinstance(self.imbalance, (int, float)) and math.isfinite(self.imbalance)) or self.imbalance < 1:
+        decay = (self.decay_epochs,) if isinstance(self.decay_epochs, int) else self.decay_epochs  # one decay
+        if not isinstance(decay, (list, tuple)):
+            raise ValueError(f"decay_epochs must be a list of epochs, e.g. [160, 180], got {decay!r}")
+        object.__setattr__(self, "decay_epochs", tuple(decay))
+        if (isinstance(self.imbalance, bool) or not (isinstance(self.imbalance, (int, float))
+                                                     and math.isfinite(self.imbalance)) or self.imbalance < 1):
             raise ValueError(f"imbalance must be a finite number >= 1 (max/min class size), got {self.imbalance!r}")
         object.__setattr__(self, "imbalance", float(self.imbalance))
-        fixed = FIXED_IMBALANCE.get(self.dataset)
+        fixed = DATASETS[self.dataset].fixed_imbalance
         if fixed is not None and self.imbalance != fixed:
             raise ValueError(f"{self.dataset} comes long-tailed with imbalance {fixed:g}; got {self.imbalance:g}")
         for name in ("seed", "subset_seed"):
             _check_int(name, getattr(self, name), minimum=0)
+            if getattr(self, name) >= 2**63:  # torch's and numpy's generators take 64-bit seeds
+                raise ValueError(f"{name} must be below 2**63, got {getattr(self, name)}")
         for name in ("epochs", "batch_size", "eval_every", "width"):
             _check_int(name, getattr(self, name), minimum=1)
         if self.epochs > PRESETS[self.preset].epochs:
@@ -273,7 +317,7 @@ class RunConfig:
                              f"({PRESETS[self.preset].epochs}); fewer makes a short run, a longer schedule is "
                              "another preset")
         _check_int("image_size", self.image_size, minimum=8)
-        native = PRESETS[DATASET_PRESETS[self.dataset]].image_size
+        native = DATASETS[self.dataset].image_size
         if self.image_size > native or (native > 32 and self.image_size != native):
             allowed = f"8..{native}" if native <= 32 else str(native)
             raise ValueError(f"image_size {self.image_size} does not fit {self.dataset} (images are "
@@ -301,6 +345,14 @@ class RunConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
         spec = METHODS[self.method]
+        if spec.loss != "kps":  # the KPS loss's settings: another method's record must not carry them
+            preset = PRESETS[self.preset]
+            for name in KPS_ONLY_KEYS:
+                default = "paper" if name == "ga_variant" else getattr(preset, name)
+                if getattr(self, name) != default:
+                    kps_methods = ", ".join(m for m, s in METHODS.items() if s.loss == "kps")
+                    raise ValueError(f"{name} sets the KPS loss ({kps_methods}); method {self.method!r} has none: "
+                                     f"leave {name} at {default!r}, got {getattr(self, name)!r}")
         _check_switch("ga_switch_epoch", self.ga_switch_epoch, spec.ga, self.method, "gradient adjustment")
         _check_switch("drw_epoch", self.drw_epoch, spec.drw, self.method, "deferred re-weighting")
         if spec.mixup != (self.mixup_alpha > 0):
@@ -320,6 +372,12 @@ class RunConfig:
     def preset_epochs(self) -> int:
         """The preset's full epoch count (a run with fewer epochs is a short run)."""
         return PRESETS[self.preset].epochs
+
+    def evaluates(self, epoch: int) -> bool:
+        """Whether the test set is evaluated after ``epoch`` (0-indexed): every
+        ``eval_every``-th epoch, every epoch from ``eval_dense_from`` on, and the last."""
+        dense = self.eval_dense_from is not None and epoch >= self.eval_dense_from
+        return dense or (epoch + 1) % self.eval_every == 0 or epoch == self.epochs - 1
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -372,14 +430,25 @@ def _check_switch(name: str, value: Any, wanted: bool, method: str, what: str) -
         raise ValueError(f"method {method!r} has no {what}; {name} must be null, got {value!r}")
 
 
-def authors_code_overrides(dataset: str) -> dict[str, Any]:
+def authors_code_overrides(dataset: str, method: str | None = None) -> dict[str, Any]:
     """Overrides that reproduce the configuration of the authors' public code
-    (Keke921/KPSLoss, see DESIGN.md): lr schedule (x0.1 after 160, x0.01 after
-    180), per-sample GA row scale, and on CIFAR m_max 0.2 and LT subset seed 666."""
-    _choice("dataset", dataset, DATASET_PRESETS)
-    overrides: dict[str, Any] = {"lr_style": "official", "ga_variant": "official"}
-    if DATASET_PRESETS[dataset] in ("cifar10_lt", "cifar100_lt"):
-        overrides.update(m_max=0.2, subset_seed=666)
+    (Keke921/KPSLoss, see DESIGN.md) for ``method`` (None: a KPS method).  Their
+    training script's, for every method: the lr schedule (x0.1 after 160, x0.01
+    after 180) and on CIFAR the LT subset seed 666.  Their KPS loss's, for the
+    methods with that loss only (:data:`KPS_ONLY_KEYS`): the per-sample GA row scale
+    with its margins, and on CIFAR m_max 0.2."""
+    _choice("dataset", dataset, DATASETS)
+    if method is not None:
+        _choice("method", method, METHODS)
+    kps_loss = method is None or METHODS[method].loss == "kps"
+    cifar = DATASETS[dataset].preset in ("cifar10_lt", "cifar100_lt")
+    overrides: dict[str, Any] = {"lr_style": "official"}
+    if cifar:
+        overrides["subset_seed"] = 666
+    if kps_loss:
+        overrides["ga_variant"] = "official"
+        if cifar:
+            overrides["m_max"] = 0.2
     return overrides
 
 
@@ -391,15 +460,16 @@ def make_config(dataset: str, method: str, **overrides: Any) -> RunConfig:
     unknown = sorted(set(overrides) - set(valid))
     if unknown:
         raise ValueError(f"unknown config key(s) {', '.join(map(repr, unknown))}; valid keys: {', '.join(valid)}")
-    _choice("dataset", dataset, DATASET_PRESETS)
+    _choice("dataset", dataset, DATASETS)
     _choice("method", method, METHODS)
-    preset_name = overrides.get("preset", DATASET_PRESETS[dataset])
+    spec = DATASETS[dataset]
+    preset_name = overrides.get("preset", spec.preset)
     _choice("preset", preset_name, PRESETS)
     p = PRESETS[preset_name]
-    spec = METHODS[method]
+    method_spec = METHODS[method]
     values: dict[str, Any] = dict(
         dataset=dataset,
-        imbalance=FIXED_IMBALANCE.get(dataset, _DEFAULT_IMBALANCE),
+        imbalance=spec.fixed_imbalance or DEFAULT_IMBALANCE,
         method=method,
         seed=0,
         epochs=p.epochs,
@@ -418,10 +488,10 @@ def make_config(dataset: str, method: str, **overrides: Any) -> RunConfig:
         n_base=p.n_base,
         s_base=p.s_base,
         ga_variant="paper",
-        ga_switch_epoch=p.ga_switch_epoch if spec.ga else None,
-        drw_epoch=p.drw_epoch if spec.drw else None,
+        ga_switch_epoch=p.ga_switch_epoch if method_spec.ga else None,
+        drw_epoch=p.drw_epoch if method_spec.drw else None,
         drw_beta=0.9999,
-        mixup_alpha=1.0 if spec.mixup else 0.0,
+        mixup_alpha=1.0 if method_spec.mixup else 0.0,
         subset_seed=0,
         eval_every=p.eval_every,
         width=p.width,
@@ -431,19 +501,20 @@ def make_config(dataset: str, method: str, **overrides: Any) -> RunConfig:
     return RunConfig(**values)
 
 
-# Config keys added after records were first written: a record without them ran its
-# preset's value (before presets had them, every run had the paper's 16 / 32 px), and
-# without eval_dense_from it ran no dense evaluation (None).
-LATER_KEYS = ("width", "image_size", "eval_dense_from")
-
-# The fast-path switches: how a run is computed, never what (bf16 autocast rounds
-# differently, and records name it; the others change no number beyond float sums).
-SPEED_KEYS = ("channels_last", "bf16", "fused_sgd", "compile")
-# Keys that do not define the experiment: which seed, how long (short runs are
-# marked by their epoch count), how often it is evaluated, and how fast it runs.
-RUN_ONLY_KEYS = ("seed", "epochs", "eval_every", "eval_dense_from", *SPEED_KEYS)
-# Keys a resumed run may change: how long it runs and how fast.
+ROLES: dict[str, str] = {f.name: f.metadata["role"] for f in dataclasses.fields(RunConfig)}
+# The keys of each role, in RunConfig's order.
+IDENTITY_KEYS = tuple(k for k, role in ROLES.items() if role in IDENTITY)
+DATA_KEYS = tuple(k for k, role in ROLES.items() if role == DATA)   # runs with equal values share their data
+SPEED_KEYS = tuple(k for k, role in ROLES.items() if role == SPEED)
+RUN_ONLY_KEYS = tuple(k for k, role in ROLES.items() if role not in IDENTITY)
+# Keys a resumed run may change: how fast it runs, and how long (the one run key).
 RESUMABLE_KEYS = ("epochs", *SPEED_KEYS)
+# Settings of the KPS loss alone (eqs. 26-30 and the GA reading): a method with another
+# loss keeps its preset's values, so that its record's name never carries them.
+KPS_ONLY_KEYS = ("m_max", "n_base", "s_base", "ga_variant")
+# Keys added after records were first written: a record without one ran its preset's
+# value (before presets had them, every run had the paper's 16 / 32 px) or the default.
+LATER_KEYS = tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["later"])
 
 
 def fast_path(device_type: str, flags: frozenset[str] | None = None) -> dict[str, Any]:
@@ -461,6 +532,22 @@ def fast_path(device_type: str, flags: frozenset[str] | None = None) -> dict[str
     return {"channels_last": True, "fused_sgd": cuda, "bf16": bf16, "compile": "reduce-overhead" if cuda else "none"}
 
 
+@functools.lru_cache(maxsize=256)
+def _reference(dataset: str, method: str, imbalance: float, preset: str) -> dict[str, Any]:
+    """The preset's setting of ``dataset`` x ``method`` at ``imbalance``, as a dict
+    (built once per setting: every record's name is measured against it)."""
+    return make_config(dataset, method, imbalance=imbalance, preset=preset).to_dict()
+
+
+def differences(config: RunConfig | Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Every key but the seed whose value in ``config`` (a RunConfig or a record's config
+    dict) differs from its preset's setting of the same dataset, method and imbalance:
+    key -> (ours, the preset's), in RunConfig's key order."""
+    ours = config.to_dict() if isinstance(config, RunConfig) else RunConfig.from_dict(config).to_dict()
+    reference = _reference(ours["dataset"], ours["method"], float(ours["imbalance"]), ours["preset"])
+    return {k: (ours[k], reference[k]) for k in ROLES if k != "seed" and ours[k] != reference[k]}
+
+
 def _tag_value(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "-".join(_tag_value(v) for v in value)
@@ -470,20 +557,43 @@ def _tag_value(value: Any) -> str:
 
 
 def setting_tag(config: RunConfig) -> str:
-    """'' for the paper's setting of ``config``'s dataset, method and imbalance;
-    else its differences as ``key-value`` words joined by '.', sorted by key
-    (e.g. 'ga_variant-official.lr_style-official.m_max-0.2.subset_seed-666'),
-    so that records of different settings never share a file name.  A run of
-    another preset than the dataset's own starts with ``preset-<name>`` and
-    lists its differences from that preset; a short run (fewer or more epochs
-    than its preset) ends with ``epochs-<n>``, so it never takes a full run's name."""
-    reference = make_config(config.dataset, config.method, imbalance=config.imbalance,
-                            preset=config.preset).to_dict()
-    ours = config.to_dict()
-    words = [f"{k}-{_tag_value(ours[k])}" for k in sorted(ours)
-             if k not in RUN_ONLY_KEYS and k != "preset" and ours[k] != reference[k]]
-    if config.preset != DATASET_PRESETS[config.dataset]:
+    """'' for the paper's setting of ``config``'s dataset, method and imbalance; else its
+    :func:`differences` in the experiment's keys (:data:`IDENTITY_KEYS`) as
+    ``key-value`` words joined by '.', sorted by key (e.g.
+    'ga_variant-official.lr_style-official.m_max-0.2.subset_seed-666'), so that records
+    of different experiments never share a file name.  A run of another preset than the
+    dataset's own starts with ``preset-<name>`` and lists its differences from that
+    preset; a short run (fewer epochs than its preset) ends with ``epochs-<n>``, so it
+    never takes a full run's name.  Run keys other than these and speed keys (precision
+    among them, :class:`RunConfig`) are not part of the name."""
+    diff = differences(config)
+    words = [f"{k}-{_tag_value(diff[k][0])}" for k in sorted(diff) if k in IDENTITY_KEYS and k != "preset"]
+    if config.preset != DATASETS[config.dataset].preset:
         words.insert(0, f"preset-{config.preset}")
-    if config.epochs != config.preset_epochs:
+    if "epochs" in diff:
         words.append(f"epochs-{config.epochs}")
     return ".".join(words)
+
+
+def write_config_list(configs: Sequence[RunConfig]) -> str:
+    """``configs`` as a JSON list (what :func:`read_config_list` reads back)."""
+    return json.dumps([c.to_dict() for c in configs], indent=1, sort_keys=True) + "\n"
+
+
+def read_config_list(path: str | Path) -> list[RunConfig]:
+    """The configs of a JSON list file (``python -m kps train-grid --config-list FILE``), in
+    order; ValueError naming the file and the entry for a bad one."""
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read the config list {path}: {err}") from err
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{path} must hold a JSON list of config objects")
+    configs = []
+    for k, entry in enumerate(entries):
+        try:
+            configs.append(RunConfig.from_dict(entry))
+        except ValueError as err:
+            raise ValueError(f"{path}, entry {k}: {err}") from err
+    return configs

@@ -21,6 +21,7 @@ A data root is one folder holding, side by side:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
@@ -30,7 +31,7 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,23 +41,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from kps.augment import GPUAugment, IMAGENET_MEAN, IMAGENET_STD, large_image_transform
+from kps.augment import GPUAugment, large_image_transform
+from kps.datasets import DATASETS, SHARED_JPEG_PACK, DatasetSpec
 from kps.folders import ImageListDataset, counts_from_labels, read_coco_json, read_list_file
 from kps.io import atomic_write_bytes
 
 __all__ = [
-    "CIFAR_MEAN", "CIFAR_STD", "CIFAR10_CLASSES", "DATASETS", "DatasetSpec", "GPUAugment", "LTData",
-    "TensorSplit", "build_dataset", "downsample", "download", "extract_jpeg_pack", "long_tailed_counts",
-    "long_tailed_indices", "summarize_counts", "train_class_counts", "verify_archive",
+    "CIFAR10_CLASSES", "LTData", "TensorSplit", "build_dataset", "downsample", "download", "extract_jpeg_pack",
+    "long_tailed_counts", "long_tailed_indices", "summarize_counts", "train_class_counts", "verify_archive",
 ]
 
-# Normalisation of the reference CIFAR-LT code (LDAM-DRW), used for CIFAR-10 and CIFAR-100.
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR_STD = (0.2023, 0.1994, 0.2010)
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
-# Where the team's machines keep the JPEG pack: <repo>/../shared/data (beside the clone).
-SHARED_JPEG_PACK = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.tar.gz"
 JPEG_CACHE = "uint8-cache.npz"
 
 # (algorithm, digest) of the known archives: torchvision's CIFAR md5s, the JPEG pack's sha256.
@@ -84,52 +80,6 @@ _CIFAR_FILES: dict[str, dict[str, object]] = {
         "meta": ("meta", "7973b15100ade9c7d40fb424638fde48", "fine_label_names"),
         "labels": "fine_labels",
     },
-}
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """What Table 1 says of a dataset and where it lives under a data root."""
-
-    name: str
-    label: str                 # how results on it are labelled
-    num_classes: int
-    image_size: int            # network input side
-    n_max: int                 # head class size (Table 1)
-    imbalances: tuple[float, ...]  # Table 1 ratios rho = max n / min n
-    folder: str                # under the data root
-    fetch: str                 # how to get it; {root} is the data root
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-
-_TV_FETCH = "python -m kps download {name} --data-root {{root}}  (torchvision, needs a network; source {url})"
-
-DATASETS: dict[str, DatasetSpec] = {
-    "cifar10": DatasetSpec(
-        "cifar10", "CIFAR-10", 10, 32, 5000, (100.0, 50.0), "cifar-10-batches-py",
-        _TV_FETCH.format(name="cifar10", url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
-        CIFAR_MEAN, CIFAR_STD),
-    "cifar100": DatasetSpec(
-        "cifar100", "CIFAR-100", 100, 32, 500, (100.0, 50.0), "cifar-100-python",
-        _TV_FETCH.format(name="cifar100", url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
-        CIFAR_MEAN, CIFAR_STD),
-    "cifar10-jpeg": DatasetSpec(
-        "cifar10-jpeg", "CIFAR-10 (JPEG copy)", 10, 32, 5000, (100.0, 50.0), "cifar10-jpeg",
-        f"tar -xzf {SHARED_JPEG_PACK} -C {{root}}  (i.e. tar -xzf ../shared/data/cifar10-jpeg.tar.gz "
-        "-C DATA_ROOT from the repository root; or python -m kps download cifar10-jpeg --data-root {root})",
-        CIFAR_MEAN, CIFAR_STD),
-    "imagenet_lt": DatasetSpec(
-        "imagenet_lt", "ImageNet-LT", 1000, 224, 1280, (256.0,), "imagenet_lt",
-        "put ImageNet_LT_train.txt and ImageNet_LT_test.txt (https://github.com/zhmiao/"
-        "OpenLongTailRecognition-OLTR) and the ImageNet-2012 train/ and val/ image folders they list "
-        "(https://image-net.org/download.php) into {root}/imagenet_lt/",
-        IMAGENET_MEAN, IMAGENET_STD),
-    "inat2018": DatasetSpec(
-        "inat2018", "iNaturalist 2018", 8142, 224, 1000, (500.0,), "inat2018",
-        "put train2018.json, val2018.json and the train_val2018/ image folder "
-        "(https://github.com/visipedia/inat_comp/tree/master/2018) into {root}/inat2018/",
-        IMAGENET_MEAN, IMAGENET_STD),
 }
 
 
@@ -171,7 +121,12 @@ def long_tailed_counts(n_max: int, num_classes: int, imbalance: float) -> list[i
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     _check_imbalance(imbalance)
     factor = 1.0 / float(imbalance)
-    return [int(n_max * factor ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+    counts = [int(n_max * factor ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+    if counts[-1] < 1:
+        empty = sum(n < 1 for n in counts)
+        raise ValueError(f"imbalance {float(imbalance):g} leaves the last {empty} of {num_classes} classes without a "
+                         f"training image (the head class has {n_max}): give an imbalance of at most {n_max}")
+    return counts
 
 
 def long_tailed_indices(targets: Sequence[int] | np.ndarray | torch.Tensor, counts: Sequence[int],
@@ -219,7 +174,7 @@ def train_class_counts(name: str, data_root: str | Path | None = None,
     """Per-class training counts: the exponential profile for the CIFAR sets
     (no data needed), the training split file for ImageNet-LT / iNaturalist 2018."""
     spec = _spec(name)
-    if spec.folder in ("imagenet_lt", "inat2018"):
+    if not spec.tensors:
         if data_root is None:
             raise ValueError(f"{name}: counts come from its split file; give data_root")
         samples, names = _read_split(spec, Path(data_root), train=True)
@@ -272,7 +227,7 @@ def build_dataset(name: str, data_root: str | Path, imbalance: float | None, see
     """
     spec = _spec(name)
     root = Path(data_root)
-    if spec.folder in ("imagenet_lt", "inat2018"):
+    if not spec.tensors:
         return _build_from_split_files(spec, root, imbalance, classes, counts)
 
     train_x, train_y, test_x, test_y, class_names = _load_tensor_dataset(spec, root, verify)
@@ -336,14 +291,14 @@ def _build_from_split_files(spec: DatasetSpec, root: Path, imbalance: float | No
 def _read_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[list[tuple[str, int]], list[str]]:
     """(samples, class names or []) of one split of ImageNet-LT or iNaturalist 2018."""
     folder = root / spec.folder
-    if spec.folder == "imagenet_lt":
+    if spec.loader == "list-file":
         path = folder / ("ImageNet_LT_train.txt" if train else "ImageNet_LT_test.txt")
     else:
         path = folder / ("train2018.json" if train else "val2018.json")
     if not path.is_file():
         raise FileNotFoundError(f"{spec.name}: {str(path)!r} not found (looked in {str(folder)!r}); "
                                 f"{spec.fetch.format(root=root)}")
-    if spec.folder == "imagenet_lt":
+    if spec.loader == "list-file":
         return read_list_file(path), []
     return read_coco_json(path)
 
@@ -389,7 +344,7 @@ def _load_tensor_dataset(spec: DatasetSpec, root: Path, verify: bool) -> Arrays:
     if not folder.is_dir():
         raise FileNotFoundError(f"{spec.name}: folder {str(folder)!r} not found (looked in data root "
                                 f"{str(root)!r}); get it with: {spec.fetch.format(root=root)}")
-    if spec.name == "cifar10-jpeg":
+    if spec.loader == "jpeg-tree":
         return _load_jpeg_tree(spec, folder)
     return _load_cifar_pickles(spec, folder, verify)
 
@@ -533,6 +488,25 @@ def verify_archive(path: str | Path, name: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _folder_kept_only_on_success(folder: Path) -> Iterator[None]:
+    """Create ``folder`` (with its missing parents) for the block; if the block fails,
+    remove what was created here, so that a failed download leaves no empty folder
+    (a folder that was there before is left as it was)."""
+    created = None
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            break
+        created = candidate  # the topmost folder this call creates
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        yield
+    except BaseException:
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
 def extract_jpeg_pack(archive: str | Path, data_root: str | Path) -> Path:
     """Verify the CIFAR-10 JPEG pack and extract it to ``data_root/cifar10-jpeg``
     (into a temporary folder first, renamed into place when complete)."""
@@ -540,16 +514,16 @@ def extract_jpeg_pack(archive: str | Path, data_root: str | Path) -> Path:
     target = root / "cifar10-jpeg"
     if target.exists():
         raise ValueError(f"{str(target)!r} already exists; remove it to extract again")
-    root.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".cifar10-jpeg.", dir=root))
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            if not all(m.name == "cifar10-jpeg" or m.name.startswith("cifar10-jpeg/") for m in tar.getmembers()):
-                raise ValueError(f"{str(archive)!r} holds files outside cifar10-jpeg/")
-            tar.extractall(scratch, filter="data")
-        os.replace(scratch / "cifar10-jpeg", target)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    with _folder_kept_only_on_success(root):
+        scratch = Path(tempfile.mkdtemp(prefix=".cifar10-jpeg.", dir=root))
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                if not all(m.name == "cifar10-jpeg" or m.name.startswith("cifar10-jpeg/") for m in tar.getmembers()):
+                    raise ValueError(f"{str(archive)!r} holds files outside cifar10-jpeg/")
+                tar.extractall(scratch, filter="data")
+            os.replace(scratch / "cifar10-jpeg", target)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return target
 
 
@@ -564,15 +538,15 @@ def download(name: str, data_root: str | Path, archive: str | Path | None = None
         import torchvision.datasets as tvd
 
         base = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
-        root.mkdir(parents=True, exist_ok=True)
         try:
-            for train in (True, False):
-                base(str(root), train=train, download=True)
+            with _folder_kept_only_on_success(root):
+                for train in (True, False):
+                    base(str(root), train=train, download=True)
         except OSError as err:  # URLError, timeouts, refused connections
             url = base.url
             raise ValueError(f"cannot download {name} ({type(err).__name__}: {getattr(err, 'reason', err)}); "
                              f"offline, fetch {url} elsewhere and extract it into {root}/ "
-                             f"(tar -xzf {url.rsplit('/', 1)[1]} -C {root})") from err
+                             f"(mkdir -p {root} && tar -xzf {url.rsplit('/', 1)[1]} -C {root})") from err
     elif name == "cifar10-jpeg":
         extract_jpeg_pack(archive if archive is not None else SHARED_JPEG_PACK, root)
     else:

@@ -32,7 +32,8 @@ import torch
 
 from kps.augment import GPUAugment
 from kps.configs import make_config
-from kps.data import DATASETS, build_dataset
+from kps.data import build_dataset
+from kps.datasets import DATASETS
 from kps.io import atomic_write_text
 from kps.losses import make_loss
 from kps.toy import cosines

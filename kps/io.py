@@ -54,15 +54,22 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
 
 
 def check_writable_dir(path: str | Path, what: str = "output folder") -> Path:
-    """Check, without creating anything, that ``path`` is or can become a
-    writable folder: its nearest existing ancestor must be a folder this process
-    may write to.  ValueError naming the folder otherwise."""
+    """Check, leaving nothing behind, that ``path`` is or can become a writable
+    folder: its nearest existing ancestor must be a folder in which this process
+    can create a file.  That is tried (a temporary file, removed at once) rather
+    than read from the permission bits, which do not stop root, and say nothing of
+    read-only mounts or of /proc-like folders.  ValueError naming the folder otherwise."""
     path = Path(path).absolute()
     existing = path
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         raise ValueError(f"cannot write to the {what} {str(path)!r}: {str(existing)!r} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write to the {what} {str(path)!r}: {str(existing)!r} is not writable")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".kps-write-check.", dir=existing)
+    except OSError as err:
+        raise ValueError(f"cannot write to the {what} {str(path)!r}: {str(existing)!r} is not writable "
+                         f"({err.strerror or err})") from err
+    os.close(fd)
+    os.unlink(probe)
     return path

@@ -69,16 +69,15 @@ def summarize(correct: np.ndarray, total: np.ndarray, counts: list[int]) -> dict
 def count_correct(batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                   scores_of: Callable[[torch.Tensor], torch.Tensor], radius: torch.Tensor,
                   counts: torch.Tensor) -> None:
-    """Add to ``counts`` (runs, 3, classes) per run and class: test images, correct
-    under argmax score, correct under argmax r_j * score (``radius`` (runs, classes);
-    KPS's r_j cos(theta_j) of eq. 13, ones for other methods), over ``batches`` of
-    (x, y); ``scores_of(x)`` is (runs, B, classes)."""
+    """Add to ``counts`` (3, classes) per class: test images, correct under argmax
+    score, correct under argmax r_j * score (``radius`` (classes,); KPS's r_j cos(theta_j)
+    of eq. 13, ones for other methods), over ``batches`` of (x, y); ``scores_of(x)`` is
+    (B, classes)."""
     for x, y in batches:
         scores = scores_of(x)
-        labels = y.expand(len(counts), -1)
-        counts[:, 0].scatter_add_(1, labels, torch.ones_like(labels))
-        counts[:, 1].scatter_add_(1, labels, (scores.argmax(2) == y).long())
-        counts[:, 2].scatter_add_(1, labels, ((scores * radius.unsqueeze(1)).argmax(2) == y).long())
+        counts[0].scatter_add_(0, y, torch.ones_like(y))
+        counts[1].scatter_add_(0, y, (scores.argmax(1) == y).long())
+        counts[2].scatter_add_(0, y, ((scores * radius).argmax(1) == y).long())
 
 
 def eval_errors(result: dict[str, np.ndarray]) -> dict[str, float]:

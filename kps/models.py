@@ -43,29 +43,22 @@ class CosineLinear(nn.Module):
 
 
 class _BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers with an identity or option-A (parameter-free) shortcut;
-    ``copies`` independent blocks side by side along the channels (grouped convolutions)."""
+    """Two 3x3 conv-BN layers with an identity or option-A (parameter-free) shortcut."""
 
-    def __init__(self, in_planes: int, planes: int, stride: int, copies: int = 1) -> None:
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
         super().__init__()
-        k = copies
-        self.conv1 = nn.Conv2d(in_planes * k, planes * k, 3, stride=stride, padding=1, bias=False, groups=k)
-        self.bn1 = nn.BatchNorm2d(planes * k)
-        self.conv2 = nn.Conv2d(planes * k, planes * k, 3, stride=1, padding=1, bias=False, groups=k)
-        self.bn2 = nn.BatchNorm2d(planes * k)
-        self.stride, self.extra, self.copies = stride, planes - in_planes, copies
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.stride, self.extra = stride, planes - in_planes
 
     def shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.stride == 1 and self.extra == 0:
             return x
         x = x[:, :, :: self.stride, :: self.stride]
         low, high = self.extra // 2, self.extra - self.extra // 2  # zero channels each side
-        if self.copies == 1:
-            return F.pad(x, (0, 0, 0, 0, low, high))
-        if x.stride(1) == 1:  # channels_last: pad each copy's channels in an (N, H, W, k, C) view, stay NHWC
-            nhwc = x.permute(0, 2, 3, 1).unflatten(3, (self.copies, -1))
-            return F.pad(nhwc, (low, high)).flatten(3).permute(0, 3, 1, 2)
-        return F.pad(x.unflatten(1, (self.copies, -1)), (0, 0, 0, 0, low, high)).flatten(1, 2)
+        return F.pad(x, (0, 0, 0, 0, low, high))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -76,27 +69,21 @@ class _BasicBlock(nn.Module):
 class ResNet32Body(nn.Module):
     """CIFAR ResNet-32 up to global average pooling: (B, 3, H, W) -> (B, 4 w), stage
     widths w, 2w, 4w (``width`` w = 16 in He et al. and the paper; the CPU-scale
-    protocol of kps.configs uses 8).
+    protocol of kps.configs uses 8)."""
 
-    ``copies`` = k > 1 holds k independent networks that read the same images, side
-    by side along the channels: the first convolution has 16 k filters, every later one
-    is grouped (k groups), BatchNorm is per channel anyway, and the output is
-    (B, 4 w k), copy c's features in columns 4 w c .. 4 w (c + 1) - 1 (:mod:`kps.stack`)."""
-
-    def __init__(self, blocks_per_stage: int = 5, copies: int = 1, width: int = 16) -> None:
+    def __init__(self, blocks_per_stage: int = 5, width: int = 16) -> None:
         super().__init__()
-        for name, value in (("copies", copies), ("width", width)):
-            if not (isinstance(value, int) and value >= 1):
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        self.copies, self.width = copies, width
-        self.out_features = 4 * width  # per copy
-        self.conv1 = nn.Conv2d(3, width * copies, 3, stride=1, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width * copies)
+        if not (isinstance(width, int) and width >= 1):
+            raise ValueError(f"width must be an int >= 1, got {width!r}")
+        self.width = width
+        self.out_features = 4 * width
+        self.conv1 = nn.Conv2d(3, width, 3, stride=1, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         stages, in_planes = [], width
         for planes, stride in ((width, 1), (2 * width, 2), (4 * width, 2)):
             blocks = []
             for i in range(blocks_per_stage):
-                blocks.append(_BasicBlock(in_planes, planes, stride if i == 0 else 1, copies))
+                blocks.append(_BasicBlock(in_planes, planes, stride if i == 0 else 1))
                 in_planes = planes
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages

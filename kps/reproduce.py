@@ -1,11 +1,12 @@
-"""``python -m kps reproduce --table N``: fill the missing records of one of
-the paper's tables, then re-render the table.
+"""``python -m kps reproduce --table N``: train the missing records of one of the
+paper's tables, then re-render the table.
 
 For every cell of Table N (``book/paper_numbers.csv``) whose method this
 package implements, and every seed 0..K-1, the driver looks for the record
-``kps.train`` would write (``kps.results.config_record_path``). A missing
-record is produced by running ``notebooks/train.ipynb`` with papermill (the
-executed copy is kept as the run's log); an existing one is left alone. Then
+``kps.train`` would write (``kps.results.config_record_path``).  The missing ones
+are one list of configurations, handed to the runner that ``python -m kps
+train-grid`` uses (:func:`kps.runner.run_worker`: data loaded once for consecutive
+runs, checkpoints resumed); an existing record is left alone.  Then
 ``notebooks/tableN.ipynb`` is executed on the records and the table is printed.
 Tables 1 and 2 have nothing to train and are only re-rendered.
 
@@ -16,7 +17,6 @@ Tables 1 and 2 have nothing to train and are only re-rendered.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +24,14 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from kps.configs import FIXED_IMBALANCE, METHODS, PRESETS, SPEED_KEYS, RunConfig, authors_code_overrides, make_config
-from kps.data import DATASETS
+from kps.configs import METHODS, PRESETS, ROLES, SPEED_KEYS, RunConfig, authors_code_overrides, make_config
+from kps.datasets import DATASETS
 from kps.report import comparison_table, find_repo_root, read_paper_numbers
 from kps.results import config_record_path, load_record
 from kps.checkpoints import default_checkpoint_dir
+from kps.env import check_device_name
 
-__all__ = ["PlannedRun", "plan_runs", "run_parameters", "main"]
+__all__ = ["PlannedRun", "plan_runs", "main"]
 
 TABLES = range(1, 8)
 
@@ -50,7 +51,8 @@ class PlannedRun:
 
 
 def _same_run(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    return {k: v for k, v in a.items() if k not in SPEED_KEYS} == {k: v for k, v in b.items() if k not in SPEED_KEYS}
+    """Whether two configs of one record name ran alike but for their speed keys."""
+    return all(a.get(k) == b.get(k) for k in ROLES if k not in SPEED_KEYS)
 
 
 def plan_runs(
@@ -93,13 +95,13 @@ def plan_runs(
         folder = Path(data_root) / DATASETS[dataset].folder
         for seed in range(seeds):
             overrides: dict[str, Any] = {"seed": seed, "arch": row["backbone"],
-                                         "imbalance": FIXED_IMBALANCE.get(dataset, row["imbalance"])}
+                                         "imbalance": DATASETS[dataset].fixed_imbalance or row["imbalance"]}
             if epochs is not None:
                 overrides["epochs"] = epochs
             if preset is not None:
                 overrides["preset"] = preset
             if authors_code:
-                overrides.update(authors_code_overrides(dataset))
+                overrides.update(authors_code_overrides(dataset, row["method"]))
             config = make_config(dataset, row["method"], **overrides)
             path = config_record_path(out, config)
             if path in planned:
@@ -116,28 +118,11 @@ def plan_runs(
     return list(planned.values())
 
 
-def run_parameters(run: PlannedRun, *, data_root: Path, out: Path, checkpoints: Path, device: str,
-                   force: bool) -> dict[str, Any]:
-    """The papermill parameters of ``notebooks/train.ipynb`` for ``run``."""
-    c = run.config
-    return {
-        "dataset": c.dataset, "imbalance": c.imbalance, "method": c.method, "seed": c.seed,
-        "epochs": c.epochs, "data_root": str(data_root), "out": str(out), "device": device,
-        "arch": c.arch, "authors_code": c.ga_variant == "official", "force": force,
-        "checkpoints": str(checkpoints), "preset": c.preset,
-    }
-
-
-def _log_name(run: PlannedRun) -> str:
-    c = run.config
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"train-{c.dataset}-{c.method}-imb{c.imbalance:g}-{run.record.stem}.ipynb")
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m kps reproduce",
-        description="Run the missing records of one of the paper's tables with papermill "
-                    "(notebooks/train.ipynb), skip the existing ones, then re-render notebooks/tableN.ipynb.")
+        description="Train the missing records of one of the paper's tables (the runner of train-grid), skip the "
+                    "existing ones, then re-render notebooks/tableN.ipynb.")
     p.add_argument("--table", type=int, required=True, help="the paper's table number, 1-7")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0..K-1 per cell (default 1)")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto (default)")
@@ -154,15 +139,25 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", default=None,
                    help="checkpoint folder, for resuming killed runs (default: OUT/.checkpoints)")
     p.add_argument("--log-dir", default=None,
-                   help="executed notebooks go here (default: _build/reproduce/ in the repository)")
+                   help="the executed table notebook goes here (default: _build/reproduce/ in the repository)")
     p.add_argument("--dry-run", action="store_true", help="print the plan, run nothing")
     return p
+
+
+def _device(name: str) -> str:
+    """``auto``: a GPU where there is one, else the CPU."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m kps reproduce``; returns the exit status
     (0: every attempted run succeeded; 1: a run failed)."""
     args = _parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    check_device_name(args.device)  # before any plan: each run's notebook would fail on it
     root = find_repo_root()
     data_root = Path(args.data_root).resolve() if args.data_root else root / "data"
     out = Path(args.out).resolve() if args.out else root / "results"
@@ -181,18 +176,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import papermill  # imported on use: only this command needs it
 
+    from kps.runner import run_worker
+
+    failed = run_worker([r.config for r in runs if r.status == "run"], data_root=data_root, out=out,
+                        checkpoint_dir=checkpoints, device=_device(args.device), force=args.force, quiet=False,
+                        log=lambda line: print(line, flush=True))
     log_dir.mkdir(parents=True, exist_ok=True)
-    failed = 0
-    for run in (r for r in runs if r.status == "run"):
-        print(f"training {run.record.relative_to(out)} ...", flush=True)
-        params = run_parameters(run, data_root=data_root, out=out, checkpoints=checkpoints, device=args.device,
-                                force=args.force)
-        try:
-            papermill.execute_notebook(str(root / "notebooks" / "train.ipynb"), str(log_dir / _log_name(run)),
-                                       parameters=params, cwd=str(root), progress_bar=False)
-        except papermill.PapermillExecutionError as err:
-            failed += 1
-            print(f"FAILED {run.record}: {err.ename}: {err.evalue} (log: {log_dir / _log_name(run)})", file=sys.stderr)
     rendered = log_dir / f"table{args.table}.ipynb"
     table_params = {1: {"data_root": str(data_root)}, 2: {}}.get(args.table, {"results": str(out)})
     papermill.execute_notebook(str(root / "notebooks" / f"table{args.table}.ipynb"), str(rendered),

@@ -33,7 +33,8 @@ from typing import Any, Callable
 from kps.configs import LATER_KEYS, RunConfig, format_imbalance, setting_tag
 from kps.io import atomic_write_text
 
-__all__ = ["SCHEMA_VERSION", "record_path", "config_record_path", "validate_record", "write_record", "load_record", "load_records"]
+__all__ = ["SCHEMA_VERSION", "record_path", "config_record_path", "record_problem", "validate_record", "write_record",
+           "RecordError", "RECORD_FIX", "read_record_file", "load_record", "load_records", "main"]
 
 SCHEMA_VERSION = 1
 
@@ -121,30 +122,38 @@ def _fields(num_classes: int) -> dict[str, Callable[[Any], bool]]:
     }
 
 
-def validate_record(record: Any, source: str = "record") -> dict:
-    """Check ``record`` against the schema; ValueError naming ``source`` and the bad keys."""
+def record_problem(record: Any) -> str | None:
+    """What is wrong with ``record`` against the schema (the bad or missing keys), or None."""
     if not isinstance(record, dict):
-        raise ValueError(f"{source}: a record must be a JSON object")
+        return "a record must be a JSON object"
     n = record.get("num_classes")
     fields = _fields(n if _is_int(n) else -1)
     missing = [k for k in fields if k not in record]
     if missing:
-        raise ValueError(f"{source}: record lacks key(s) {', '.join(missing)}")
+        return f"record lacks key(s) {', '.join(missing)}"
     bad = [k for k, ok in fields.items() if not ok(record[k])]
     if bad:
-        raise ValueError(f"{source}: bad value for key(s) {', '.join(bad)}")
+        return f"bad value for key(s) {', '.join(bad)}"
     config_keys = set(RunConfig.keys())
     if not config_keys - set(LATER_KEYS) <= set(record["config"]) <= config_keys:
         diff = sorted((set(record["config"]) ^ config_keys) - set(LATER_KEYS))
-        raise ValueError(f"{source}: config keys differ from RunConfig's: {', '.join(diff)}")
+        return f"config keys differ from RunConfig's: {', '.join(diff)}"
     try:
         config = RunConfig.from_dict(record["config"])
-    except ValueError as err:
-        raise ValueError(f"{source}: bad config: {err}") from err
+    except (ValueError, TypeError) as err:  # TypeError: a value of the wrong kind (a list for a name)
+        return f"bad config: {err}"
     if record["epochs"] != config.epochs or record["preset_epochs"] != config.preset_epochs:
-        raise ValueError(f"{source}: epochs/preset_epochs disagree with the config")
+        return "epochs/preset_epochs disagree with the config"
     if "segments" in record and not _segments_ok(record["segments"], record["epochs"]):
-        raise ValueError(f"{source}: bad value for key segments (one entry per process, from epoch 0 upwards)")
+        return "bad value for key segments (one entry per process, from epoch 0 upwards)"
+    return None
+
+
+def validate_record(record: Any, source: str = "record") -> dict:
+    """Check ``record`` against the schema; ValueError naming ``source`` and the bad keys."""
+    problem = record_problem(record)
+    if problem is not None:
+        raise ValueError(f"{source}: {problem}")
     return record
 
 
@@ -178,14 +187,44 @@ def write_record(record: dict, out: str | Path, force: bool = False) -> Path:
     return path
 
 
-def load_record(path: str | Path) -> dict:
-    """Read and validate one record; ValueError naming the file if it is bad."""
+# How to mend a record that cannot be read: records are written whole (kps.io) and never edited.
+RECORD_FIX = "restore it from git, or train its run again with --force"
+
+
+class RecordError(ValueError):
+    """A record file that cannot be used: its ``path`` and ``problem`` (what is wrong with it)."""
+
+    def __init__(self, path: Path, problem: str) -> None:
+        super().__init__(f"{path}: {problem}; {RECORD_FIX}")
+        self.path, self.problem = path, problem
+
+
+def read_record_file(path: str | Path) -> dict:
+    """The record at ``path``, validated; :class:`RecordError` naming the file and what is
+    wrong with it (unreadable, not UTF-8, empty, not JSON, or against the schema)."""
     path = Path(path)
     try:
-        record = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise RecordError(path, f"not a text file ({err.reason} at byte {err.start})") from err
+    except OSError as err:
+        raise RecordError(path, f"cannot be read ({err.strerror or err})") from err
+    if not text.strip():
+        raise RecordError(path, "empty file")
+    try:
+        record = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err})") from err
-    validate_record(record, source=str(path))
+        raise RecordError(path, f"not valid JSON ({err})") from err
+    problem = record_problem(record)
+    if problem is not None:
+        raise RecordError(path, problem)
+    return record
+
+
+def load_record(path: str | Path) -> dict:
+    """Read and validate one record (:func:`read_record_file`), its config completed
+    with the keys it predates."""
+    record = read_record_file(path)
     # keys the record predates (kps.configs.LATER_KEYS) with the values the run had: its preset's
     record["config"] = RunConfig.from_dict(record["config"]).to_dict()
     return record
@@ -200,6 +239,33 @@ def load_records(out: str | Path = "results") -> list[dict]:
         record = load_record(path)
         expected = config_record_path(out, RunConfig.from_dict(record["config"]))
         if expected != path:
-            raise ValueError(f"{path}: its config belongs at {expected}")
+            raise RecordError(path, f"its config belongs at {expected}")
         records.append(record)
     return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m kps.results [FOLDER ...]``: read every record under each FOLDER
+    (default results/) as the result pages do; one line naming the first bad file
+    and what is wrong with it (exit 2), else how many records were read.  `make site`
+    runs it first, so that a damaged record is named before any page is executed."""
+    import sys
+
+    roots = [Path(a) for a in (sys.argv[1:] if argv is None else argv)] or [Path("results")]
+    read: set[Path] = set()
+    try:
+        for root in roots:
+            load_records(root)  # the pages' reader: also checks where each record lies
+            for path in sorted(root.rglob("seed*.json")):  # and the records of roots within (results/bf16-check/...)
+                if not any(part.startswith(".") for part in path.relative_to(root).parts):
+                    read_record_file(path)
+                    read.add(path)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{len(read)} records under {', '.join(map(str, roots))}: all readable")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

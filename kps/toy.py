@@ -32,7 +32,8 @@ from torch import nn
 
 from kps.augment import GPUAugment
 from kps.configs import RunConfig, make_config
-from kps.data import CIFAR10_CLASSES, DATASETS, LTData, build_dataset
+from kps.data import CIFAR10_CLASSES, LTData, build_dataset
+from kps.datasets import DATASETS
 from kps.io import atomic_write_text
 from kps.env import device_name, git_state
 from kps.train import Trainer

@@ -35,6 +35,7 @@ which also detects divergence (NaN/inf -> TrainingDiverged).
 from __future__ import annotations
 
 import math
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -47,8 +48,8 @@ import torch.nn as nn
 from tqdm import tqdm  # plain text bar: notebooks here have no ipywidgets
 
 from kps.batches import LoaderBatches, TensorBatches, augment_for, load_data, shard, targets_of
-from kps.checkpoints import (checkpoint_path, default_checkpoint_dir, progress_path, read_progress,
-                             saved_epochs, write_progress)
+from kps.checkpoints import (checkpoint_path, default_checkpoint_dir, epochs_held, load_checkpoint, saved_epochs,
+                             unreadable_checkpoint, write_progress)
 from kps.configs import RESUMABLE_KEYS, RunConfig
 from kps.data import LTData, TensorSplit
 from kps.distributed import Distributed, init_distributed
@@ -58,15 +59,11 @@ from kps.losses import make_loss
 from kps.metrics import count_correct, eval_errors, summarize
 from kps.models import Scores, make_model
 from kps.params import kps_parameters
-from kps.results import SCHEMA_VERSION, config_record_path, validate_record, write_record
+from kps.results import (SCHEMA_VERSION, RecordError, config_record_path, read_record_file, validate_record,
+                         write_record)
 from kps.schedules import drw_weights, ga_active, learning_rate
 
-__all__ = ["TrainingDiverged", "TrainingInterrupted", "Trainer", "train", "make_trainer", "check_outputs",
-           "loss_options", "EVAL_BATCH",
-           # the homes of these are kps.batches, kps.checkpoints and kps.env; named here for the
-           # trainer's callers (notebooks, tests) that patch or read them through kps.train
-           "load_data", "augment_for", "checkpoint_path", "default_checkpoint_dir", "progress_path",
-           "read_progress", "device_name", "git_state"]
+__all__ = ["TrainingDiverged", "TrainingInterrupted", "Trainer", "train", "loss_options", "EVAL_BATCH"]
 
 EVAL_BATCH = 1000
 # torch.compile modes that record CUDA graphs (cudagraph trees): a step's outputs are
@@ -86,12 +83,27 @@ class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
+def stderr_is_terminal() -> bool:
+    """Whether progress goes to a terminal (a bar), or to a notebook or a file (lines)."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed streams
+        return False
+
+
+def clock(seconds: float) -> str:
+    """``seconds`` as H:MM:SS."""
+    whole = int(round(seconds))
+    return f"{whole // 3600}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
 def seed_of(*words: int) -> int:
     """A 63-bit seed derived from ``words`` (run seed, stream, rank) by numpy's SeedSequence."""
     return int(np.random.SeedSequence(list(words)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
 
-def make_optimizer(params: Any, config: RunConfig, device: torch.device) -> torch.optim.SGD:
+def _optimizer(params: Any, config: RunConfig, device: torch.device) -> torch.optim.SGD:
+    """SGD with the config's momentum, weight decay and Nesterov switch (fused where asked)."""
     kwargs = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
                   nesterov=config.nesterov)
     if config.fused_sgd:
@@ -102,25 +114,25 @@ def make_optimizer(params: Any, config: RunConfig, device: torch.device) -> torc
     return torch.optim.SGD(params, **kwargs)
 
 
-def compile_fn(fn: Any, compile_mode: str) -> Any:
+def _compile(fn: Any, compile_mode: str) -> Any:
     """``torch.compile(fn)`` in ``compile_mode`` with static shapes; None for "none"."""
     return None if compile_mode == "none" else torch.compile(fn, mode=compile_mode, dynamic=False)
 
 
-def new_compiled_step(compile_mode: str) -> None:
+def _new_compiled_step(compile_mode: str) -> None:
     """Under torch.compile's CUDA graphs, start a new step: the previous replay's
     outputs have been consumed and may be overwritten."""
     if compile_mode in CUDAGRAPH_COMPILE_MODES:
         torch.compiler.cudagraph_mark_step_begin()
 
 
-def sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+def _sgd_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
 
@@ -134,7 +146,7 @@ def loss_options(config: RunConfig) -> dict[str, Any]:
     return options
 
 
-def check_every(checkpoint_every: int) -> None:
+def _check_every(checkpoint_every: int) -> None:
     if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
 
@@ -144,62 +156,87 @@ class Trainer:
 
     def __init__(self, config: RunConfig, data: LTData, device: torch.device | str = "cpu", *,
                  num_workers: int = 8) -> None:
-        self.config, self.data = config, data
+        self.config, self.data, self.spec = config, data, config.spec
         self.device = torch.device(device)
-        if self.device.type == "cuda":  # as the LDAM-DRW/KPS scripts: cuDNN times its algorithms per shape
-            torch.backends.cudnn.benchmark = True
         self.ctx = Distributed.current()
-        if config.bf16 and self.device.type == "cpu" and not cpu_bf16_units():
+        self._check(data)
+        self.counts, self.num_classes = list(data.counts), data.num_classes
+        self.source = self._batches(data, num_workers)
+        self.n_train, self.n_test = len(targets_of(data.train)), len(targets_of(data.test))
+        # the order below is the order of the random draws: the model's initial weights first
+        self._build_model()
+        self._build_loss()
+        self._seed_generators()
+        self._start_history()
+
+    def _check(self, data: LTData) -> None:
+        """What this device, these processes and this data can run, before any work."""
+        c = self.config
+        if c.bf16 and self.device.type == "cpu" and not cpu_bf16_units():
             raise ValueError(f"bf16 needs a CPU with bf16 units ({' or '.join(BF16_CPU_FLAGS)} in its flags); "
                              f"{device_name(self.device)} has none: run without --bf16 (fp32)")
-        if config.batch_size % self.ctx.world_size:
-            raise ValueError(f"batch size {config.batch_size} is not divisible by the {self.ctx.world_size} processes")
-        self.spec = config.spec
-        self.counts = list(data.counts)
-        self.num_classes = data.num_classes
-        if len(self.counts) != self.num_classes:
-            raise ValueError(f"{data.name}: {len(self.counts)} class counts for {self.num_classes} classes")
-
+        if c.batch_size % self.ctx.world_size:
+            raise ValueError(f"batch size {c.batch_size} is not divisible by the {self.ctx.world_size} processes")
+        if len(data.counts) != data.num_classes:
+            raise ValueError(f"{data.name}: {len(data.counts)} class counts for {data.num_classes} classes")
         if isinstance(data.train, TensorSplit):
             size = tuple(data.train.images.shape[-2:])
-            if size != (config.image_size, config.image_size):
+            if size != (c.image_size, c.image_size):
                 raise ValueError(f"{data.name}: images are {size[0]}x{size[1]}, the config wants "
-                                 f"{config.image_size}x{config.image_size}; load them with kps.train.load_data")
-            self.source: TensorBatches | LoaderBatches = TensorBatches(data, self.device, augment_for(data))
-        else:
-            self.source = LoaderBatches(data, self.device, num_workers)
-        self.n_train, self.n_test = len(targets_of(data.train)), len(targets_of(data.test))
+                                 f"{c.image_size}x{c.image_size}; load them with kps.batches.load_data")
 
-        torch.manual_seed(config.seed)
-        model = make_model(config.arch, self.num_classes, head=self.spec.head, prior_bias=self.spec.prior_bias,
-                           width=config.width)
-        if config.channels_last:
+    def _batches(self, data: LTData, num_workers: int) -> TensorBatches | LoaderBatches:
+        """How the images reach the device: small ones resident there and augmented there,
+        large ones through a DataLoader."""
+        if isinstance(data.train, TensorSplit):
+            return TensorBatches(data, self.device, augment_for(data))
+        return LoaderBatches(data, self.device, num_workers)
+
+    def _build_model(self) -> None:
+        """The network of Table 2 from the run's seed, in its memory format, on the device
+        (wrapped for DDP under torchrun), its compiled step and evaluation, and SGD."""
+        c = self.config
+        if self.device.type == "cuda":  # as the LDAM-DRW/KPS scripts: cuDNN times its algorithms per shape
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(c.seed)
+        model = make_model(c.arch, self.num_classes, head=self.spec.head, prior_bias=self.spec.prior_bias,
+                           width=c.width)
+        if c.channels_last:
             model = model.to(memory_format=torch.channels_last)
         self.model = model.to(self.device)
-        self.net = Scores(self.model, config.bf16)
+        self.net = Scores(self.model, c.bf16)
         self.train_net: nn.Module = self.net
         if self.ctx.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_net = nn.parallel.DistributedDataParallel(self.net, device_ids=ids)
-        self.compiled_loss = compile_fn(self.batch_loss, config.compile)
-        self.compiled_eval = compile_fn(self.net, config.compile)
-        self.optimizer = make_optimizer(self.model.parameters(), config, self.device)
-        self.loss_fn = make_loss(self.spec.loss, self.counts, **loss_options(config)).to(self.device)
+        self.compiled_loss = _compile(self.batch_loss, c.compile)
+        self.compiled_eval = _compile(self.net, c.compile)
+        self.optimizer = _optimizer(self.model.parameters(), c, self.device)
+
+    def _build_loss(self) -> None:
+        """The method's loss over the class counts and, for KPS, the radii r_j of eq. 13."""
+        c = self.config
+        self.loss_fn = make_loss(self.spec.loss, self.counts, **loss_options(c)).to(self.device)
         # no per-step value checks (each is a host synchronisation): a diverged run shows
         # as a non-finite epoch loss, which end_epoch turns into TrainingDiverged
         self.loss_fn.check_values = False
         self.radius = None
         if self.spec.loss == "kps":
-            r = kps_parameters(self.counts, config.n_base, config.m_max, config.s_base, config.ga_variant).r
+            r = kps_parameters(self.counts, c.n_base, c.m_max, c.s_base, c.ga_variant).r
             self.radius = torch.as_tensor(r, dtype=torch.float32, device=self.device)
 
-        gen_device = self.source.generator_device
-        self.order_gen = torch.Generator(gen_device).manual_seed(seed_of(config.seed, 1))
-        self.aug_gen = torch.Generator(gen_device).manual_seed(seed_of(config.seed, 2, self.ctx.rank))
-        self.mix_rng = np.random.default_rng(seed_of(config.seed, 3, self.ctx.rank))
-        # the loss's own draws (EQL's masks), on the training device, from a generator of this run alone
-        self.loss_gen = torch.Generator(self.device).manual_seed(seed_of(config.seed, 4, self.ctx.rank))
+    def _seed_generators(self) -> None:
+        """The run's own random streams, each from the seed (and the rank): data order,
+        augmentation, mixup's lam, and the loss's draws (EQL's masks, on the device)."""
+        seed, rank, gen_device = self.config.seed, self.ctx.rank, self.source.generator_device
+        self.order_gen = torch.Generator(gen_device).manual_seed(seed_of(seed, 1))
+        self.aug_gen = torch.Generator(gen_device).manual_seed(seed_of(seed, 2, rank))
+        self.mix_rng = np.random.default_rng(seed_of(seed, 3, rank))
+        self.loss_gen = torch.Generator(self.device).manual_seed(seed_of(seed, 4, rank))
         self.loss_fn.generator = self.loss_gen
+
+    def _start_history(self) -> None:
+        """Nothing trained yet: epoch 0 next, no checkpoint, no evaluation, this process's segment."""
         self.lr = float("nan")  # the current epoch's, set by set_epoch
         self.next_epoch = 0
         self.saved: int | None = None  # next_epoch of the checkpoint on disk
@@ -233,7 +270,7 @@ class Trainer:
         c = self.config
         self.lr = learning_rate(epoch, base_lr=c.lr, warmup_epochs=c.warmup_epochs, decay_epochs=c.decay_epochs,
                                 decay_ratio=c.decay_ratio, style=c.lr_style)
-        set_lr(self.optimizer, self.lr)
+        _set_lr(self.optimizer, self.lr)
         if self.spec.ga:
             self.loss_fn.ga = ga_active(epoch, c.ga_switch_epoch)
         if self.spec.drw:
@@ -272,11 +309,11 @@ class Trainer:
             coefficients = torch.tensor([lam, 1 - lam], dtype=torch.float32).to(y.device, non_blocking=True)
             mix = (coefficients[0], coefficients[1], perm)
         if self.compiled_loss is not None and len(y) == full:
-            new_compiled_step(self.config.compile)
+            _new_compiled_step(self.config.compile)
             loss = self.compiled_loss(x, y, mix)
         else:
             loss = self.batch_loss(x, y, mix)
-        sgd_step(self.optimizer, loss)
+        _sgd_step(self.optimizer, loss)
         return loss
 
     def train_epoch(self, epoch: int, indices: torch.Tensor, progress: tqdm | None = None) -> float:
@@ -311,35 +348,25 @@ class Trainer:
             for buffer in self.model.buffers():
                 dist.broadcast(buffer, 0)
         indices = torch.arange(self.ctx.rank, self.n_test, self.ctx.world_size, device=self.source.generator_device)
-        counts = torch.zeros(1, 3, self.num_classes, dtype=torch.long, device=self.device)
+        counts = torch.zeros(3, self.num_classes, dtype=torch.long, device=self.device)
         radius = torch.ones(self.num_classes, device=self.device) if self.radius is None else self.radius
 
         def scores(x: torch.Tensor) -> torch.Tensor:
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             if self.compiled_eval is not None and len(x) == EVAL_BATCH:
-                new_compiled_step(self.config.compile)
-                return self.compiled_eval(x).float().unsqueeze(0)
-            return self.net(x).float().unsqueeze(0)
+                _new_compiled_step(self.config.compile)
+                return self.compiled_eval(x).float()
+            return self.net(x).float()
 
-        count_correct(self.source.test_batches(indices, EVAL_BATCH), scores, radius.unsqueeze(0), counts)
-        counts = counts[0]
+        count_correct(self.source.test_batches(indices, EVAL_BATCH), scores, radius, counts)
         if self.ctx.world_size > 1:
             dist.all_reduce(counts)
-        return self.read_counts(counts)
-
-    def read_counts(self, counts: torch.Tensor) -> dict[str, np.ndarray]:
-        """(3, classes) device counts as the record's per-class arrays (one host synchronisation)."""
-        total, correct, correct_r = counts.cpu().numpy()
+        total, correct, correct_r = counts.cpu().numpy()  # the pass's one host synchronisation
         out = {"total": total, "correct": correct}
         if self.radius is not None:
             out["correct_rcos"] = correct_r
         return out
-
-    def eval_due(self, epoch: int) -> bool:
-        c = self.config
-        dense = c.eval_dense_from is not None and epoch >= c.eval_dense_from
-        return dense or (epoch + 1) % c.eval_every == 0 or epoch == c.epochs - 1
 
     def checkpoint_due(self, epoch: int, checkpoint_every: int) -> bool:
         """Whether the checkpoint is written after ``epoch``: every ``checkpoint_every``-th
@@ -445,24 +472,34 @@ class Trainer:
         """Train epochs ``next_epoch .. epochs-1`` and return the record; on rank 0
         ``checkpoint`` is written as :meth:`end_epoch` says.  Ctrl-C (SIGINT) raises
         TrainingInterrupted, which says what the checkpoint holds."""
-        check_every(checkpoint_every)
+        _check_every(checkpoint_every)
         c = self.config
         show = self.ctx.main and not quiet
+        # a bar where stderr is a terminal; elsewhere (a notebook under papermill, a log file) a bar's
+        # carriage returns show nothing useful: one line per epoch instead
+        bar_shown = show and stderr_is_terminal()
         last: dict[str, np.ndarray] | None = None
+        seconds: list[float] = []  # this process's epochs, for the time still to go
         with tqdm(total=c.epochs, initial=self.next_epoch, desc=f"{c.method} seed {c.seed}", unit="epoch",
-                  disable=not show, dynamic_ncols=True,
+                  disable=not bar_shown, dynamic_ncols=True,
                   bar_format="{l_bar}{bar}| {n:.1f}/{total_fmt} epochs [{elapsed}<{remaining}{postfix}]") as bar:
             try:
                 for epoch in range(self.next_epoch, c.epochs):
                     t0 = time.perf_counter()
-                    loss = self.train_epoch(epoch, self.epoch_indices(), bar if show else None)
-                    result = self.evaluate() if self.eval_due(epoch) else None
+                    loss = self.train_epoch(epoch, self.epoch_indices(), bar if bar_shown else None)
+                    result = self.evaluate() if c.evaluates(epoch) else None
                     last = result or last
-                    row = self.end_epoch(epoch, loss, result, time.perf_counter() - t0, checkpoint, checkpoint_every)
-                    if show:
-                        err = f" err {row['test_error']:.2f}" if "test_error" in row else ""
+                    seconds.append(time.perf_counter() - t0)
+                    row = self.end_epoch(epoch, loss, result, seconds[-1], checkpoint, checkpoint_every)
+                    err = f" err {row['test_error']:.2f}" if "test_error" in row else ""
+                    if bar_shown:
                         bar.set_postfix_str(f"loss {loss:.4f} lr {row['lr']:.4g}{err}", refresh=False)
                         bar.update(self.next_epoch - bar.n)
+                    elif show:
+                        left = (c.epochs - self.next_epoch) * sum(seconds) / len(seconds)
+                        print(f"{c.method} seed {c.seed}: epoch {self.next_epoch}/{c.epochs} loss {loss:.4f} "
+                              f"lr {row['lr']:.4g}{err} ({seconds[-1]:.1f} s; about {clock(left)} to go)",
+                              file=sys.stderr, flush=True)
             except KeyboardInterrupt as err:
                 raise self.interrupted(checkpoint) from err
         if last is None:  # resumed after the last epoch: evaluate the restored weights
@@ -473,7 +510,7 @@ class Trainer:
         """What a Ctrl-C leaves: the epoch it stopped in, and what the checkpoint holds."""
         c = self.config
         saved = saved_epochs(checkpoint) if checkpoint is not None else None
-        held = f"checkpoint {checkpoint} holds epochs 1-{saved}" if saved else "no checkpoint yet"
+        held = f"checkpoint {checkpoint} holds {epochs_held(saved)}" if saved else "no checkpoint yet"
         return TrainingInterrupted(f"{c.method} seed {c.seed} stopped in epoch {self.next_epoch + 1} "
                                    f"of {c.epochs}; {held}")
 
@@ -530,13 +567,14 @@ def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path 
     final weights; it never stands in for training: with ``force`` (a record
     replaced) the run trains again from epoch 1.  An existing record is an error
     unless ``force``; nothing is written before these checks pass."""
-    check_every(checkpoint_every)
+    _check_every(checkpoint_every)
     checkpoint_dir = default_checkpoint_dir(out) if checkpoint_dir is None else checkpoint_dir
+    record_file, ckpt = config_record_path(out, config), checkpoint_path(checkpoint_dir, config)
     ctx, dev = init_distributed(device)
     problem: Exception | None = None
     if ctx.main:
         try:
-            check_outputs(config, out, checkpoint_dir, force)
+            _check_outputs(record_file, ckpt, force)
         except (ValueError, FileExistsError) as err:
             problem = err
     if ctx.world_size > 1:  # every rank stops if rank 0 cannot write
@@ -547,38 +585,44 @@ def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path 
         raise problem
     if data is None:
         data = load_data(config, data_root)
-    trainer, ckpt = make_trainer(config, data, dev, checkpoint_dir, resume=resume, quiet=quiet or not ctx.main,
-                                 num_workers=num_workers, finished_ok=not force)
+    trainer = _make_trainer(config, data, dev, ckpt, resume=resume, quiet=quiet or not ctx.main,
+                            num_workers=num_workers, finished_ok=not force)
     record = trainer.fit(ckpt, quiet=quiet, checkpoint_every=checkpoint_every)
     if ctx.main:
         write_record(record, out, force=force)
     return record
 
 
-def check_outputs(config: RunConfig, out: str | Path, checkpoint_dir: str | Path, force: bool) -> None:
+def _check_outputs(record_file: Path, checkpoint: Path, force: bool) -> None:
     """Before any work: the results and checkpoint folders are writable and the
     run's record does not exist yet (unless ``force``)."""
-    rec_path = config_record_path(out, config)
-    check_writable_dir(rec_path.parent, "results folder")
-    if rec_path.exists() and not force:
-        raise FileExistsError(f"record {rec_path} exists; records are immutable: use another seed, or --force")
-    check_writable_dir(checkpoint_path(checkpoint_dir, config).parent, "checkpoint folder")
+    check_writable_dir(record_file.parent, "results folder")
+    if record_file.exists() and not force:
+        try:
+            read_record_file(record_file)
+        except RecordError as err:  # said apart: the pages would fail on it, and --force is the way out
+            raise ValueError(f"record {record_file} exists but is damaged ({err.problem}); --force trains the run "
+                             "again and replaces it") from err
+        raise FileExistsError(f"record {record_file} exists; records are immutable: use another seed, or --force")
+    check_writable_dir(checkpoint.parent, "checkpoint folder")
 
 
-def make_trainer(config: RunConfig, data: LTData, device: torch.device | str, checkpoint_dir: str | Path, *,
-                 resume: bool, quiet: bool = True, num_workers: int = 8,
-                 finished_ok: bool = True) -> tuple[Trainer, Path]:
-    """A Trainer for ``config`` and its checkpoint path; with ``resume`` it continues
-    from that checkpoint if there is one (a finished one only if ``finished_ok``: it
-    then only writes its run's record)."""
+def _make_trainer(config: RunConfig, data: LTData, device: torch.device | str, ckpt: Path, *,
+                  resume: bool, quiet: bool = True, num_workers: int = 8, finished_ok: bool = True) -> Trainer:
+    """A Trainer for ``config``; with ``resume`` it continues from its checkpoint ``ckpt``
+    if there is one (a finished one only if ``finished_ok``: it then only writes its
+    run's record)."""
     trainer = Trainer(config, data, device, num_workers=num_workers)
-    ckpt = checkpoint_path(checkpoint_dir, config)
     saved = saved_epochs(ckpt) if ckpt.exists() else None
     if resume and ckpt.exists() and (finished_ok or saved != config.epochs):
-        trainer.load_state(torch.load(ckpt, map_location="cpu", weights_only=False), str(ckpt))
+        state = load_checkpoint(ckpt)
+        try:
+            trainer.load_state(state, str(ckpt))
+        except (KeyError, IndexError, TypeError, RuntimeError) as err:  # a dict of the wrong shape or sizes
+            raise unreadable_checkpoint(ckpt, err) from err
         if not quiet:
             tqdm.write(f"resuming {ckpt} after epoch {trainer.next_epoch}")
     elif ckpt.exists():
         # said even when quiet: work is thrown away
-        tqdm.write(f"starting again at epoch 1: the checkpoint {ckpt} (epochs 1-{saved or '?'}) is replaced")
-    return trainer, ckpt
+        tqdm.write(f"starting again at epoch 1: the checkpoint {ckpt} ({epochs_held(saved)}) is replaced")
+    return trainer

@@ -23,7 +23,8 @@ from synthetic import strip_timing, synthetic_data, tiny_overrides
 
 from kps.configs import RunConfig, make_config
 from kps.env import device_name
-from kps.train import git_state, train
+from kps.env import git_state
+from kps.train import train
 
 GOLDEN = Path(__file__).with_name("golden_records.json")
 

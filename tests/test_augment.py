@@ -9,7 +9,7 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 from kps.augment import GPUAugment, crop_flip, large_image_transform
-from kps.data import CIFAR_MEAN, CIFAR_STD
+from kps.datasets import CIFAR_MEAN, CIFAR_STD
 
 # chi-square 0.999 quantiles (df=80: 9x9 offsets; df=8: 9 positions, two-sample)
 CHI2_999_DF80 = 124.84

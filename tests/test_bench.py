@@ -1,12 +1,12 @@
-"""bench/: the benchmark script on CPU with tiny limits, the grid plan drawn from a
-bench result, the grid stage interrupted at its deadline and resumed, the packing of
-what a job returns, and the GPU grid against the paper's Tables 3 and 5."""
+"""bench/: the benchmark script on CPU with tiny limits, the GPU job's workers bench
+(K worker processes of the runner) and its choice of K, the grid stage interrupted at
+its deadline and resumed, the packing of what a job returns, and the GPU grid against
+the paper's Tables 3 and 5."""
 
 import csv
 import importlib.util
 import json
 import math
-import statistics
 import subprocess
 import sys
 import tarfile
@@ -40,33 +40,38 @@ grid = _load("grid")
 # --------------------------------------------------------------------------- what the job trains
 
 
-def test_gpu_grid_seed_0_is_every_implemented_row_of_tables_3_and_5():
-    """The job trains kps.runner.GRIDS["gpu"]: seed 0 of every row of Tables 3 and 5 that is
-    implemented (KPS-GA under both GA readings and the authors' full setting) first, at
-    the paper's protocol on the JPEG copy at imbalance 100, then seeds 1 and 2."""
-    from kps.runner import GRIDS
+def test_the_gpu_job_trains_the_gpu_grid_with_every_implemented_row_of_tables_3_and_5():
+    """The job trains kps.grids.GRIDS["gpu"] with the CUDA fast path: seed 0 of every
+    implemented row of Tables 3 and 5 at the paper's protocol on the JPEG copy at
+    imbalance 100 (KPS-GA under both GA readings and the authors' full setting)."""
+    from kps.grids import GRIDS
 
     with open(REPO / "book" / "paper_numbers.csv", newline="") as handle:
         in_tables = {row["method"] for row in csv.DictReader(handle) if row["table"] in ("3", "5")}
     implemented = in_tables & set(METHODS)
     assert implemented == {"ce", "focal", "cb_focal", "cosface", "arcface", "ldam_drw", "la", "eql",
                            "kps", "kps_drw", "kps_ga"}
-    configs = GRIDS["gpu"]()
-    first = configs[:13]
-    assert {c.seed for c in first} == {0} and len(configs) == 39
-    assert {(c.dataset, c.imbalance, c.epochs, c.preset) for c in configs} == {("cifar10-jpeg", 100.0, 200, "cifar10_lt")}
-    assert {c.method for c in first} == implemented
-    ga = sorted((c.ga_variant, c.lr_style, c.m_max, c.subset_seed) for c in first if c.method == "kps_ga")
+    configs = grid.job_configs("gpu", "cuda")
+    assert configs == GRIDS["gpu"]()
+    seed0 = [c for c in configs if c.seed == 0 and c.imbalance == 100.0]
+    assert implemented <= {c.method for c in seed0}
+    assert {(c.dataset, c.epochs, c.preset, c.compile) for c in configs} == {
+        ("cifar10-jpeg", 200, "cifar10_lt", "reduce-overhead")}
+    ga = sorted((c.ga_variant, c.lr_style, c.m_max, c.subset_seed) for c in seed0 if c.method == "kps_ga")
     assert len(ga) == 3 and ga[0][0] == "official" and ga[-1][0] == "paper" and (0.2, 666) in {g[2:] for g in ga}
-    assert sorted(c.seed for c in configs[13:]) == [1] * 13 + [2] * 13
+    smoke = grid.job_configs("gpu", "cpu", {"width": 4, "epochs": 1})
+    assert {(c.width, c.epochs, c.compile, c.fused_sgd) for c in smoke} == {(4, 1, "none", False)}
+    with pytest.raises(ValueError, match="unknown grid 'tpu'"):
+        grid.job_configs("tpu", "cuda")
 
 
 # --------------------------------------------------------------------------- the benchmark
 
 
 def test_bench_tiny_cpu_run(tmp_path, monkeypatch):
-    """Reference and fast path timed; a fast mode that fails is recorded under ``failed``
-    and the others stay measured; the fast path's switches are kps.configs.fast_path's."""
+    """The reference and the named contenders timed one after the other; one that fails is
+    recorded under ``failed`` and the others stay measured; a contender's switches are the
+    device's fast path with its own precision and compile mode."""
     real = bench.Trainer
 
     def trainer(config, *args, **kwargs):
@@ -77,133 +82,99 @@ def test_bench_tiny_cpu_run(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "Trainer", trainer)
     emitted = []
     result = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=1, warmup_epochs=1,
-                                 limit_steps=1, workers=0, fast_modes=("none", "default"), batch_size=8,
+                                 limit_steps=1, workers=0, contenders=("fp32", "fp32+default"), batch_size=8,
                                  emit=lambda d: emitted.append((sorted(d["trainers"]), d["complete"])))
-    assert emitted == [(["reference"], False), (["fast_none", "reference"], False),
-                       (["fast_none", "reference"], False), (["fast_none", "reference"], True)]
-    assert result["failed"] == {"fast_default": "RuntimeError: compile failed (test)"}
+    assert emitted == [(["reference"], False), (["fp32", "reference"], False),
+                       (["fp32", "reference"], False), (["fp32", "reference"], True)]
+    assert result["failed"] == {"fp32+default": "RuntimeError: compile failed (test)"}
     path = bench.write_result(result, bench.output_path(result, tmp_path / "b.json", None))
     doc = json.loads(path.read_text())
     assert doc["schema"] == bench.SCHEMA and doc["complete"] is True
     assert doc["device_type"] == "cpu" and doc["device"].startswith("cpu")
-    assert set(doc["trainers"]) == {"reference", "fast_none"}
+    assert set(doc["trainers"]) == {"reference", "fp32"} and doc["config"]["contenders"] == [
+        "reference", "fp32", "fp32+default"]
     for name, r in doc["trainers"].items():
         assert r["train_images_per_epoch"] == 8 and r["eval_images_per_epoch"] == 8, name
-        for key in ("train_images_per_s", "eval_images_per_s", "train_s_per_epoch", "epoch_s", "achieved_tflops"):
+        for key in ("train_images_per_s", "eval_images_per_s", "train_s_per_epoch", "eval_s_per_epoch", "epoch_s",
+                    "achieved_tflops"):
             assert r[key] > 0, (name, key)
+        assert r["epoch_s"] == r["train_s_per_epoch"] + r["eval_s_per_epoch"]
         assert len(r["train_s"]) == 1 and len(r["warmup_train_s"]) == 1
         assert len(r["train_losses"]) == 2 and all(math.isfinite(x) and x > 0 for x in r["train_losses"]), name
         assert r["fraction_of_bf16_peak"] is None and r["projected_run_s"] is None  # CPU, limited steps
-    ratio = doc["ratios"]["fast_none_vs_reference"]["train_images_per_s"]
-    assert ratio == pytest.approx(doc["trainers"]["fast_none"]["train_images_per_s"]
+    assert (doc["trainers"]["fp32"]["precision"], doc["trainers"]["fp32"]["compile"]) == ("fp32", "none")
+    ratio = doc["ratios"]["fp32_vs_reference"]["train_images_per_s"]
+    assert ratio == pytest.approx(doc["trainers"]["fp32"]["train_images_per_s"]
                                   / doc["trainers"]["reference"]["train_images_per_s"])
     # ResNet-32 (cosine head, 10 classes): FLOPs per 32x32 image, forward+backward and forward
     assert doc["flops"]["train_per_image"] == 412290816 and doc["flops"]["eval_per_image"] == 137725184
-    fast = doc["config"]["fast_configs"]["none"]
+    fast = doc["config"]["fast_configs"]["fp32"]
     assert doc["config"]["batch_size"] == 8
-    assert {k: fast[k] for k in fast_path("cpu")} == fast_path("cpu") == {
-        "channels_last": True, "fused_sgd": False, "bf16": bool(cpu_bf16_units()), "compile": "none"}
+    assert {k: fast[k] for k in fast_path("cpu")} == dict(fast_path("cpu"), bf16=False)
     assert doc["peak"] == {"assumed_bf16_dense_tflops": None, "source": "not a CUDA device",
                            "measured_bf16_matmul_tflops": None}
-    # the fast-path switches in a timed mode: fast_path's, that mode's compile
-    cuda = bench.fast_config(bench.make_config("cifar10", "kps"), torch.device("cuda"), "none")
-    assert (cuda.channels_last, cuda.fused_sgd, cuda.bf16, cuda.compile) == (True, True, True, "none")
 
 
-def test_bench_times_runs_stacked():
-    """--stack 2: two copies of seed 0 trained as one network (kps.stack.Stack), right
-    after their mode alone, here on 2 batches per epoch (as the job's smoke); every copy
-    trains as the run alone (the first epoch to float noise, the next within 1%), the
-    copies agree with each other bit for bit, and the rates follow from the round time."""
-    emitted = []
-    result = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=1, warmup_epochs=1, workers=0,
-                                 batch_size=32, limit_steps=2, stack=2,
-                                 emit=lambda d: emitted.append((sorted(d["trainers"]), "stacked" in d)))
-    assert emitted == [(["reference"], False), (["fast_none", "reference"], False),
-                       (["fast_none", "reference"], True), (["fast_none", "reference"], True)]
-    s = result["stacked"]
-    assert (s["runs"], s["compile"], s["seeds"], s["warmup_epochs"], s["stacked_runs"]) == (2, "none", [0, 0], 1,
-                                                                                          [2, 2])
-    assert len(s["round_s"]) == 2 and s["round_s_median"] == s["round_s"][1]
-    assert s["epochs_per_s"] == pytest.approx(2 / s["round_s_median"])
-    assert s["train_images_per_s"] == pytest.approx(2 * 2 * 32 / s["round_s_median"])  # 2 runs x 2 batches of 32
-    assert s["epoch_rate_vs_reference"] == pytest.approx(result["trainers"]["reference"]["epoch_s"] * s["epochs_per_s"])
-    assert s["epoch_rate_vs_alone"] == pytest.approx(result["trainers"]["fast_none"]["epoch_s"] * s["epochs_per_s"])
-    alone = result["trainers"]["fast_none"]["train_losses"]
-    copies = s["train_losses"]
-    assert len(copies) == 2 and copies[1] == copies[0] and len(alone) == 2
-    assert copies[0][0] == pytest.approx(alone[0], rel=1e-5) and copies[0] == pytest.approx(alone, rel=1e-2)
-    agree = s["train_loss_vs_alone"]
-    assert agree["epochs_compared"] == 2
-    assert agree["max_abs_diff"] == pytest.approx(max(abs(x - a) for x, a in zip(copies[0], alone)))
-    assert agree["max_rel_diff"] == pytest.approx(max(abs(x - a) / a for x, a in zip(copies[0], alone)))
-    assert "stacked: 2 copies of one run as one network (none)" in bench._summary(result)
-    with pytest.raises(ValueError, match="need >= 2 runs"):
-        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, stack=1)
+def test_contenders_are_the_fast_path_in_a_precision_and_a_compile_mode():
+    base = bench.make_config("cifar10", "kps")
+    cuda = bench.contender_config(base, torch.device("cuda"), "bf16+reduce-overhead")
+    assert (cuda.channels_last, cuda.fused_sgd, cuda.bf16, cuda.compile) == (True, True, True, "reduce-overhead")
+    cpu = bench.contender_config(base, torch.device("cpu"), "fp32")
+    assert (cpu.channels_last, cpu.fused_sgd, cpu.bf16, cpu.compile) == (True, False, False, "none")
+    assert bench.CONTENDERS["cpu"] == ("reference", "fp32", "bf16", "bf16+default")
+    for bad in ("fp16", "bf16+cuda-graph", "bf16+"):
+        with pytest.raises(ValueError, match="unknown contender"):
+            bench.contender_config(base, torch.device("cpu"), bad)
 
 
-def test_bench_times_separate_processes(tmp_path, jpeg_root):
-    """--processes 2: two processes of one run each (bench.py --child), timed at once after
-    both warmed up; each trains exactly as the run alone (same seed and batches, on CPU bit
-    for bit), and the aggregate rate is the sum of theirs."""
-    out = tmp_path / "bench.json"
-    assert bench.main(["--device", "cpu", "--preset", "cifar10_lt_small", "--epochs", "1", "--warmup-epochs", "1",
-                       "--limit-steps", "2", "--workers", "0", "--threads", "1", "--processes", "2",
-                       "--data-root", str(jpeg_root), "--out", str(out)]) == 0
-    doc = json.loads(out.read_text())
-    p, alone = doc["processes"], doc["trainers"]["fast_none"]
-    assert (p["runs"], p["compile"], p["warmup_epochs"]) == (2, "none", 1) and "failed" not in doc
-    assert [len(times) for times in p["epoch_s"]] == [1, 1]
-    assert p["epochs_per_s"] == pytest.approx(sum(1 / t[0] for t in p["epoch_s"]))
-    assert p["train_images_per_s"] == pytest.approx(p["epochs_per_s"] * 2 * 64)
-    assert p["epoch_rate_vs_alone"] == pytest.approx(alone["epoch_s"] * p["epochs_per_s"])
-    assert p["train_losses"] == [alone["train_losses"]] * 2 and len(alone["train_losses"]) == 2
-    assert p["train_loss_vs_alone"] == {"max_abs_diff": 0.0, "max_rel_diff": 0.0, "epochs_compared": 2}
-    assert doc["config"]["preset"] == "cifar10_lt_small" and doc["config"]["image_size"] == 16
+def test_a_bf16_contender_on_a_cpu_without_bf16_units_is_skipped(monkeypatch):
+    monkeypatch.setattr(bench, "cpu_bf16_units", lambda: ())
+    result = bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, epochs=1, warmup_epochs=0, limit_steps=1,
+                                 workers=0, contenders=("bf16", "fp32"), batch_size=8)
+    assert sorted(result["trainers"]) == ["fp32", "reference"] and "failed" not in result
+    assert result["skipped"]["bf16"].startswith("bf16 needs a CPU with bf16 units (amx_bf16 or avx512_bf16)")
+    assert "bf16: bf16 needs a CPU" in bench._summary(result)
 
 
-def test_loss_agreement_by_hand():
-    agree = bench.loss_agreement([[2.0, 1.0], [2.0, 1.1, 9.0]], [2.0, 1.2])
-    assert agree == {"max_abs_diff": pytest.approx(0.2), "max_rel_diff": pytest.approx(0.2 / 1.2),
-                     "epochs_compared": 2}
-    assert bench.loss_agreement([[1.0]], []) == {"max_abs_diff": None, "max_rel_diff": None, "epochs_compared": 0}
-    assert bench.loss_agreement([[math.nan]], [1.0])["max_rel_diff"] is None
-
-
-def test_bench_refuses_bad_modes_and_limits():
-    with pytest.raises(ValueError, match="unknown compile mode"):
-        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, fast_modes=("cuda-graph",))  # removed from kps
+def test_bench_refuses_bad_contenders_and_limits():
+    with pytest.raises(ValueError, match="unknown contender"):
+        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, contenders=("fp32+cuda-graph",))
     with pytest.raises(ValueError, match="repeat"):
-        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, fast_modes=("none", "none"))
+        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, contenders=("fp32", "fp32"))
     with pytest.raises(ValueError, match="limit_steps"):
         bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, limit_steps=0)
-    with pytest.raises(ValueError, match="child_args"):
-        bench.run_benchmark(synthetic_data(), "cpu", imbalance=100, processes=2)
 
 
 def test_bench_script_on_the_jpeg_copy(tmp_path, jpeg_root):
     out = tmp_path / "bench.json"
     assert bench.main(["--device", "cpu", "--epochs", "1", "--warmup-epochs", "0", "--limit-steps", "1",
-                       "--workers", "1", "--batch-size", "8", "--data-root", str(jpeg_root), "--out", str(out)]) == 0
+                       "--workers", "1", "--batch-size", "8", "--contenders", "fp32", "--data-root", str(jpeg_root),
+                       "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["config"]["dataset_label"] == "CIFAR-10 (JPEG copy)" and doc["config"]["train_images"] == 12406
+    assert (doc["config"]["preset"], doc["config"]["image_size"], doc["config"]["width"]) == ("cifar10_lt", 32, 16)
     assert doc["config"]["test_images"] == 8 and doc["trainers"]["reference"]["compile_overhead_s"] is None
-    assert doc["trainers"]["reference"]["train_images_per_s"] > 0 and doc["trainers"]["fast_none"]["epoch_s"] > 0
-    assert sorted(doc["trainers"]) == ["fast_none", "reference"] and "stacked" not in doc and "processes" not in doc
+    assert doc["trainers"]["reference"]["train_images_per_s"] > 0 and doc["trainers"]["fp32"]["epoch_s"] > 0
+    assert sorted(doc["trainers"]) == ["fp32", "reference"]
 
 
-def test_bench_outputs_gpu_names_and_refuses_cpu_results_dir(tmp_path):
-    gpu = {"device": "NVIDIA H100 80GB HBM3", "device_type": "cuda", "date": "2026-11-26"}
+def test_bench_outputs_gpu_names_and_keeps_checks_out_of_the_results(tmp_path):
+    gpu = {"device": "NVIDIA H100 80GB HBM3", "device_type": "cuda", "date": "2026-11-26",
+           "config": {"limit_steps": None}}
     first = bench.output_path(gpu, None, tmp_path)
     assert first == tmp_path / "nvidia-h100-80gb-hbm3-2026-11-26.json"
     first.write_text("{}")
     assert bench.output_path(gpu, None, tmp_path).name == "nvidia-h100-80gb-hbm3-2026-11-26-2.json"
     assert bench.output_path(gpu, None, None).parent == REPO / "bench" / "results"
     cpu = dict(gpu, device="cpu (x)", device_type="cpu")
-    with pytest.raises(ValueError, match="give --out"):
+    with pytest.raises(ValueError, match="give --out FILE or --out-dir"):
         bench.output_path(cpu, None, None)
-    with pytest.raises(ValueError, match="only GPU-made"):
-        bench.output_path(cpu, REPO / "bench" / "results" / "x.json", None)
+    results = REPO / "bench" / "results"
+    assert bench.output_path(cpu, None, results) == results / "cpu-x-2026-11-26.json"  # named: a result
+    check = dict(cpu, config={"limit_steps": 2})
+    with pytest.raises(ValueError, match="a run with --limit-steps is a check"):
+        bench.output_path(check, None, results)
+    assert bench.output_path(check, tmp_path / "c.json", None) == tmp_path / "c.json"
     assert bench.assumed_bf16_peak("NVIDIA H100 80GB HBM3")[0] == 989.4
     assert bench.assumed_bf16_peak("NVIDIA H200")[0] == 989.4
     assert bench.assumed_bf16_peak("NVIDIA H100 PCIe")[0] == 756.0
@@ -212,79 +183,74 @@ def test_bench_outputs_gpu_names_and_refuses_cpu_results_dir(tmp_path):
 
 def test_bench_cpu_run_without_out_is_refused(capsys):
     assert bench.main(["--device", "cpu", "--data-root", "/nonexistent"]) == 2
-    assert "give --out" in capsys.readouterr().err
+    assert "give --out FILE or --out-dir" in capsys.readouterr().err
+    assert bench.main(["--device", "cpu", "--contenders", "fp16", "--out", "x", "--data-root", "/nonexistent"]) == 2
+    assert "unknown contender 'fp16'" in capsys.readouterr().err
+    # a check refused under bench/results before any data is loaded (the data root does not exist)
+    assert bench.main(["--device", "cpu", "--limit-steps", "1", "--out-dir", str(REPO / "bench" / "results"),
+                       "--data-root", "/nonexistent"]) == 2
+    assert "a run with --limit-steps is a check" in capsys.readouterr().err
 
 
-# --------------------------------------------------------------------------- the grid plan
+# --------------------------------------------------------------------------- the GPU job's stages
 
 
-def _bench_doc(alone_s=0.5, stacked=None, processes=None, device_type="cuda"):
-    mode = fast_path(device_type)["compile"]
-    doc = {"device_type": device_type, "trainers": {"reference": {"epoch_s": 4.0}, "fast_none": {"epoch_s": 2.0},
-                                                     f"fast_{mode}": {"epoch_s": alone_s}}}
-    for key, value in (("stacked", stacked), ("processes", processes)):
-        if value is not None:
-            runs, rate, rel, *compile_mode = value
-            doc[key] = {"runs": runs, "epochs_per_s": rate, "compile": compile_mode[0] if compile_mode else mode,
-                        "train_loss_vs_alone": {"max_rel_diff": rel, "max_abs_diff": rel, "epochs_compared": 4}}
-    return doc
+def _tiny(epochs=2, seed=0):
+    """A run of the CPU-scale protocol shrunk further (4 channels, 8 px, batch 512), fast path."""
+    return bench.make_config("cifar10-jpeg", "ce", preset="cifar10_lt_small", seed=seed, epochs=epochs, width=4,
+                             image_size=8, batch_size=512, **fast_path("cpu"))
 
 
-def test_plan_by_hand():
-    """The fastest measured option (one run alone at 2 epochs/s here), stacked or separate
-    processes only at x1.2 or more with losses within 10% of the run alone, in the fast
-    path's compile mode; never both."""
-    P = grid.Plan
-    assert grid.plan(None) == P(1, 1, "no bench result: one worker, not stacked")
-    assert grid.plan({"device_type": "cuda", "trainers": {"fast_none": {"epoch_s": 1.0}}}).jobs == 1
-    assert "no fast_reduce-overhead" in grid.plan({"device_type": "cuda", "trainers": {}}).why
-    assert grid.plan(_bench_doc()) == P(1, 1, "one run alone (2 epochs/s in reduce-overhead)")
-    stacked = grid.plan(_bench_doc(stacked=(6, 6.0, 1e-3)))
-    assert stacked == P(1, 6, "6 runs stacked as one network: 6 epochs/s, x3.00 one run alone")
-    assert grid.plan(_bench_doc(stacked=(6, 6.0, 1e-3), processes=(4, 4.0, 0.0))) == P(1, 6, stacked.why + (
-        "; not 4 runs in separate processes: 4 epochs/s, x2.00 one run alone, slower"))
-    assert grid.plan(_bench_doc(stacked=(6, 6.0, 1e-3), processes=(4, 10.0, 0.0))) == P(4, 1, (
-        "4 runs in separate processes: 10 epochs/s, x5.00 one run alone; not " + stacked.why + ", slower"))
-    assert grid.plan(_bench_doc(stacked=(6, 2.3, 1e-3))) == P(1, 1, (  # x1.15: below the margin
-        "one run alone (2 epochs/s in reduce-overhead); not 6 runs stacked as one network: 2.3 epochs/s, "
-        "x1.15 one run alone, below x1.2"))
-    off = grid.plan(_bench_doc(stacked=(6, 6.0, 0.5), processes=(4, 2.5, 0.0)))  # stacked losses 50% off
-    assert (off.jobs, off.stack) == (4, 1) and off.why.endswith("differ from the run alone by more than 10% "
-                                                                "(or were not compared)")
-    assert grid.plan(_bench_doc(stacked=(6, 6.0, None))).stack == 1  # losses not compared: not taken
-    assert grid.plan(_bench_doc(stacked=(6, 6.0, 1e-3, "none"))).stack == 1  # another compile mode than the runs'
-    cpu = grid.plan(_bench_doc(alone_s=2.0, processes=(2, 0.9, 0.0), device_type="cpu"))  # fast_none: 0.5/s
-    assert cpu == P(2, 1, "2 runs in separate processes: 0.9 epochs/s, x1.80 one run alone")
+def test_choose_jobs_by_hand():
+    """The K of the largest aggregate rate measured; one worker without a measurement."""
+    assert grid.choose_jobs(None) == (1, "no workers bench: one worker")
+    assert grid.choose_jobs({"workers": {}, "failed": {"1": "x"}})[0] == 1
+    doc = {"workers": {"1": {"epochs_per_s": 1.4}, "2": {"epochs_per_s": 2.1}, "4": {"epochs_per_s": 2.6},
+                       "8": {"epochs_per_s": 2.5}}}
+    assert grid.choose_jobs(doc) == (4, "4 workers: the largest aggregate rate measured (epochs/s by workers: "
+                                        "1: 1.4, 2: 2.1, 4: 2.6, 8: 2.5)")
 
 
-# --------------------------------------------------------------------------- the grid stage
-
-
-def _tiny_grid(jpeg_root):
-    """One short run of the CPU-scale protocol, shrunk further (4 channels, 8 px, batch 512)."""
-    return ["--methods", "ce", "--dataset", "cifar10-jpeg", "--preset", "cifar10_lt_small", "--epochs", "2",
-            "--set", "width=4", "--set", "image_size=8", "--set", "batch_size=512", "--device", "cpu", "--fast",
-            "--threads", "1", "--data-root", str(jpeg_root)]
+def test_workers_bench_times_k_workers_of_the_runner(tmp_path, jpeg_root):
+    """K = 2 worker processes of train-grid at once (the job times K = 1, 2, 4, 8 the same
+    way): each run's epochs per second over the window from its own progress clock, their
+    sum, the document written, the scratch folder removed and no record left (the runs are
+    stopped after the window); a K whose runs do not get going is recorded as failed."""
+    out = tmp_path / "workers.json"
+    doc = grid.bench_workers(_tiny(epochs=70), (2,), work=tmp_path / "w", out_file=out, device="cpu",
+                             data_root=jpeg_root, threads=1, window_s=15.0, log=print)
+    assert json.loads(out.read_text()) == doc and doc["failed"] == {}
+    assert doc["schema"] == "kps-workers/1" and doc["config"]["width"] == 4 and doc["window_s"] == 15.0
+    m = doc["workers"]["2"]
+    assert m["jobs"] == 2 and len(m["epochs_per_s_each"]) == 2 and all(n >= 1 for n in m["epochs"])
+    assert all(r > 0 for r in m["epochs_per_s_each"]) and m["epochs_per_s"] == sum(m["epochs_per_s_each"])
+    assert list((tmp_path / "w").iterdir()) == []
+    assert grid.choose_jobs(doc) == (2, "2 workers: the largest aggregate rate measured (epochs/s by workers: "
+                                        f"2: {m['epochs_per_s']:.3g})")
+    bad = grid.bench_workers(_tiny(epochs=70), (1,), work=tmp_path / "w", out_file=out, device="cpu",
+                             data_root=tmp_path / "no-data", threads=1, log=print)
+    assert bad["workers"] == {} and bad["failed"]["1"].startswith("1 workers: not every run got past epoch 2")
 
 
 def test_grid_interrupted_at_the_deadline_resumes_to_the_same_record(tmp_path, jpeg_root):
-    """The grid stage in a tiny grid: interrupted (SIGINT) in its second epoch, it returns
+    """The grid stage on a tiny grid: interrupted (SIGINT) in its second epoch, it returns
     the run's checkpoint of epoch 1 in checkpoints.tar and no record; a second stage in a
     fresh work folder with that checkpoint finishes the run, to the record of the same run
     trained without a break."""
+    from kps.checkpoints import checkpoint_path, read_progress
     from kps.results import load_record
-    from kps.train import checkpoint_path, read_progress, train
+    from kps.train import train
 
-    args = _tiny_grid(jpeg_root)
-    (config,) = grid.grid_configs(args)
-    assert (config.epochs, config.width, config.image_size, config.channels_last) == (2, 4, 8, True)
+    config = _tiny()
     ckpt = checkpoint_path(tmp_path / "w1" / "checkpoints", config)
     lines = []
-    first = grid.run_grid(args, work=tmp_path / "w1", out=tmp_path / "o1", deadline=time.time() + 300,
+    first = grid.run_grid([config], work=tmp_path / "w1", out=tmp_path / "o1", deadline=time.time() + 300,
+                          device="cpu", data_root=jpeg_root, threads=1, why="test",
                           stop=lambda: (read_progress(ckpt) or {}).get("next_epoch", 0) >= 1, poll_s=0.1,
                           log=lines.append)
-    assert (first["interrupted"], first["exit_status"], first["jobs"], first["stack"]) == (True, 130, 1, 1)
+    assert (first["interrupted"], first["exit_status"], first["jobs"], first["plan"]) == (True, 130, 1, "test")
     assert "grid: asked to stop" in lines and "sending SIGINT to the command" in lines
+    assert any("--config-list" in line and "--jobs 1" in line for line in lines)
     (run,) = first["runs"]
     name = str(ckpt.relative_to(tmp_path / "w1" / "checkpoints"))
     assert (run["status"], run["epochs_done"], run["checkpoint_epochs"], run["checkpoint"]) == \
@@ -295,10 +261,11 @@ def test_grid_interrupted_at_the_deadline_resumes_to_the_same_record(tmp_path, j
         tar.extractall(tmp_path / "w2" / "checkpoints")
     with tarfile.open(tmp_path / "o1" / "results.tar") as tar:
         assert tar.getnames() == []
-    second = grid.run_grid(args, work=tmp_path / "w2", out=tmp_path / "o2", deadline=time.time() + 300, log=print)
+    second = grid.run_grid([config], work=tmp_path / "w2", out=tmp_path / "o2", deadline=time.time() + 300,
+                           device="cpu", data_root=jpeg_root, threads=1, log=print)
     assert (second["interrupted"], second["exit_status"]) == (False, 0)
     (run,) = second["runs"]
-    assert (run["status"], run["epochs_done"], run["stacked_runs"]) == ("done", 2, 1)
+    assert (run["status"], run["epochs_done"]) == ("done", 2)
     with tarfile.open(tmp_path / "o2" / "results.tar") as tar:
         assert tar.getnames() == [run["record"]]
         tar.extractall(tmp_path / "returned")
@@ -315,8 +282,8 @@ def test_grid_interrupted_at_the_deadline_resumes_to_the_same_record(tmp_path, j
     assert run["top1_error"] == whole["top1_error"]
     # a third stage with that record under --existing: counted as done, trained by nobody, not returned again
     lines = []
-    third = grid.run_grid(args, work=tmp_path / "w3", out=tmp_path / "o3", deadline=time.time() + 300,
-                          existing=tmp_path / "returned", log=lines.append)
+    third = grid.run_grid([config], work=tmp_path / "w3", out=tmp_path / "o3", deadline=time.time() + 300,
+                          device="cpu", data_root=jpeg_root, existing=tmp_path / "returned", log=lines.append)
     assert third["runs"][0]["status"] == "done" and third["exit_status"] == 0
     assert lines[0].startswith("grid: 1 runs, 0 without a record") and not any("-m kps" in line for line in lines)
     with tarfile.open(tmp_path / "o3" / "results.tar") as tar:
@@ -351,7 +318,7 @@ def test_after_job_puts_what_came_back_in_place(tmp_path):
     (files / "rec" / "cifar10-jpeg" / "ce" / "imb100").mkdir(parents=True)
     (files / "rec" / "cifar10-jpeg" / "ce" / "imb100" / "seed0.json").write_text("{}")
     subprocess.run(["tar", "-cf", str(files / "results.tar"), "-C", str(files / "rec"), "cifar10-jpeg"], check=True)
-    (files / "nvidia-h100-2026-11-27.json").write_text('{"bench": 1}')
+    (files / "workers.json").write_text('{"workers": 1}')
     (files / "runs.json").write_text('{"runs": []}')
     (files / "job.log").write_text("log")
     (files / "ck").mkdir()
@@ -368,7 +335,7 @@ def test_after_job_puts_what_came_back_in_place(tmp_path):
     assert "records: 1 new" in out.stdout and "data/job-checkpoints-2.tar (1 runs)" in out.stdout
     assert (repo / "results" / "cifar10-jpeg" / "ce" / "imb100" / "seed0.json").read_text() == "{}"
     results = repo / "bench" / "results"
-    assert (results / "nvidia-h100-2026-11-27-job3.json").read_text() == '{"bench": 1}'
+    assert (results / "nvidia-h100-2026-11-27-job3.workers.json").read_text() == '{"workers": 1}'
     assert (results / "nvidia-h100-2026-11-27-job3.runs.json").read_text() == '{"runs": []}'
     assert (results / "nvidia-h100-2026-11-27-job3.log").read_text() == "log"
     assert sorted(p.name for p in (repo / "data").iterdir()) == ["job-checkpoints-2.tar", "job-checkpoints.tar"]

@@ -71,6 +71,22 @@ def test_authors_code_overrides():
     c = make_config("cifar10-jpeg", "kps_ga", **o)
     assert c.m_max == 0.2 and c.lr_style == "official"
     assert authors_code_overrides("imagenet_lt") == {"lr_style": "official", "ga_variant": "official"}
+    # the KPS loss's settings go to the KPS methods only; the training script's to every method
+    assert authors_code_overrides("cifar10-jpeg", "kps") == o
+    assert authors_code_overrides("cifar10-jpeg", "ce") == {"lr_style": "official", "subset_seed": 666}
+    assert authors_code_overrides("imagenet_lt", "ldam_drw") == {"lr_style": "official"}
+    ce = make_config("cifar10-jpeg", "ce", **authors_code_overrides("cifar10-jpeg", "ce"))
+    assert setting_tag(ce) == "lr_style-official.subset_seed-666"
+
+
+@pytest.mark.parametrize("key, value", [("m_max", 0.2), ("n_base", 20.0), ("s_base", 30.0), ("ga_variant", "official")])
+def test_kps_loss_settings_are_refused_for_other_methods(key, value):
+    with pytest.raises(ValueError) as err:
+        make_config("cifar10-jpeg", "ldam_drw", **{key: value})
+    default = {"m_max": 0.5, "n_base": 50.0, "s_base": 15.0, "ga_variant": "paper"}[key]
+    assert str(err.value) == (f"{key} sets the KPS loss (kps, kps_drw, kps_ga, kps_ga_mixup); method 'ldam_drw' has "
+                              f"none: leave {key} at {default!r}, got {value!r}")
+    assert getattr(make_config("cifar10-jpeg", "kps", **{key: value}), key) == value
 
 
 def test_format_imbalance():
@@ -142,7 +158,7 @@ def test_cpu_scale_preset_scales_only_the_cost_knobs():
     # every epoch-valued setting x0.35 to the nearest epoch (warm-up 1.75 -> 2): the preset the grid's
     # records were made with, field by field
     made_with = Preset("cifar10_lt_small", "resnet32", 64, 0.1, 2e-4, 2, 70, (56, 63), 0.01, 0.5, 50.0, 15.0, 42, 56, 5,
-                       width=8, image_size=16, datasets=("cifar10", "cifar10-jpeg"), protocol="CPU-scale")
+                       width=8, image_size=16, protocol="CPU-scale", base="cifar10_lt")
     assert dataclasses.replace(small, not_in_paper={}) == made_with
     assert "warm-up 5 -> 2, decays 160/180 -> 56/63" in small.not_in_paper["epochs"]
     assert "stages 8/16/32; the paper's 16/32/64" in small.not_in_paper["width"]
@@ -168,7 +184,7 @@ def test_bad_preset_size_or_width(overrides, message):
 
 def test_cpu_grid_is_the_fourteen_rows_in_order_with_distinct_records():
     from kps.results import config_record_path
-    from kps.runner import CPU_GRID_ROWS, cpu_grid
+    from kps.grids import CPU_GRID_ROWS, cpu_grid
 
     grid = cpu_grid()
     assert len(CPU_GRID_ROWS) == 14 and len(grid) == 14 * 3  # rho=100 only: its rho=50 half was stopped
@@ -187,7 +203,7 @@ def test_cpu_grid_is_the_fourteen_rows_in_order_with_distinct_records():
 
 def test_paper_grid_is_the_headline_seeds_then_ten_rows_in_order():
     from kps.results import config_record_path
-    from kps.runner import gpu_grid, paper_grid
+    from kps.grids import gpu_grid, paper_grid
 
     grid = paper_grid("cpu")
     assert len(grid) == 4 * 3 + 10
@@ -225,3 +241,58 @@ def test_fast_path_on_cpu_picks_bf16_from_the_cpus_flags(flags, bf16):
 def test_eval_dense_from_is_checked():
     with pytest.raises(ValueError, match="eval_dense_from must be an integer >= 0"):
         make_config("cifar10", "ce", eval_dense_from=-1)
+
+
+def test_every_key_has_one_role_and_the_key_sets_derive_from_them():
+    """One declaration of each key's role (kps.configs.RunConfig); the key sets follow from it."""
+    from kps.configs import (DATA_KEYS, IDENTITY_KEYS, LATER_KEYS, RESUMABLE_KEYS, ROLES, RUN_ONLY_KEYS,
+                             SPEED_KEYS)
+
+    assert list(ROLES) == RunConfig.keys() and set(ROLES.values()) == {"data", "training", "run", "speed"}
+    assert SPEED_KEYS == ("channels_last", "bf16", "fused_sgd", "compile")   # precision is a speed key
+    assert DATA_KEYS == ("dataset", "imbalance", "subset_seed", "image_size")
+    assert RUN_ONLY_KEYS == ("seed", "epochs", "eval_every", *SPEED_KEYS, "eval_dense_from")
+    assert set(IDENTITY_KEYS) | set(RUN_ONLY_KEYS) == set(ROLES) and not set(IDENTITY_KEYS) & set(RUN_ONLY_KEYS)
+    assert RESUMABLE_KEYS == ("epochs", *SPEED_KEYS)
+    assert LATER_KEYS == ("width", "image_size", "eval_dense_from")
+
+
+def test_differences_from_the_preset_are_computed_once_per_setting(monkeypatch):
+    """setting_tag and the report's labels read kps.configs.differences, whose reference
+    setting is built once per (dataset, method, imbalance, preset), not once per call."""
+    import kps.configs as configs
+
+    from kps.configs import differences
+
+    c = make_config("cifar10-jpeg", "kps_ga", seed=4, m_max=0.2, epochs=30, bf16=True, eval_every=10)
+    assert differences(c) == {"epochs": (30, 200), "m_max": (0.2, 0.5), "eval_every": (10, 1), "bf16": (True, False)}
+    assert differences(c.to_dict()) == differences(c)
+    assert setting_tag(c) == "m_max-0.2.epochs-30"       # neither the evaluation cadence nor the precision
+    built = []
+    real = configs.make_config
+    monkeypatch.setattr(configs, "make_config", lambda *a, **k: built.append(a) or real(*a, **k))
+    configs._reference.cache_clear()
+    for seed in range(5):
+        setting_tag(dataclasses.replace(c, seed=seed))
+    assert len(built) == 1
+
+
+def test_every_committed_record_keeps_its_file_name():
+    """Every record under results/ (the precision check's roots included) lies where its
+    config names it: no record name changes with this code."""
+    from pathlib import Path
+
+    from kps.results import config_record_path
+
+    results = Path(__file__).resolve().parents[1] / "results"
+    paths = sorted(results.rglob("seed*.json"))
+    assert len(paths) >= 49
+    for path in paths:
+        root = path.parents[3]  # <root>/<dataset>/<method>/imb<r>/seed<k>[.<tag>].json
+        config = RunConfig.from_dict(json.loads(path.read_text())["config"])
+        assert config_record_path(root, config) == path, path
+
+
+def test_a_single_decay_epoch_may_be_given_as_a_number():
+    assert make_config("cifar10", "ce", decay_epochs=160).decay_epochs == (160,)
+    assert make_config("cifar10", "ce", decay_epochs=[150, 190]).decay_epochs == (150, 190)

@@ -14,8 +14,9 @@ import torchvision.transforms.functional as TF
 from PIL import Image
 
 import kps.data as data
-from kps.data import (DATASETS, build_dataset, download, extract_jpeg_pack, long_tailed_counts,
-                      long_tailed_indices, summarize_counts, train_class_counts, verify_archive)
+from kps.data import (build_dataset, download, extract_jpeg_pack, long_tailed_counts, long_tailed_indices,
+                      summarize_counts, train_class_counts, verify_archive)
+from kps.datasets import DATASETS
 from kps.folders import class_counts_from_coco_json, class_counts_from_list_file, read_list_file
 
 from conftest import PACK
@@ -329,9 +330,26 @@ def test_inat2018_from_coco_json(tmp_path):
 
 
 def test_registry():
+    """One table of datasets (kps.datasets): Table 1's sizes, the preset that trains each,
+    the fixed imbalance of those that come long-tailed, and how each is read."""
+    from kps.configs import PRESETS, make_config
+
     assert set(DATASETS) == {"cifar10", "cifar100", "cifar10-jpeg", "imagenet_lt", "inat2018"}
     assert [DATASETS[n].n_max for n in ("cifar10", "cifar100", "imagenet_lt", "inat2018")] == [5000, 500, 1280, 1000]
     assert DATASETS["cifar10-jpeg"].label == "CIFAR-10 (JPEG copy)"
+    assert {n: s.preset for n, s in DATASETS.items()} == {
+        "cifar10": "cifar10_lt", "cifar100": "cifar100_lt", "cifar10-jpeg": "cifar10_lt", "imagenet_lt": "imagenet_lt",
+        "inat2018": "inat2018"}
+    assert {n: s.fixed_imbalance for n, s in DATASETS.items() if s.fixed_imbalance} == {"imagenet_lt": 256.0,
+                                                                                        "inat2018": 500.0}
+    assert {n: s.loader for n, s in DATASETS.items()} == {
+        "cifar10": "cifar-pickles", "cifar100": "cifar-pickles", "cifar10-jpeg": "jpeg-tree",
+        "imagenet_lt": "list-file", "inat2018": "coco-json"}
+    assert [n for n, s in DATASETS.items() if s.tensors] == ["cifar10", "cifar100", "cifar10-jpeg"]
+    # the presets' datasets and the configs' defaults come from the table
+    assert PRESETS["cifar10_lt"].datasets == PRESETS["cifar10_lt_small"].datasets == ("cifar10", "cifar10-jpeg")
+    assert PRESETS["inat2018"].datasets == ("inat2018",)
+    assert make_config("inat2018", "ce").imbalance == 500.0 and make_config("cifar100", "ce").imbalance == 100.0
     with pytest.raises(ValueError, match="unknown dataset"):
         build_dataset("svhn", "data", 100)
 
@@ -356,7 +374,7 @@ def test_downsample_averages_each_block_once():
 
 def test_jpeg_pack_at_the_cpu_scale_protocol(jpeg_root):
     from kps.configs import make_config
-    from kps.train import augment_for, load_data
+    from kps.batches import augment_for, load_data
 
     lt = load_data(make_config("cifar10-jpeg", "ce", preset="cifar10_lt_small"), jpeg_root)
     assert lt.train.images.shape == (12406, 3, 16, 16) and lt.test.images.shape == (10000, 3, 16, 16)
@@ -384,3 +402,19 @@ def test_download_offline_says_where_to_put_the_archive(tmp_path, monkeypatch):
     message = str(err.value)
     assert "cannot download cifar10 (URLError: [Errno -3]" in message and "\n" not in message
     assert f"tar -xzf cifar-10-python.tar.gz -C {tmp_path / 'd'}" in message and Offline.url in message
+    assert not (tmp_path / "d").exists()  # no empty folder left behind
+    # the folders it created go, a folder that was there stays as it was
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    for root in (tmp_path / "new" / "deeper" / "d", tmp_path / "mine" / "d", tmp_path / "mine"):
+        with pytest.raises(ValueError, match="cannot download cifar10"):
+            download("cifar10", root)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["mine", "mine/notes.txt"]
+
+
+def test_an_imbalance_that_empties_the_tail_is_named():
+    assert long_tailed_counts(5000, 10, 5000)[-1] == 1
+    with pytest.raises(ValueError) as err:
+        long_tailed_counts(5000, 10, 1e9)
+    assert str(err.value) == ("imbalance 1e+09 leaves the last 6 of 10 classes without a training image (the head "
+                              "class has 5000): give an imbalance of at most 5000")

@@ -10,6 +10,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from synthetic import synthetic_data, tiny_overrides
 
+import kps.checkpoints as ck
 import kps.train as kt
 from kps.configs import make_config
 from kps.results import config_record_path, load_record
@@ -79,7 +80,7 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert not (tmp_path / "rank1").exists(), "rank 1 wrote files"
     record = load_record(config_record_path(tmp_path / "rank0/results", config))
     assert record["world_size"] == WORLD and len(record["history"]) == config.epochs
-    state = torch.load(kt.checkpoint_path(tmp_path / "rank0/ckpt", config), weights_only=False)
+    state = torch.load(ck.checkpoint_path(tmp_path / "rank0/ckpt", config), weights_only=False)
     assert state["world_size"] == WORLD and len(state["rng"]) == WORLD and state["next_epoch"] == config.epochs
     # the ranks augment differently: their saved augmentation generator states differ
     assert not torch.equal(state["rng"][0]["aug"], state["rng"][1]["aug"])

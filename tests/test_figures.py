@@ -46,7 +46,8 @@ def reduced_runs() -> list[dict]:
 
 
 def test_every_series_has_its_own_look_and_the_legends_read():
-    runs = reduced_runs() + [record("kps_ga", bf16=True), record("kps_ga", ga_variant="official", bf16=True)]
+    runs = reduced_runs() + [record("kps_ga", bf16=True), record("kps_ga", ga_variant="official", bf16=True),
+                             record("kps_ga", seed=1, epochs=30)]
     fig, used, summary = per_class_figure(runs, "Fig. 6", FIG6)
     assert len(used) == len(runs) and figure_problems(fig) == []
     paper_ax, small_ax = fig.axes          # the paper's protocol first, the reduced one in a panel of its own
@@ -61,9 +62,10 @@ def test_every_series_has_its_own_look_and_the_legends_read():
                           "subset_seed 666 (n=3)"]
     # one variant keeps its look in every panel
     paper_labels = [t.get_text().replace("\n", " ") for t in paper_ax.get_legend().get_texts()]
-    assert paper_labels == ["kps: not run", "kps_drw: not run", "kps_ga [bf16 autocast] (n=1)",
-                            "kps_ga, GA: authors' per-sample row scale [bf16 autocast] (n=1)"]
-    assert bar_styles(paper_ax)[1][1] == styles[3][1]
+    assert paper_labels == ["kps: not run", "kps_drw: not run", "kps_ga (n=1)", "kps_ga [short run: 30 of 200 epochs] (n=1)",
+                            "kps_ga, GA: authors' per-sample row scale (n=1)"]        # precision: the provenance's
+    paper_styles = bar_styles(paper_ax)
+    assert paper_styles[2][1] == styles[3][1] and len(set(paper_styles)) == 3   # the short run: its own shade
     assert {p["panel"].iloc[0] for p in summary} == {"CIFAR-10-LT: paper's protocol", "CIFAR-10-LT: CPU-scale (reduced)"}
 
 

@@ -2,7 +2,7 @@
 runnable: train.ipynb trains and writes a record (on tiny synthetic data, put
 in place of the dataset through an IPython start-up file of the test's own
 kernel), a table notebook renders that record beside the paper's number, and
-``python -m kps reproduce`` runs only the missing records."""
+``python -m kps reproduce`` trains only the missing records."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import nbformat
 import pytest
 import yaml
 
-from kps.reproduce import plan_runs, run_parameters
+import kps.batches
+from kps.reproduce import main as reproduce, plan_runs
 from kps.report import read_paper_numbers
 from kps.results import load_records
 
@@ -75,9 +76,7 @@ def test_every_notebook_is_committed_clean_and_in_the_book():
 def test_train_notebook_parameters():
     params = parameters_cell(ROOT / "notebooks" / "train.ipynb")
     assert set(TRAIN_PARAMETERS) <= set(params)
-    assert set(params) == set(run_parameters(plan_runs(read_paper_numbers(ROOT / "book" / "paper_numbers.csv"), 5,
-                                                       seeds=1, out=ROOT, data_root=ROOT)[0],
-                                             data_root=ROOT, out=ROOT, checkpoints=ROOT, device="cpu", force=False))
+    assert set(params) == {*TRAIN_PARAMETERS, "arch", "authors_code", "force", "checkpoints", "preset"}
     assert params["method"] == "kps_ga" and params["device"] == "auto"
     for n in range(3, 8):
         assert parameters_cell(ROOT / "notebooks" / f"table{n}.ipynb") == {"results": None, "table": n}
@@ -117,6 +116,8 @@ def test_train_notebook_writes_a_record(trained):
     executed = nbformat.read(work / "out.ipynb", as_version=4)
     text = "".join(o.get("text", "") for cell in executed.cells for o in cell.get("outputs", []))
     assert "seed0.epochs-1.json" in text and "top-1 error" in text
+    # progress: a line per epoch in the training cell's output (a bar's carriage returns show nothing there)
+    assert "kps_ga seed 0: epoch 1/1 loss " in text and " to go)" in text
 
 
 def test_table_notebook_renders_the_record(trained, tmp_path):
@@ -162,26 +163,32 @@ def test_reproduce_plan(tmp_path):
     assert len(small) == 3 * 2 and {(r.config.dataset, r.config.preset) for r in small} == {
         ("cifar10-jpeg", "cifar10_lt_small")}
     assert all(".preset-cifar10_lt_small" in r.record.name for r in small)
-    assert run_parameters(small[0], data_root=tmp_path, out=tmp_path, checkpoints=tmp_path, device="cpu",
-                          force=False)["preset"] == "cifar10_lt_small"
+    assert {r.config.preset for r in small} == {"cifar10_lt_small"}
     with pytest.raises(ValueError, match="unknown preset 'tiny'"):
         plan_runs(paper, 5, seeds=1, out=tmp_path, data_root=tmp_path, preset="tiny")
 
 
-def test_reproduce_runs_missing_records_then_skips(tmp_path, synthetic_kernel):
+def test_reproduce_runs_missing_records_then_skips(tmp_path, monkeypatch, capsys):
+    """reproduce hands the table's missing records, as one list, to the runner of
+    train-grid (here on tiny synthetic data), re-renders the table, and a second call
+    trains nothing."""
+    from synthetic import synthetic_data
+
+    loads = []
+    monkeypatch.setattr(kps.batches, "load_data", lambda config, root: loads.append(config) or synthetic_data())
     (tmp_path / "data" / "cifar10-jpeg").mkdir(parents=True)
-    cmd = [sys.executable, "-m", "kps", "reproduce", "--table", "6", "--methods", "kps_ga_mixup",
-           "--cifar10", "cifar10-jpeg", "--epochs", "1", "--device", "cpu", "--data-root", str(tmp_path / "data"),
-           "--out", str(tmp_path / "results"), "--log-dir", str(tmp_path / "logs"),
-           "--checkpoints", str(tmp_path / "checkpoints")]
-    first = subprocess.run(cmd, cwd=ROOT, env=synthetic_kernel, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
+    argv = ["--table", "6", "--methods", "kps_ga_mixup", "--cifar10", "cifar10-jpeg", "--epochs", "1",
+            "--device", "cpu", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "results"),
+            "--log-dir", str(tmp_path / "logs"), "--checkpoints", str(tmp_path / "checkpoints")]
+    assert reproduce(argv) == 0
+    first = capsys.readouterr().out
     records = load_records(tmp_path / "results")
-    assert sorted(r["config"]["imbalance"] for r in records) == [50.0, 100.0]
+    assert sorted(r["config"]["imbalance"] for r in records) == [50.0, 100.0] and len(loads) == 2
     assert (tmp_path / "logs" / "table6.ipynb").exists()
-    assert "17.84" in first.stdout and "short run: 1 of 200 epochs" in first.stdout
+    assert "[1/2]" in first and "[2/2]" in first and first.count("done: kps_ga_mixup seed 0") == 2
+    assert "17.84" in first and "short run: 1 of 200 epochs" in first
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*.json")}
-    second = subprocess.run(cmd, cwd=ROOT, env=synthetic_kernel, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert second.stdout.count("exists") == 2 and "training" not in second.stdout
+    assert reproduce(argv) == 0
+    second = capsys.readouterr().out
+    assert second.count("exists") == 2 and "[1/" not in second and len(loads) == 2
     assert stamps == {p: p.stat().st_mtime_ns for p in (tmp_path / "results").rglob("*.json")}

@@ -12,7 +12,7 @@ import pytest
 from kps.report.precision import CHECK_ROOT, moves_error, precision_check
 from kps.claims import interval
 from kps.results import write_record
-from kps.runner import bf16_check, bf16_check_paper
+from kps.grids import bf16_check, bf16_check_paper
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "results" / "cifar10-jpeg" / "ce" / "imb100" / "seed0.preset-cifar10_lt_small.json"

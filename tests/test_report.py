@@ -3,6 +3,7 @@ mean +- std, final vs best, dataset label, setting, Fig. 6-7 groups)."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -77,11 +78,16 @@ def test_setting_label():
     assert report.setting_label(short) == "short run: 30 of 200 epochs"
     official = record(m_max=0.2, ga_variant="official")["config"]
     assert report.setting_label(official) == "GA: authors' per-sample row scale; m_max 0.2"
-    # bf16 changes the arithmetic: named in the setting, but not a variant of its own
+    # precision is a speed key (kps.configs.RunConfig): not part of a setting, named as provenance
     fast = record(bf16=True, compile="default", epochs=30, ga_variant="official")["config"]
-    assert report.setting_label(fast) == "short run: 30 of 200 epochs; bf16 autocast; GA: authors' per-sample row scale"
+    assert report.setting_label(fast) == "short run: 30 of 200 epochs; GA: authors' per-sample row scale"
     assert report.variant_label(fast) == "GA: authors' per-sample row scale"
     assert report.variant_label(record(bf16=True, epochs=30)["config"]) == "paper setting"
+    assert report.precision_label(fast) == "bf16 autocast" and report.precision_label(short) == "fp32"
+    assert report.provenance_table([record(bf16=True)]).iloc[0]["device, precision"] == "cpu, bf16 autocast"
+    assert report.setting_label(record(eval_every=10, eval_dense_from=160)["config"]) == \
+        "eval_dense_from 160; eval_every 10"
+    assert report.variant_label(record(eval_every=10, eval_dense_from=160)["config"]) == "paper setting"
 
 
 def test_comparison_table_not_run_and_not_implemented(paper):
@@ -159,14 +165,14 @@ def test_wide_table_marks_run_notes_and_other_data(paper):
     # letters in reading order, one per distinct note
     assert w.frame.loc["CE loss (ce)", col] == "30.00 (n=1) [a]"          # the official CIFAR-10, not the JPEG copy
     assert w.frame.loc["Focal loss [28] (focal)", col] == "40.00 (n=1) [b]"
-    assert w.frame.loc[MAIN, col] == f"21.00 ± {math.sqrt(2):.2f} (n=2) [c]"
-    assert "- [a] cifar10." in w.notes and "- [b] short run: 30 of 200 epochs." in w.notes
-    assert "- [c] bf16 autocast." in w.notes
-    # two groups of runs in one cell (alike but for how often they were evaluated): a line each
-    two = [record(method="cosface", seed=0, final=30.0), record(method="cosface", seed=1, final=32.0, eval_every=10)]
-    w = report.wide_table(report.comparison_table(paper, two, 3))
-    assert w.frame.loc["CosFace [62] (cosface)", col] == "30.00 (n=1)\n32.00 (n=1) [a]"
-    assert "- [a] eval_every 10." in w.notes
+    assert w.frame.loc[MAIN, col] == f"21.00 ± {math.sqrt(2):.2f} (n=2)"     # precision is the provenance's
+    assert "- [a] cifar10." in w.notes and "- [b] short run: 30 of 200 epochs." in w.notes and "[c]" not in w.notes
+    # runs evaluated at other cadences pool; runs on other data are a group of their own, a line each
+    two = [record(method="cosface", seed=0, final=30.0), record(method="cosface", seed=1, final=32.0, eval_every=10),
+           record(method="cosface", dataset="cifar10", seed=0, final=28.0)]
+    w = report.wide_table(report.comparison_table(paper, two, 3), data_label="CIFAR-10 (JPEG copy)")
+    assert w.frame.loc["CosFace [62] (cosface)", col] == f"28.00 (n=1) [a]\n31.00 ± {math.sqrt(2):.2f} (n=2)"
+    assert "- [a] cifar10." in w.notes
 
 
 def test_table_records(paper):
@@ -200,21 +206,22 @@ def test_provenance_table():
     assert row["commit"] == "0123456789" and row["wall time (min)"] == "120.0"
     assert row["data"] == "CIFAR-10 (JPEG copy)" and row["setting"] == "paper setting"
     assert row["started (UTC)"] == "2026-11-26 10:00" and row["device, precision"] == "cpu, fp32"
+    assert report.provenance_table([dict(record(), device="cpu (Intel(R) Xeon(R) Processor)")]).iloc[0][
+        "device, precision"] == "cpu (Intel Xeon Processor), fp32"                     # trademark signs dropped
     assert row["torch"] == "2.14.1" and row["processes"] == "one"
-    small = report.provenance_table([dict(record(preset="cifar10_lt_small", bf16=True), git_dirty=True)], errors=True)
+    small = report.provenance_table([dict(record(preset="cifar10_lt_small", bf16=True, epochs=30), git_dirty=True)],
+                                    errors=True)
     row = small.iloc[0]
-    assert row["protocol"] == "CPU-scale (reduced)" and row["setting"] == "bf16 autocast"   # the protocol has its column
-    assert row["commit"] == "0123456789, dirty tree" and row["device, precision"] == "cpu, bf16"
+    assert row["protocol"] == "CPU-scale (reduced)" and row["setting"] == "short run: 30 of 70 epochs"  # protocol: its column
+    assert row["commit"] == "0123456789, dirty tree" and row["device, precision"] == "cpu, bf16 autocast"
     assert (row["final error (%)"], row["best error (%)"]) == ("20.00", "19.00")
     assert report.provenance_table([dict(record(), git_dirty=None)]).iloc[0]["commit"] == "0123456789, dirty tree unknown"
     seg = {"from_epoch": 0, "git_commit": None, "device": None}
     resumed = dict(record(), epochs=200, segments=[seg, dict(seg, from_epoch=130, git_commit="abcdef0123456789",
                                                               device="NVIDIA H200")])
     assert report.segments_label(resumed) == "epochs 0-129: unknown commit; 130-199: abcdef0123 (NVIDIA H200)"
-    resumed["segments"][1]["stacked_runs"] = 2
-    assert report.segments_label(resumed).endswith("130-199: abcdef0123 (NVIDIA H200), 2 runs stacked as one network")
-    stacked = dict(record(), segments=[dict(seg, stacked_runs=10)])
-    assert report.segments_label(stacked) == "one, 10 runs stacked as one network"
+    # a segment on the record's own device does not repeat it
+    assert report.segments_label(dict(resumed, device="NVIDIA H200")) == "epochs 0-129: unknown commit; 130-199: abcdef0123"
     assert report.segments_label(dict(record(), segments=[dict(seg, threads=1)])) == "one, 1 thread"
     assert report.segments_label(dict(record(), segments=[dict(seg, threads=4)])) == "one, 4 threads"
 
@@ -343,7 +350,7 @@ def test_wide_table_gives_a_variant_its_own_row(paper):
     w = report.wide_table(long).frame
     col = (OURS, C10, "ρ=100")
     assert w.shape == (13, 6) and list(w.index).index(GA_ROW) == list(w.index).index(MAIN) + 1
-    assert w.loc[MAIN, col] == "20.00 (n=1) [a]"                      # the paper's variant only; [a]: bf16
+    assert w.loc[MAIN, col] == "20.00 (n=1)"                          # the paper's variant only (bf16: a speed key)
     assert w.loc[GA_ROW, col] == "25.00 (n=1)"
     assert w.loc[GA_ROW, ("the paper", C10, "ρ=100")] == "18.77"        # beside the paper's number
     assert w.loc[GA_ROW, (OURS, C10, "ρ=50")] == "—"
@@ -395,7 +402,7 @@ def test_detail_table_names_each_protocols_network(paper):
     assert kps["paper"].tolist() == ["18.77", "", ""]                 # a reduced row never beside the paper's number
     assert kps["ours, final epoch"].tolist() == ["20.00 (n=1)", "31.00 (n=1)", "40.00 (n=1)"]
     assert kps["ours, best epoch"].tolist() == ["19.00 (n=1)", "30.00 (n=1)", "38.00 (n=1)"]
-    assert kps["setting"].tolist() == ["bf16 autocast", "paper setting", "GA: authors' per-sample row scale"]
+    assert kps["setting"].tolist() == ["paper setting", "paper setting", "GA: authors' per-sample row scale"]
     ce = d.loc[("ce", "CIFAR-10-LT", "50")]
     assert ce["protocol"].tolist() == ["paper", "CPU-scale (reduced)"]
     assert ce["ours, final epoch"].tolist() == ["—", "—"] and ce["paper"].tolist() == ["24.78", ""]
@@ -432,7 +439,7 @@ def test_table3_shows_both_committed_ga_variants_apart(paper, gpu_records):
     paper_cell, official_cell = w.frame.loc[MAIN, col], w.frame.loc[GA_ROW, col]
     assert paper_cell == f"{by_variant['paper']['top1_error']:.2f} (n=1)"
     assert official_cell == f"{by_variant['official']['top1_error']:.2f} (n=1)"
-    assert "over the n seeds; every run: bf16 autocast;" in w.notes and "[a]" not in w.notes   # said once
+    assert "[a]" not in w.notes and "bf16" not in w.notes          # precision: the provenance's, not a note
     assert w.frame.loc[MAIN, ("the paper", C10, "ρ=100")] == w.frame.loc[GA_ROW, ("the paper", C10, "ρ=100")] == "18.77"
     ours_cols = [c for c in w.frame.columns if c[0] == OURS]
     filled = [(m, c) for m in w.frame.index for c in ours_cols if "(n=" in w.frame.loc[m, c]]
@@ -471,7 +478,7 @@ def test_provenance_table_marks_the_committed_gpu_records(gpu_records):
     notes = report.read_provenance_notes(NOTES)
     t = report.provenance_table(gpu_records, notes)
     commit = gpu_records[0]["git_commit"][:10]
-    assert set(t["commit"]) == {f"{commit}, dirty tree [1]"} and set(t["device, precision"]) == {"NVIDIA H200, bf16"}
+    assert set(t["commit"]) == {f"{commit}, dirty tree [1]"} and set(t["device, precision"]) == {"NVIDIA H200, bf16 autocast"}
     assert list(t["wall time (min)"]) == [f"{r['wall_time_s'] / 60:.1f}" for r in gpu_records]
     assert list(t["run"]) == ["kps_ga, ρ=100, seed 0"] * 2 and set(t["torch"]) == {r["torch_version"] for r in gpu_records}
     text = report.provenance_footnotes(notes, gpu_records)
@@ -546,23 +553,80 @@ def benches():
     return {p.stem: report.read_bench(p) for p in files}
 
 
-def test_speed_table_reads_the_bench_json(benches):
+def test_contender_table_reads_the_bench_json(benches):
     raw = load_json(BENCH / "nvidia-h200-2026-11-26-job2.json")
-    t = report.speed_table(benches["nvidia-h200-2026-11-26-job2"])
-    assert list(t.index) == ["reference", "fast_none", "fast_default", "fast_reduce-overhead"]
+    t = report.contender_table(benches["nvidia-h200-2026-11-26-job2"])
+    assert list(t.index) == ["reference", "fast_default", "fast_none", "fast_reduce-overhead"]
     ref = raw["trainers"]["reference"]["train_images_per_s"]
     assert t.loc["reference", "train images/s"] == ref and t.loc["reference", "× reference (images/s)"] == 1.0
     ro = raw["trainers"]["fast_reduce-overhead"]
     assert t.loc["fast_reduce-overhead", "× reference (images/s)"] == pytest.approx(ro["train_images_per_s"] / ref)
-    for trainer in t.index[1:]:   # the ratio computed here agrees with the one the bench wrote
-        assert t.loc[trainer, "× reference (images/s)"] == pytest.approx(
-            raw["ratios"][f"{trainer}_vs_reference"]["train_images_per_s"])
-    assert t.loc["fast_reduce-overhead", "projected 200-epoch run (s)"] == ro["projected_run_s"]
-    assert t.loc["fast_reduce-overhead", "fraction of bf16 peak"] == pytest.approx(
-        ro["achieved_tflops"] / raw["peak"]["assumed_bf16_dense_tflops"])
-    assert t.loc["fast_default", "eval s/epoch"] == raw["trainers"]["fast_default"]["eval_s_per_epoch"]
-    t1 = report.speed_table(benches["nvidia-h200-2026-11-26-job1"])
+    for contender in t.index[1:]:   # the ratio computed here agrees with the one the bench wrote
+        assert t.loc[contender, "× reference (images/s)"] == pytest.approx(
+            raw["ratios"][f"{contender}_vs_reference"]["train_images_per_s"])
+    assert t.loc["fast_reduce-overhead", "what"] == "kps trainer, bf16 autocast, torch.compile reduce-overhead"
+    assert t.loc["reference", "what"].startswith("reference-style (DataLoader")
+    assert t.loc["fast_default", "s per evaluation pass"] == raw["trainers"]["fast_default"]["eval_s_per_epoch"]
+    assert t.loc["fast_default", "compile s"] == raw["trainers"]["fast_default"]["compile_overhead_s"]
+    # the file predates presets in bench files: the paper protocol's, projected at the paper grid's cadence,
+    # every 10 epochs and every epoch from 160: 16 + 40 = 56 evaluations in 200 epochs
+    assert sum(report.speed.grid_config("cifar10_lt").evaluates(e) for e in range(200)) == 56
+    minutes = (200 * ro["train_s_per_epoch"] + 56 * ro["eval_s_per_epoch"] + ro["compile_overhead_s"]) / 60
+    assert t.loc["fast_reduce-overhead", "projected run, the grid's cadence (min)"] == pytest.approx(minutes)
+    t1 = report.contender_table(benches["nvidia-h200-2026-11-26-job1"])
     assert "fast_reduce-overhead" not in t1.index and len(t1) == 3      # job 1 never measured it
+
+
+def cpu_paper_doc(bf16=True):
+    """A CPU bench of the paper protocol as bench.py writes one (its keys), with made-up times."""
+    doc = load_json(BENCH / "cpu-intel-r-xeon-r-processor-2026-12-01.json")
+    doc["config"].update(preset="cifar10_lt", protocol="paper", width=16, image_size=32)
+    base = doc["trainers"]["fast_none"]
+    entries = {"reference": (200.0, 40.0, 2.0, "fp32", "none"), "fp32": (160.0, 36.0, 1.0, "fp32", "none"),
+               "bf16": (80.0, 18.0, 0.5, "bf16 autocast", "none"),
+               "bf16+default": (70.0, 15.0, 95.0, "bf16 autocast", "default")}
+    doc["trainers"] = {}
+    for name, (train_s, eval_s, compile_s, precision, mode) in entries.items():
+        if name.startswith("bf16") and not bf16:
+            continue
+        doc["trainers"][name] = dict(base, train_s_per_epoch=train_s, eval_s_per_epoch=eval_s,
+                                     epoch_s=train_s + eval_s, compile_overhead_s=compile_s,
+                                     train_images_per_s=12406 / train_s, precision=precision, compile=mode)
+    if not bf16:
+        doc["skipped"] = {"bf16": "bf16 needs a CPU with bf16 units (amx_bf16 or avx512_bf16); cpu (x) has none",
+                          "bf16+default": "bf16 needs a CPU with bf16 units"}
+    return doc
+
+
+def test_contender_table_of_a_cpu_bench_of_the_paper_protocol():
+    """fp32, bf16 and bf16+compile against the reference, each projected at the paper grid's
+    cadence: 200 training passes, 56 evaluation passes and the compile time, in minutes."""
+    t = report.contender_table(cpu_paper_doc())
+    assert list(t.index) == ["reference", "fp32", "bf16", "bf16+default"]
+    col = "projected run, the grid's cadence (min)"
+    assert t.loc["bf16+default", col] == pytest.approx((200 * 70.0 + 56 * 15.0 + 95.0) / 60)
+    assert t.loc["fp32", col] == pytest.approx((200 * 160.0 + 56 * 36.0 + 1.0) / 60)
+    assert t.loc["bf16", "× reference (images/s)"] == pytest.approx(200.0 / 80.0)
+    assert t.loc["bf16+default", "what"] == "kps trainer, bf16 autocast, torch.compile default"
+    assert t.loc["bf16+default", "compile s"] == 95.0 and t.loc["bf16", "precision"] == "bf16 autocast"
+
+
+def test_speed_page_with_and_without_a_cpu_bench_of_the_paper_protocol(tmp_path):
+    for p in BENCH.glob("*.json"):
+        (tmp_path / p.name).write_text(p.read_text())
+    without = report.speed_page(tmp_path)
+    assert without.cpu_paper is None and set(without.cpu_benches) == {"CPU-scale"}
+    assert list(without.gpu_benches) == ["nvidia-h200-2026-11-26-job1", "nvidia-h200-2026-11-26-job2"]
+    (tmp_path / "cpu-amd-epyc-2026-12-02.json").write_text(json.dumps(cpu_paper_doc()))
+    (tmp_path / "cpu-old-2026-12-02.json").write_text(json.dumps(cpu_paper_doc(bf16=False)))
+    (tmp_path / "nvidia-h200-2026-12-03-job3.workers.json").write_text('{"workers": {}}')  # not a bench file
+    page = report.speed_page(tmp_path)
+    shown = page.cpu_paper.data
+    assert list(shown.index) == [("cpu-amd-epyc-2026-12-02", n) for n in ("reference", "fp32", "bf16", "bf16+default")] \
+        + [("cpu-old-2026-12-02", n) for n in ("reference", "fp32")]
+    assert page.files.data.loc["cpu-old-2026-12-02", "skipped or failed"].startswith("bf16: bf16 needs a CPU")
+    assert page.targets_met == without.targets_met and list(page.gpu_benches) == list(without.gpu_benches)
+    assert "cpu-amd-epyc-2026-12-02" in page.cpu_paper.to_html()
 
 
 def test_bench_table_footnote_only_where_it_applies(benches):
@@ -572,17 +636,16 @@ def test_bench_table_footnote_only_where_it_applies(benches):
     h2, h1 = t.loc["nvidia-h200-2026-11-26-job2"], t.loc["nvidia-h200-2026-11-26-job1"]
     assert (h2["tree"], h2["note"], h2["device"], h2["torch"], h2["date"]) == (
         "dirty tree", "[1]", "NVIDIA H200", "2.11.0+cu130", "2026-11-26")
-    assert (h1["tree"], h1["note"], h1["failed trainers"], h1["complete"]) == ("clean tree", "", "", "yes")
+    assert (h1["tree"], h1["note"], h1["skipped or failed"], h1["complete"]) == ("clean tree", "", "", "yes")
+    assert (h2["protocol"], h2["CUDA"]) == ("paper", "13.0")
     raw = load_json(BENCH / "nvidia-h200-2026-11-26-job2.json")
     assert h2["commit"] == raw["git_commit"][:10] and h2["bf16 peak (TFLOP/s)"] == raw["peak"]["assumed_bf16_dense_tflops"]
     assert h2["training images / epoch"] == raw["config"]["train_images"]
     broken = dict(benches["nvidia-h200-2026-11-26-job2"], failed={"fast_cuda-graph": "RuntimeError: capture"},
                   complete=False)
     b = report.speed.bench_table({"x": broken}, {"x": "elsewhere.json"}, notes).loc["x"]
-    assert b["failed trainers"] == "fast_cuda-graph: RuntimeError: capture" and b["complete"].startswith("no")
+    assert b["skipped or failed"] == "fast_cuda-graph: RuntimeError: capture" and b["complete"].startswith("no")
     assert b["note"] == ""                                   # the note is about the committed file only
-    assert report.trainer_order(["fast_x", "fast_cuda-graph", "reference", "fast_none"]) == [
-        "reference", "fast_none", "fast_cuda-graph", "fast_x"]
 
 
 def test_read_bench_rejects_other_files(tmp_path):
@@ -604,11 +667,6 @@ def test_grid_table_and_facts(benches):
     assert g.loc["kps_ga:official", "final error (%)"] == f"{done['kps_ga:official']['top1_error']:.2f}"
     assert g.loc["kps", "epochs done"] == f"{done['kps']['epochs_done']}/200" and g.loc["kps", "final error (%)"] == ""
     assert g.loc["kps_ga", "wall s"] == done["kps_ga"]["wall_s"]
-    assert set(g["stacked runs"]) == {""}  # written before stacking: not recorded
-    stacked = dict(runs, runs=[dict(r, stacked_runs=6 if r["run"] == "kps_ga" else 1) for r in runs["runs"]])
-    g = report.grid_table(stacked)
-    assert g.loc["kps_ga", "stacked runs"] == 6 and g.loc["kps_ga:official", "stacked runs"] == 1
-    assert g.loc["kps", "stacked runs"] == ""  # not done: its record would say
     assert g.loc["kps", "why it stopped"] == done["kps"]["reason"]
     # the grid's own time comes from runs.json; the job's log is never read
     f = report.speed.grid_facts({"job2": runs}, jobs=["job2", "job1"])
@@ -669,235 +727,14 @@ def test_speed_summary_of_the_committed_jobs(benches):
     assert report.speed.speed_summary(report.speed_targets({}, {}))["status"].tolist() == ["not measured"] * 3
 
 
-def test_speed_chart_data(benches):
-    d = report.speed_chart_data(benches)
-    assert len(d) == 7
+def test_speed_chart(benches):
+    fig = report.speed_chart(benches)
+    bars = [p for p in fig.axes[0].patches]
+    assert len(bars) == 2 * 4           # 2 jobs x 4 contenders (job 1 never measured reduce-overhead: a 0 bar)
     ref = benches["nvidia-h200-2026-11-26-job2"]["trainers"]["reference"]["train_images_per_s"]
-    assert set(d[d.bench == "nvidia-h200-2026-11-26-job2"]["target images/s"]) == {10 * ref}
-
-
-def bench_doc(name="b", *, ref_epoch_s=20.0, alone_epoch_s=4.0, runs=4, mode="none", round_s=8.0,
-              train_images=12000, failed=None):
-    """A bench JSON (kps-bench/1) with made-up numbers: the reference and one fast
-    trainer timed alone, and, with ``runs``, a ``together`` entry derived from the
-    round time as bench/bench.py derives it (tests only)."""
-    doc = {"schema": report.BENCH_SCHEMA, "device": f"GPU {name}", "date": "2026-12-01",
-           "config": {"train_images": train_images},
-           "trainers": {"reference": {"epoch_s": ref_epoch_s, "train_images_per_s": train_images / ref_epoch_s},
-                        "fast_none": {"epoch_s": alone_epoch_s, "train_images_per_s": train_images / alone_epoch_s}}}
-    if runs:
-        rate = runs / round_s
-        alone = doc["trainers"].get(f"fast_{mode}")
-        doc["together"] = {"runs": runs, "compile": mode, "seeds": list(range(runs)), "warmup_epochs": 1,
-                           "round_s": [30.0, round_s, round_s], "round_s_median": round_s, "epochs_per_s": rate,
-                           "train_images_per_s": runs * train_images / round_s, "wall_s": 46.0,
-                           "train_losses": [[2.0, 1.5, 1.2]] * runs,
-                           "epoch_rate_vs_reference": ref_epoch_s * rate,
-                           "epoch_rate_vs_alone": None if alone is None else alone["epoch_s"] * rate}
-    if failed:
-        doc["failed"] = failed
-    return doc
-
-
-def test_together_table_reads_the_aggregate_rates():
-    benches = {"a": bench_doc("a"),                                   # 4 runs, a round 8 s: 0.5 epochs/s
-               "alone-only": bench_doc("x", runs=0),
-               "c": bench_doc("c", runs=2, mode="cuda-graph", round_s=5.0)}   # no fast_cuda-graph timed alone
-    t = report.together_table(benches)
-    assert list(t.index) == ["a", "c"] and tuple(t.columns) == report.TOGETHER_COLUMNS
-    a = t.loc["a"]
-    assert (a["device"], a["date"], a["runs side by side"], a["compile mode"]) == ("GPU a", "2026-12-01", 4, "none")
-    assert a["one round (s)"] == 8.0 and a["epochs/s, all runs"] == 0.5
-    assert a["training images/s, all runs (eval time included)"] == 6000.0      # 4 x 12000 images / 8 s
-    assert a["× one run alone (epoch rate)"] == 2.0          # alone 4 s/epoch = 0.25 epochs/s; together 0.5
-    assert a["× reference (epoch rate)"] == 10.0             # reference 20 s/epoch = 0.05 epochs/s
-    c = t.loc["c"]
-    assert c["epochs/s, all runs"] == 0.4 and math.isnan(c["× one run alone (epoch rate)"])
-    assert c["× reference (epoch rate)"] == 8.0
-    empty = report.together_table({"alone-only": bench_doc(runs=0)})
-    assert empty.empty and tuple(empty.columns) == report.TOGETHER_COLUMNS
-
-
-def test_together_status_measured_failed_or_not_measured():
-    st = report.speed.measurement_status({"a": bench_doc("a"), "b": bench_doc("b", runs=0),
-                                          "f": bench_doc("f", runs=0, failed={"together": "x"})}, "together")
-    assert st["status"].to_dict() == {"a": "measured", "b": "not measured", "f": "failed"}
-    assert st.loc["f", "error"] == "x" and st.loc["a", "error"] == ""
-    assert report.speed.measurement_status({}, "together").empty
-
-
-def test_together_failures_and_the_bench_table(benches):
-    oom = "RuntimeError: CUDA out of memory"
-    docs = {"ok": bench_doc("ok"), "bad": bench_doc("bad", runs=0, failed={"together": oom, "fast_default": "E"})}
-    st = report.speed.measurement_status(docs, "together")
-    assert st.loc["bad", "status"] == "failed" and st.loc["bad", "error"] == oom and st.loc["ok", "status"] == "measured"
-    broken = dict(benches["nvidia-h200-2026-11-26-job2"], failed={"together": oom, "fast_default": "E"})
-    row = report.speed.bench_table({"x": broken}, {"x": "elsewhere.json"}).loc["x"]
-    assert row["failed trainers"] == "fast_default: E"       # the measurement's failure is its status, not a trainer's
-
-
-def test_grid_runs_per_process(benches):
-    runs = load_json(BENCH / "nvidia-h200-2026-11-26-job2.runs.json")
-    assert "per_process" not in runs and "checkpoints_left_out" not in runs   # written before --per-process
-    assert report.speed.grid_per_process(runs) == "1 (one run per process)"
-    f = report.speed.grid_facts({"j": runs}).loc["j"]
-    assert (f["runs per process"], f["compile mode"], f["checkpoints left out"]) == (
-        "1 (one run per process)", "reduce-overhead", "")
-    newer = dict(runs, per_process=3, checkpoints_left_out=["cifar10-jpeg/ce/imb100/seed0.pt"])
-    assert report.speed.grid_per_process(newer) == "up to 3 (side by side in one process, one CUDA stream each)"
-    assert report.speed.grid_per_process(dict(runs, per_process=1)) == "1 (one run per process)"
-    assert report.speed.grid_facts({"j": newer}).loc["j", "checkpoints left out"] == "cifar10-jpeg/ce/imb100/seed0.pt"
-
-
-def stacked_doc(name="s", *, copies=6, round_s=4.0, together=6, losses=((2.0, 1.5, 1.2), (2.0, 1.5, 1.2)),
-                max_rel=1e-3, failed=None):
-    """bench_doc with a ``stacked`` entry derived from the round time as bench/bench.py
-    derives it (``together`` runs side by side with a round of 8 s; 0: none)."""
-    doc = bench_doc(name, runs=together, mode="none", failed=failed)
-    rate = copies / round_s
-    side = doc.get("together")
-    doc["stacked"] = {"runs": copies, "compile": "none", "seeds": [0] * copies, "warmup_epochs": 1,
-                      "round_s": [20.0, round_s, round_s], "round_s_median": round_s, "epochs_per_s": rate,
-                      "train_images_per_s": copies * 12000 / round_s, "wall_s": 30.0,
-                      "train_losses": [list(x) for x in losses], "stacked_runs": [copies] * copies,
-                      "epoch_rate_vs_reference": 20.0 * rate, "epoch_rate_vs_alone": 4.0 * rate,
-                      "epoch_rate_vs_together": rate / side["epochs_per_s"] if side and side["runs"] == copies else None,
-                      "train_loss_vs_alone": {"max_abs_diff": 1.2 * max_rel, "max_rel_diff": max_rel,
-                                              "epochs_compared": 3} if max_rel is not None else None}
-    return doc
-
-
-def test_stacked_table_reads_the_aggregate_rates():
-    benches = {"s": stacked_doc("s"),                          # 6 copies, a round 4 s: 1.5 epochs/s
-               "old": bench_doc("old"),                        # predates --stack
-               "t": stacked_doc("t", copies=4, together=2, max_rel=None)}
-    t = report.stacked_table(benches)
-    assert list(t.index) == ["s", "t"] and tuple(t.columns) == report.STACKED_COLUMNS
-    s = t.loc["s"]
-    assert (s["device"], s["runs stacked"], s["compile mode"], s["one round (s)"]) == ("GPU s", 6, "none", 4.0)
-    assert s["epochs/s, all stacked runs"] == 1.5
-    assert s["training images/s, all stacked runs (eval time included)"] == 18000.0   # 6 x 12000 / 4 s
-    assert s["× one run alone (epoch rate)"] == 6.0             # alone 4 s/epoch: 0.25 epochs/s
-    assert s["× the same runs side by side (epoch rate)"] == 2.0  # 6 runs side by side, a round 8 s: 0.75
-    assert s["× reference (epoch rate)"] == 30.0                # reference 20 s/epoch: 0.05
-    assert s["largest training-loss difference to the run alone (relative)"] == 1e-3
-    u = t.loc["t"]  # 4 stacked, 2 side by side: not comparable; no loss comparison
-    assert math.isnan(u["× the same runs side by side (epoch rate)"])
-    assert math.isnan(u["largest training-loss difference to the run alone (relative)"])
-    empty = report.stacked_table({"old": bench_doc("old")})
-    assert empty.empty and tuple(empty.columns) == report.STACKED_COLUMNS
-
-
-def test_stacked_status_measured_failed_or_not_measured(benches):
-    st = report.speed.measurement_status({"s": stacked_doc("s"), "old": bench_doc("old"),
-                                          "broken": bench_doc("broken", failed={"stacked": "RuntimeError: x"})},
-                                         "stacked")
-    assert st["status"].to_dict() == {"s": "measured", "old": "not measured", "broken": "failed"}
-    assert set(report.speed.measurement_status(benches, "stacked")["status"]) == {"not measured"}  # they predate it
-
-
-def test_stacked_failures_and_the_bench_table(benches):
-    oom = "RuntimeError: CUDA out of memory"
-    st = report.speed.measurement_status({"ok": stacked_doc("ok"), "bad": bench_doc("bad", failed={"stacked": oom})},
-                                         "stacked")
-    assert st.loc["bad", "error"] == oom and st.loc["ok", "status"] == "measured"
-    broken = dict(benches["nvidia-h200-2026-11-26-job2"], failed={"stacked": oom, "fast_default": "E"})
-    assert report.speed.bench_table({"x": broken}, {"x": "e.json"}).loc["x", "failed trainers"] == "fast_default: E"
-
-
-def test_grid_per_process_says_stacked():
-    runs = load_json(BENCH / "nvidia-h200-2026-11-26-job2.runs.json")
-    stacked = dict(runs, per_process=12, stack=True)
-    assert report.speed.grid_per_process(stacked) == ("up to 12 (runs that can share a network stacked as one, the "
-                                                      "others side by side, one CUDA stream each)")
-    assert report.speed.grid_facts({"j": stacked}).loc["j", "runs per process"].startswith("up to 12 (runs that can")
-    assert report.speed.grid_per_process(dict(runs, per_process=6, stack=False)) == \
-        "up to 6 (side by side in one process, one CUDA stream each)"
-
-
-SEED_LAST = [1.0, 1.04, 1.08, 1.12, 1.16, 1.2]   # last-epoch losses of seeds 0..5: the band is [1.0, 1.2]
-
-
-def loss_doc(last=None, *, seeds=SEED_LAST, mode="cuda-graph"):
-    """A newer bench doc's loss fields (tests only): one warm-up and two timed
-    epochs per trainer, ``last`` = {trainer: last-epoch loss}, and, with
-    ``seeds``, runs of those seeds side by side ending at those losses."""
-    last = last or {"reference": 1.15, "fast_none": 1.1, "fast_cuda-graph": 1.1, "fast_cuda-graph-compiled": 1.5}
-    doc = bench_doc(runs=0)
-    doc["config"].update(warmup_epochs=1, epochs_timed=2)
-    doc["trainers"] = {name: {"train_losses": [2.0, 1.5, x]} for name, x in last.items()}
-    if seeds:
-        doc["together"] = {"runs": len(seeds), "compile": mode, "seeds": list(range(len(seeds))),
-                           "warmup_epochs": 1, "train_losses": [[2.0 + k / 100, 1.5, x] for k, x in enumerate(seeds)]}
-    return doc
-
-
-def test_train_loss_table_rows_epochs_and_seed_range():
-    t = report.train_loss_table(loss_doc())
-    assert list(t.columns) == ["epoch 0 (warm-up)", "epoch 1 (timed)", "epoch 2 (timed)"]
-    band = "min–max over 6 seeds (0–5), fast path cuda-graph"
-    assert list(t.index) == ["reference", "fast_none", "fast_cuda-graph", "fast_cuda-graph-compiled", band]
-    assert t.loc["fast_cuda-graph-compiled"].tolist() == [2.0, 1.5, 1.5]
-    assert t.loc[band].tolist() == ["2.0000–2.0500", "1.5000–1.5000", "1.0000–1.2000"]
-    short = loss_doc(seeds=None)
-    short["trainers"]["fast_none"]["train_losses"] = [2.0, 1.4]        # one epoch fewer: NaN after it
-    s = report.train_loss_table(short)
-    assert len(s) == 4 and s.loc["fast_none", "epoch 1 (timed)"] == 1.4 and math.isnan(s.loc["fast_none", "epoch 2 (timed)"])
-    assert not any(i.startswith("min–max") for i in s.index)
-
-
-def test_train_loss_verdicts_against_the_seed_range():
-    v = report.speed.train_loss_verdicts(loss_doc())
-    assert list(v.index) == ["reference", "fast_none", "fast_cuda-graph", "fast_cuda-graph-compiled"]
-    assert set(v["noise band low"]) == {1.0} and set(v["noise band high"]) == {1.2}
-    assert v.loc["fast_cuda-graph", "verdict"] == "within" and v.loc["fast_cuda-graph", "last-epoch loss"] == 1.1
-    assert v.loc["fast_cuda-graph-compiled", "verdict"] == "outside (above)"
-    assert v.loc["fast_cuda-graph-compiled", "beyond the band"] == pytest.approx(0.3)
-    assert v.loc["reference", "verdict"] == "within"
-    assert v["minus fast_none's"].isna().all()                            # with a band: no differences
-    b = report.speed.noise_bands({"b": loss_doc()}).loc["b"]
-    assert (b["seeds"], b["k"], b["epoch"], b["band low"], b["band high"]) == (
-        "6 seeds (0–5), fast path cuda-graph", 6, 2, 1.0, 1.2)
-    assert b["P(one more run outside)"] == pytest.approx(2 / 7)
-    assert b["fast modes' spread"] == pytest.approx(0.4)                  # the 3 fast modes: 1.1, 1.1, 1.5
-    # the bounds count as within, nothing beyond them does (the range is not widened)
-    edges = report.speed.train_loss_verdicts(loss_doc({"reference": 0.999, "fast_none": 1.0, "fast_default": 1.2,
-                                                       "fast_cuda-graph": 1.2001}))
-    assert edges.loc["fast_none", "verdict"] == edges.loc["fast_default", "verdict"] == "within"
-    assert edges.loc["fast_cuda-graph", "verdict"] == "outside (above)"
-    assert edges.loc["fast_cuda-graph", "beyond the band"] == pytest.approx(0.0001)
-    assert edges.loc["reference", "verdict"] == "outside (below)"
-    assert edges.loc["reference", "beyond the band"] == pytest.approx(0.001)
-    # a trainer of the bench with no loss recorded is named, not judged
-    partial = loss_doc()
-    partial["trainers"]["fast_default"] = {}
-    assert report.speed.train_loss_verdicts(partial).loc["fast_default", "verdict"] == "no loss recorded"
-
-
-def test_train_loss_verdicts_without_seeds_give_differences_only():
-    v = report.speed.train_loss_verdicts(loss_doc(seeds=None))
-    assert set(v["verdict"]) == {"noise band not measured"} and v["noise band low"].isna().all()
-    d = v["minus fast_none's"]
-    assert d["reference"] == pytest.approx(0.05) and d["fast_cuda-graph-compiled"] == pytest.approx(0.4)
-    assert d["fast_cuda-graph"] == pytest.approx(0.0) and math.isnan(d["fast_none"])
-    one_seed = report.speed.train_loss_verdicts(loss_doc(seeds=[1.1]))     # one seed measures no spread
-    assert set(one_seed["verdict"]) == {"noise band not measured"}
-    assert math.isnan(report.speed.noise_bands({"b": loss_doc(seeds=[1.1])}).loc["b", "band low"])
-    failed = loss_doc(seeds=None)
-    failed["failed"] = {"together": "RuntimeError: CUDA out of memory"}
-    assert set(report.speed.train_loss_verdicts(failed)["verdict"]) == {
-        "noise band not measured (the runs of several seeds failed)"}
-    no_base = report.speed.train_loss_verdicts(loss_doc({"reference": 1.15, "fast_default": 0.95}, seeds=None))
-    assert no_base["minus fast_none's"].isna().all() and no_base.loc["fast_default", "last-epoch loss"] == 0.95
-    below = report.speed.train_loss_verdicts(loss_doc({"fast_none": 1.1, "fast_default": 1.05}, seeds=None))
-    assert below.loc["fast_default", "minus fast_none's"] == pytest.approx(-0.05)
-
-
-def test_train_loss_of_the_committed_benches_predates_the_record(benches):
-    for bench in benches.values():
-        assert report.speed.train_loss_table(bench).empty
-        assert set(report.speed.train_loss_verdicts(bench)["verdict"]) == {"no loss recorded"}
-    assert report.speed.train_loss_tables(benches).empty
+    targets = [line.get_segments()[0][0][1] for line in fig.axes[0].collections]
+    assert targets[-1] == pytest.approx(10 * ref)   # job 2's dashed line
+    assert report.speed_chart({}) is None
 
 
 def test_protocols_lists_the_held_ones_reduced_first():
@@ -908,7 +745,7 @@ def test_protocols_lists_the_held_ones_reduced_first():
 
 
 def test_runs_overview_counts_protocols_and_times_the_grid():
-    from kps.runner import cpu_grid
+    from kps.grids import cpu_grid
 
     def full(rec, wall, device="cpu (AMD EPYC)"):
         rec.update(epochs=rec["config"]["epochs"], preset_epochs=rec["config"]["epochs"], wall_time_s=wall,
@@ -930,9 +767,7 @@ def test_runs_overview_counts_protocols_and_times_the_grid():
     assert o.run_min == pytest.approx(12.5) and o.grid_hours == pytest.approx(4.375)
     none = report.runs_overview([], grid, workers=2)
     assert none.counts.empty and none.grid_done == 0 and math.isnan(none.run_min)
-    assert o.duration == ("one run takes 12.5 min on one core (mean of its 2 CPU records), so the whole grid "
-                          "takes about 4.4 h on 2 cores")
-    assert "not measured yet" in none.duration and "nan" not in none.duration
+    assert none.timed == 0 and math.isnan(none.grid_hours)
     # the grid's own records, in the grid's order, and its runs without one (the short run's among them)
     done, missing = report.grid_records(recs + [short], grid)
     assert [(r["config"]["method"], r["config"]["seed"]) for r in done] == [("ce", 0), ("ce", 1), ("ldam_drw", 0)]
@@ -947,17 +782,19 @@ def test_the_committed_cpu_bench_timed_the_grids_configuration():
     c, t = bench["config"], bench["trainers"]
     assert (c["preset"], c["protocol"], c["width"], c["image_size"], c["threads"]) == (
         "cifar10_lt_small", "CPU-scale", 8, 16, 1)
-    from kps.runner import cpu_grid
+    from kps.grids import cpu_grid
 
-    speed_keys = ("channels_last", "fused_sgd", "bf16", "compile", "width", "image_size", "preset")
+    # bf16 is the CPU's own (kps.configs.fast_path): the bench's CPU has no bf16 units, so fp32
+    speed_keys = ("channels_last", "fused_sgd", "compile", "width", "image_size", "preset")
     grid = cpu_grid()[0].to_dict()
     assert {k: c["fast_configs"]["none"][k] for k in speed_keys} == {k: grid[k] for k in speed_keys}
+    assert c["fast_configs"]["none"]["bf16"] is False
     assert set(t) == {"reference", "fast_none"} and t["reference"]["workers"] == 0  # the same one core
 
 
 def test_one_home_for_the_speed_keys_and_the_bench_keys():
-    """The fast-path switches come from kps.configs.SPEED_KEYS (bf16 named apart, as it
-    changes the arithmetic); only kps.report.benchfiles opens bench files; no log is parsed."""
+    """The fast-path switches come from kps.configs (their roles), precision among them;
+    only kps.report.benchfiles opens bench files; no log is parsed."""
     import ast
 
     folder = ROOT / "kps" / "report"
@@ -969,9 +806,10 @@ def test_one_home_for_the_speed_keys_and_the_bench_keys():
             assert "json" not in names, f"{path.name} reads a file that benchfiles should read"
     assert not (ROOT / "kps" / "report.py").exists()
     cfg = record(channels_last=True, fused_sgd=True, compile="default", bf16=True)["config"]
-    assert report.setting_label(cfg) == "bf16 autocast"
+    assert report.setting_label(cfg) == "paper setting"
     assert len(report.seed_groups([record(seed=0), record(seed=1, channels_last=True),
-                                   record(seed=2, bf16=True)])) == 2      # bf16 runs are summarised apart
+                                   record(seed=2, bf16=True)])) == 1      # one experiment, in any precision
+    assert len(report.seed_groups([record(seed=0), record(seed=1, eval_every=10)])) == 1  # evaluated otherwise
 
 
 def test_table_page_and_speed_page_values(tmp_path):
@@ -981,7 +819,8 @@ def test_table_page_and_speed_page_values(tmp_path):
     assert page.provenance.data == "No record fills a cell of ours in this table yet."       # a sentence, not headers
     assert page.detail.data.startswith("No cell of ours here can hold a run")
     empty = report.speed_page(tmp_path)
-    assert empty.benches == {} and empty.targets_met == 0 and empty.chart is None
+    assert empty.gpu_benches == {} and empty.targets_met == 0 and empty.chart is None
+    assert empty.gpu is None and empty.cpu_paper is None and empty.cpu_scale is None
     assert empty.summary.data["status"].tolist() == ["not measured"] * 3 and empty.grid.data.empty
 
 
@@ -1005,3 +844,14 @@ def test_a_reduced_protocol_is_never_set_beside_the_paper_protocol():
         assert report.ga_variant_per_class(pairs) is None  # no paper-protocol pair among them
         t = report.ga_variant_per_class(pairs, protocol="CPU-scale")
         assert t.loc["class size"].tolist()[0] == 5000
+
+
+def test_a_cell_pools_runs_of_other_evaluation_cadences_and_precisions_but_not_short_runs():
+    """GPU records (every epoch, bf16) and the CPU grid's (every 10 and dense from 160) of
+    one experiment are one cell; a short run is a cell of its own."""
+    gpu = record(seed=0, eval_every=1, bf16=True)
+    cpu = record(seed=1, eval_every=10, eval_dense_from=160, channels_last=True)
+    short = record(seed=2, epochs=10)
+    groups = report.seed_groups([gpu, cpu, short])
+    assert sorted(len(g) for g in groups) == [1, 2]
+    assert [r["config"]["seed"] for g in groups if len(g) == 2 for r in g] == [0, 1]

@@ -153,3 +153,56 @@ def test_a_record_that_predates_width_and_image_size_loads_with_the_papers(tmp_p
     atomic_write_text(path, json.dumps(rec))
     with pytest.raises(ValueError, match=r"seed0.epochs-2.json: bad config: unknown preset 'cifar10_lt_tiny'"):
         load_record(path)
+
+
+DAMAGE = {  # how a record file gets damaged -> what the readers must say about it
+    "truncated": (lambda path: path.write_text(path.read_text()[:200]), "not valid JSON (Expecting "),
+    "garbage": (lambda path: path.write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" * 20), "not a text file (invalid"),
+    "empty": (lambda path: path.write_text(""), "empty file"),
+    "folder": (lambda path: (path.unlink(), path.mkdir()), "cannot be read (Is a directory)"),
+    "schema": (lambda path: path.write_text(json.dumps(dict(json.loads(path.read_text()), top1_error="60"))),
+               "bad value for key(s) top1_error"),
+    "wrong kind": (lambda path: path.write_text(json.dumps(dict(json.loads(path.read_text()), config=dict(
+        json.loads(path.read_text())["config"], dataset=["cifar10-jpeg"])))), "bad config: "),
+}
+
+
+@pytest.fixture(params=sorted(DAMAGE))
+def damaged(request, tmp_path):
+    """A results folder of two records, one of them damaged; (folder, its path, the message expected)."""
+    write_record(make_record("ce"), tmp_path / "results")
+    path = write_record(make_record("kps_ga"), tmp_path / "results")
+    damage, message = DAMAGE[request.param]
+    damage(path)
+    return tmp_path / "results", path, message
+
+
+def test_every_reader_names_a_damaged_record_and_what_is_wrong(damaged, capsys):
+    from kps import results
+    from kps.report import per_class_page, table_page
+
+    out, path, message = damaged
+    expected = f"{path}: {message}"
+    for read in (lambda: load_record(path), lambda: load_records(out), lambda: table_page(3, out),
+                 lambda: per_class_page(out)):
+        with pytest.raises(ValueError) as err:
+            read()
+        assert str(err.value).startswith(expected), str(err.value)
+        assert str(err.value).endswith("; restore it from git, or train its run again with --force")
+        assert "\n" not in str(err.value)
+    # python -m kps.results (the first step of `make site`): one line, exit 2
+    assert results.main([str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith(f"error: {expected}") and captured.err.count("\n") == 1
+
+
+def test_the_record_check_reads_every_record_and_nested_roots(tmp_path, capsys):
+    from kps import results
+
+    write_record(make_record("ce"), tmp_path / "results")
+    nested = write_record(make_record("kps_ga"), tmp_path / "results" / "bf16-check" / "bf16")
+    assert results.main([str(tmp_path / "results")]) == 0
+    assert capsys.readouterr().out == f"2 records under {tmp_path / 'results'}: all readable\n"
+    nested.write_text("{")
+    assert results.main([str(tmp_path / "results")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {nested}: not valid JSON")

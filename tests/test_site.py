@@ -261,7 +261,7 @@ def test_result_tables_read_by_protocol(pages):
     intro = pages["book/intro"]["text"]
     from kps import report
     from kps.results import load_records
-    from kps.runner import paper_grid
+    from kps.grids import paper_grid
 
     runs = report.runs_by_protocol(load_records(ROOT / "results"), paper_grid())
     assert f"results/ holds {runs['total']} full-schedule training records" in intro
@@ -320,14 +320,48 @@ def test_the_layout_checks_fail_on_pages_broken_on_purpose(broken_pages):
     assert set(problems(fake, "rawMath")) == {"raw_math"}
 
 
-def test_claims_and_protocol_pages(pages):
-    claims, protocol = pages["notebooks/claims"]["text"], pages["book/protocol"]["text"]
-    assert "Claims checked" in claims and "supported" in claims and "95 %" in claims
-    assert "CPU-scale protocol" in claims and "Test error over training" in claims
+def committed_validity(protocol: str):
+    from kps.report import read_paper_numbers, validity
+    from kps.results import load_records
+
+    records = load_records(ROOT / "results")
+    return records, validity.protocol_validity(records, read_paper_numbers(ROOT / "book/paper_numbers.csv"), protocol)
+
+
+def test_claims_page(pages):
+    """Verdicts on the paper only at its protocol; a reduced protocol's comparisons as what that
+    scale does, beside its validity figures (computed here from the record files)."""
+    from kps import claims
+    from kps.report import grid_records
+    from kps.grids import paper_grid
+
+    text = pages["notebooks/claims"]["text"]
+    paper_part, _, reduced_part = text.partition("At a reduced protocol: what that scale does")
+    assert "Claims checked" in paper_part and reduced_part and "Test error over training" in reduced_part
+    records, check = committed_validity("paper")
+    done, missing = grid_records(records, paper_grid())
+    assert f"{len(done)} of {len(done) + len(missing)} runs have a record" in paper_part
+    table = claims.claims_table(records, "paper")
+    for said in table[claims.VERDICT]:
+        assert said in paper_part
+    assert str(check.rank) in paper_part
+    _, small = committed_validity("CPU-scale")
+    assert str(small.rank) in reduced_part and "did not train clearly above chance: arcface" in reduced_part
+    assert claims.SCALE_SHOWS in reduced_part
+    for word in ("supported", "contradicted", "inconclusive"):
+        assert word not in reduced_part, word
+    for said in set(claims.claims_table(records, "CPU-scale")[claims.SCALE_SHOWS]) - {""}:
+        assert said.replace("'", "’") in reduced_part or said in reduced_part
+    assert len(pages["notebooks/claims"]["images"]) >= 2       # the training curves of each protocol
+
+
+def test_protocol_page(pages):
+    protocol = pages["book/protocol"]["text"]
     assert "cifar10_lt_small" in protocol and "reference-style" in protocol and "pilot" in protocol
     # the protocol's values are glued from kps.configs, the pilot's and the bench's from their files
     from kps.configs import PRESETS
     from kps.report import benchfiles
+    from kps.grids import cpu_grid
 
     paper, small = PRESETS["cifar10_lt"], PRESETS["cifar10_lt_small"]
     assert f"{small.epochs} epochs instead of {paper.epochs}" in protocol
@@ -337,13 +371,35 @@ def test_claims_and_protocol_pages(pages):
     blocks = [sum(ce[i:i + 5]) / 5 for i in range(0, 55, 5)]
     late = ", ".join(f"{100 * (b / a - 1):+.1f}" for a, b in zip(blocks[-4:], blocks[-3:]))
     assert f"The CE loss changes by {late} % from one block" in protocol
+    pilot_ga = json.loads((ROOT / "bench/results/cpu-pilot-2026-12-01/kps_ga.seed0.json").read_text())
+    assert f"left the tail classes {pilot_ga['group_errors']['tail']:.0f} % wrong" in protocol
     bench = benchfiles.read_bench(ROOT / "bench/results/cpu-intel-r-xeon-r-processor-2026-12-01.json")
     t = benchfiles.trainer_row(bench, "fast_none")
     assert (f"evaluates the test set in {t['eval_s_per_epoch']:.1f} s against "
             f"{t['epoch_s'] - t['eval_s_per_epoch']:.1f} s") in protocol
-    assert "head (%)" in protocol and "Tail classes worse than the head classes:" in protocol and "84 runs" in protocol
+    assert "Tail classes worse than the head classes:" in protocol and f"{len(cpu_grid())} runs" in protocol
+    # its validity, computed from the records: no sentence says it can test the paper's claims
+    _, check = committed_validity("CPU-scale")
+    assert str(check.rank) in protocol
+    verdict = "preserves" if check.rank.preserved and not check.untrained else "does not preserve"
+    assert f"By these rules the CPU-scale protocol {verdict} the paper\u2019s comparisons" in protocol
+    assert "can test the paper" not in protocol
     results = pages["book/results"]["text"]
     assert "What has been run." in results and "min on one core" in results and not re.search(r"\bnan\b", results)
+
+
+def test_scale_page(pages):
+    from kps.report import read_paper_numbers, scale
+
+    records, _ = committed_validity("CPU-scale")
+    rows = scale.scale_rows(records, read_paper_numbers(ROOT / "book/paper_numbers.csv"))
+    seen = pages["notebooks/scale"]
+    text = seen["text"].replace("\u2019", "'")
+    lines = scale.scale_summary(rows).lines()
+    assert lines[0] in text and lines[-1] in text
+    assert len(seen["images"]) == 1 and seen["tables"] >= 1
+    for name, how in zip(rows["name"], rows["breaks"]):
+        assert name in text and (how or "no") in text
 
 
 def test_equations_are_typeset(pages):
@@ -381,8 +437,7 @@ def test_table3_shows_both_ga_variants_and_their_provenance(pages):
     for rec in records.values():
         assert f"{rec['top1_error']:.2f} (n=1)" in text
         assert f"{rec['best_top1_error']:.2f} (n=1)" in text
-    assert "every run: bf16 autocast" in text or "[a] bf16 autocast." in text       # said once, or by letter
-    assert "NVIDIA H200, bf16" in text and records["paper"]["torch_version"] in text
+    assert "NVIDIA H200, bf16 autocast" in text and records["paper"]["torch_version"] in text   # the provenance
     assert "[1] The file says commit 65a4c88 with a dirty tree" in text and "stale .git" in text
     assert text.count("—") >= 20                                                     # every other cell of ours
     results = pages["book/results"]["text"]
@@ -408,6 +463,14 @@ def test_differences_page_reads_the_ga_records(pages):
     small = ga_variant_per_class(load_records(ROOT / "results"), "CPU-scale")
     assert small.attrs["pair"].replace("'", "\u2019") in reduced_part
     assert all(f"{a:.1f}" in reduced_part for a in small.loc["authors' GA (row s_y)"])
+    # the test-rule statement, per protocol, from the records; maths typeset, no cell cut short
+    from kps.report import readout
+
+    for protocol in ("paper", "CPU-scale"):
+        assert readout.rule_summary(load_records(ROOT / "results"), protocol).sentence().replace("'", "\u2019") in text
+    assert "\\cos" not in text and "$" not in text
+    assert "GA: authors' per-sample row scale; lr: authors' schedule; m_max 0.2; subset_seed 666" in text
+    assert pages["book/differences"]["mjx"] >= 20
 
 
 def test_speed_page(pages):

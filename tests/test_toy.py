@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from kps.augment import GPUAugment
-from kps.data import CIFAR_MEAN, CIFAR_STD, long_tailed_counts
+from kps.data import long_tailed_counts
+from kps.datasets import CIFAR_MEAN, CIFAR_STD
 from kps.gradients import gradient_signals
 from kps.models import make_model
 from kps.params import kps_parameters

@@ -4,6 +4,7 @@ refusals before any work, train-grid, fast-path switches on CPU."""
 import json
 import math
 import subprocess
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -14,6 +15,7 @@ from synthetic import folder_data, strip_timing, synthetic_data, tiny_overrides
 import kps.env
 from kps.env import cpu_bf16_units
 import kps.metrics as km
+import kps.checkpoints as ck
 import kps.train as kt
 from kps.batches import shard
 from kps.configs import make_config
@@ -130,7 +132,7 @@ def test_record_contents(tmp_path):
     # class 0 has 20 training images (medium-shot), the others fewer (few-shot)
     assert record["shot_errors"] == pytest.approx({"many": None, "medium": 100 - acc[0], "few": 100 - acc[1:].mean()})
     assert record["history"][0]["loss"] > 0
-    assert kt.checkpoint_path(tmp_path / "ckpt", config).is_file()
+    assert ck.checkpoint_path(tmp_path / "ckpt", config).is_file()
     _, ce = run(tmp_path, "ce", eval_every=2)
     assert ce["per_class_accuracy_rcos"] is None and ce["test_rule"] == "argmax logits"
     assert ["test_error" in h for h in ce["history"]] == [False, True]
@@ -147,7 +149,7 @@ def test_deterministic_on_cpu(tmp_path):
 def test_resume_is_bit_exact(tmp_path, monkeypatch):
     overrides = dict(epochs=3, ga_switch_epoch=1, decay_epochs=(2,))
     config, whole = run(tmp_path / "whole", "kps_ga_mixup", **overrides)
-    whole_state = torch.load(kt.checkpoint_path(tmp_path / "whole/ckpt", config), weights_only=False)
+    whole_state = torch.load(ck.checkpoint_path(tmp_path / "whole/ckpt", config), weights_only=False)
 
     save = kt.atomic_torch_save
 
@@ -159,7 +161,7 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "split", "kps_ga_mixup", **overrides)
     monkeypatch.setattr(kt, "atomic_torch_save", save)
-    ckpt = kt.checkpoint_path(tmp_path / "split/ckpt", config)
+    ckpt = ck.checkpoint_path(tmp_path / "split/ckpt", config)
     assert torch.load(ckpt, weights_only=False)["next_epoch"] == 1
     assert not list((tmp_path / "split").rglob("*.json"))  # no record from the killed run
     resumed = kt.train(config, out=tmp_path / "split/results", checkpoint_dir=tmp_path / "split/ckpt",
@@ -193,13 +195,46 @@ def test_resume_is_bit_exact(tmp_path, monkeypatch):
         kt.Trainer(config, synthetic_data()).load_state(gpu_state, str(ckpt))
 
 
+# The config keys of the checkpoints and records the paper-protocol grid writes (commit 197a0d4):
+# they must stay readable and resumable.
+GRID_CONFIG_KEYS = {
+    "dataset", "imbalance", "method", "seed", "epochs", "preset", "arch", "batch_size", "lr", "momentum", "nesterov",
+    "weight_decay", "warmup_epochs", "decay_epochs", "decay_ratio", "lr_style", "m_max", "n_base", "s_base",
+    "ga_variant", "ga_switch_epoch", "drw_epoch", "drw_beta", "mixup_alpha", "subset_seed", "eval_every", "width",
+    "image_size", "channels_last", "bf16", "fused_sgd", "compile", "eval_dense_from"}
+
+
+def test_a_checkpoint_of_the_running_grid_resumes(tmp_path, monkeypatch):
+    """A checkpoint with the grid's config keys and segments (precision, threads), stopped
+    after its first epoch, continues to the record of the run trained without a break."""
+    overrides = dict(epochs=3, eval_every=10, eval_dense_from=2, channels_last=True)
+    config, whole = run(tmp_path / "whole", "ce", **overrides)
+    save = kt.atomic_torch_save
+
+    def stopped_after_first_epoch(state, path):
+        save(state, path)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kt, "atomic_torch_save", stopped_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "split", "ce", **overrides)
+    monkeypatch.setattr(kt, "atomic_torch_save", save)
+    state = torch.load(ck.checkpoint_path(tmp_path / "split/ckpt", config), weights_only=False)
+    assert set(state["config"]) == GRID_CONFIG_KEYS and state["next_epoch"] == 1
+    assert {"precision", "threads", "from_epoch", "git_commit", "device"} <= set(state["segments"][0])
+    resumed = kt.train(config, out=tmp_path / "split/results", checkpoint_dir=tmp_path / "split/ckpt",
+                       data=synthetic_data(), quiet=True, resume=True)
+    assert strip_timing(resumed) == strip_timing(whole)
+    assert [h["epoch"] for h in resumed["history"] if "test_error" in h] == [2]
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     real = kt.learning_rate
     monkeypatch.setattr(kt, "learning_rate", lambda epoch, **kw: 1e30 if epoch >= 1 else real(epoch, **kw))
     config = make_config("cifar10", "ce", **tiny_overrides(epochs=3))
     with pytest.raises(kt.TrainingDiverged, match=r"in epoch 1 \(0-indexed\); stopped. Last good checkpoint: .*after epoch 0"):
         kt.train(config, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", data=synthetic_data(), quiet=True)
-    state = torch.load(kt.checkpoint_path(tmp_path / "ckpt", config), weights_only=False)
+    state = torch.load(ck.checkpoint_path(tmp_path / "ckpt", config), weights_only=False)
     assert state["next_epoch"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values())
     assert not (tmp_path / "results").exists()
 
@@ -238,13 +273,13 @@ def test_checkpoint_every_and_progress_file(tmp_path, monkeypatch):
     kt.train(config, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", data=synthetic_data(), quiet=True,
              checkpoint_every=2)
     assert saves == [2, 3]
-    ckpt = kt.checkpoint_path(tmp_path / "ckpt", config)
-    assert kt.progress_path(ckpt) == ckpt.with_suffix(".progress.json")
-    assert kt.progress_path("a/seed0.pt") == kt.Path("a/seed0.progress.json")
-    progress = kt.read_progress(ckpt)
+    ckpt = ck.checkpoint_path(tmp_path / "ckpt", config)
+    assert ck.progress_path(ckpt) == ckpt.with_suffix(".progress.json")
+    assert ck.progress_path("a/seed0.pt") == Path("a/seed0.progress.json")
+    progress = ck.read_progress(ckpt)
     assert progress["next_epoch"] == 3 and progress["epochs"] == 3 and progress["checkpoint_next_epoch"] == 3
     assert progress["elapsed_s"] > 0
-    assert kt.read_progress(tmp_path / "none.pt") is None
+    assert ck.read_progress(tmp_path / "none.pt") is None
 
     real = kt.learning_rate
     monkeypatch.setattr(kt, "learning_rate", lambda epoch, **kw: 1e30 if epoch >= 3 else real(epoch, **kw))
@@ -254,7 +289,7 @@ def test_checkpoint_every_and_progress_file(tmp_path, monkeypatch):
         kt.train(long, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", data=synthetic_data(),
                  quiet=True, checkpoint_every=2)
     assert saves == [2]
-    assert kt.read_progress(kt.checkpoint_path(tmp_path / "ckpt", long))["checkpoint_next_epoch"] == 2
+    assert ck.read_progress(ck.checkpoint_path(tmp_path / "ckpt", long))["checkpoint_next_epoch"] == 2
     with pytest.raises(ValueError, match="checkpoint_every must be an integer >= 1, got 0"):
         kt.train(long, out=tmp_path / "results", checkpoint_dir=tmp_path / "ckpt", checkpoint_every=0)
 
@@ -315,8 +350,6 @@ def test_refusals_before_any_work(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="cannot write to the checkpoint folder"):
         kt.train(config, out=tmp_path / "other", checkpoint_dir=blocker)
     assert not (tmp_path / "other").exists()
-    with pytest.raises(ValueError, match="bf16 autocast needs a CUDA device"):
-        kt.Trainer(make_config("cifar10", "ce", bf16=True), synthetic_data())
 
 
 def test_force_overwrites(tmp_path):
@@ -431,7 +464,7 @@ def test_resume_uses_this_runs_optimizer_kernels(tmp_path):
     resume) steps with the fused kernel: the saved param groups' flags do not win."""
     plain = make_config("cifar10", "ce", **tiny_overrides(epochs=1))
     kt.train(plain, out=tmp_path / "r", checkpoint_dir=tmp_path / "ckpt", data=synthetic_data(), quiet=True)
-    state = torch.load(kt.checkpoint_path(tmp_path / "ckpt", plain), weights_only=False)
+    state = torch.load(ck.checkpoint_path(tmp_path / "ckpt", plain), weights_only=False)
     assert state["optimizer"]["param_groups"][0]["fused"] in (None, False)
     fused = kt.Trainer(replace(plain, fused_sgd=True, epochs=2), synthetic_data())
     fused.load_state(state, "ckpt")
@@ -504,9 +537,12 @@ def test_bf16_on_cpu_runs_the_backbone_in_bf16_and_the_loss_in_fp32(tmp_path):
     assert record["segments"][0]["threads"] == torch.get_num_threads()
 
 
-def test_eval_dense_from_evaluates_every_epoch_from_there_on():
+def test_eval_dense_from_evaluates_every_epoch_from_there_on(tmp_path):
     config = make_config("cifar10", "ce", **tiny_overrides(epochs=12, eval_every=5, eval_dense_from=9))
-    trainer = kt.Trainer(config, synthetic_data())
-    assert [e for e in range(12) if trainer.eval_due(e)] == [4, 9, 10, 11]
-    sparse = kt.Trainer(replace(config, eval_dense_from=None), synthetic_data())
-    assert [e for e in range(12) if sparse.eval_due(e)] == [4, 9, 11]
+    assert [e for e in range(12) if config.evaluates(e)] == [4, 9, 10, 11]
+    sparse = replace(config, eval_dense_from=None)
+    assert [e for e in range(12) if sparse.evaluates(e)] == [4, 9, 11]
+    # the trainer evaluates exactly there: the history's rows with a test error
+    record = kt.train(replace(config, epochs=6, eval_every=4, eval_dense_from=4), out=tmp_path,
+                      data=synthetic_data(), quiet=True)
+    assert [h["epoch"] for h in record["history"] if "test_error" in h] == [3, 4, 5]

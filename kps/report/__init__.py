@@ -24,13 +24,12 @@ from kps.report.protocols import (backbone_title, network_summary, protocol_grou
 from kps.report.style import page_table
 from kps.report.paper import find_repo_root
 from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, ErrorSummary, RunsOverview,
-                                format_summary, grid_records, matching_records, preset_of, protocol_of, protocols, runs_overview,
-                                run_label, seed_groups, setting_label, summarize, variant_label)
-from kps.report.speed import (SPEED_TARGETS, STACKED_COLUMNS, TOGETHER_COLUMNS, TRAINER_TITLES, SpeedPage,
-                              bench_table, cpu_bench_facts, cpu_bench_table, cpu_benches, grid_facts, grid_per_process,
-                              grid_table, measurement_status, noise_bands, speed_chart, speed_chart_data, speed_page,
-                              speed_summary, speed_table, speed_targets, stacked_table, together_table,
-                              train_loss_epoch_labels, train_loss_table, train_loss_verdicts, trainer_order)
+                                format_summary, grid_records, matching_records, precision_label, preset_of, protocol_of,
+                                protocols, run_label, runs_overview, seed_groups, setting_label, summarize,
+                                variant_label)
+from kps.report.speed import (SPEED_TARGETS, SpeedPage, bench_table, contender_table, contender_title,
+                              cpu_bench_facts, cpu_bench_table, cpu_benches, grid_facts, grid_table, projected_minutes,
+                              speed_chart, speed_page, speed_summary, speed_targets)
 from kps.report.tables import (MISSING, NOT_HERE, TablePage, WideTable, comparison_table, detail_table,
                                ga_variant_comparison, ga_variant_per_class, ga_variant_view, ours_datasets,
                                setting_effects, table_page, table_records, wide_table)
@@ -47,13 +46,11 @@ __all__ = [
     "backbone_title", "network_summary", "protocol_group", "protocol_preset", "protocol_summary", "runs_by_protocol",
     "page_table",
     "NOT_IMPLEMENTED", "NOT_RUN", "ErrorSummary", "RunsOverview", "find_repo_root", "format_summary",
-    "grid_records", "matching_records", "preset_of", "protocol_of", "protocols", "runs_overview", "run_label", "seed_groups", "setting_label", "summarize",
+    "grid_records", "matching_records", "precision_label", "preset_of", "protocol_of", "protocols", "run_label", "runs_overview", "seed_groups", "setting_label", "summarize",
     "variant_label",
-    "SPEED_TARGETS", "STACKED_COLUMNS", "TOGETHER_COLUMNS", "TRAINER_TITLES", "SpeedPage", "bench_table", "cpu_bench_facts",
-    "cpu_bench_table", "cpu_benches", "grid_facts", "grid_per_process", "grid_table", "measurement_status",
-    "noise_bands", "speed_chart", "speed_chart_data", "speed_page", "speed_summary", "speed_table", "speed_targets",
-    "stacked_table", "together_table", "train_loss_epoch_labels", "train_loss_table", "train_loss_verdicts",
-    "trainer_order",
+    "SPEED_TARGETS", "SpeedPage", "bench_table", "contender_table", "contender_title", "cpu_bench_facts",
+    "cpu_bench_table", "cpu_benches", "grid_facts", "grid_table", "projected_minutes", "speed_chart", "speed_page",
+    "speed_summary", "speed_targets",
     "MISSING", "NOT_HERE", "TablePage", "WideTable", "comparison_table", "detail_table", "ga_variant_comparison",
     "ga_variant_per_class", "ga_variant_view", "ours_datasets", "setting_effects", "table_page", "table_records",
     "wide_table",

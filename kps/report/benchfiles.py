@@ -2,7 +2,8 @@
 (``bench/bench.py``, schema kps-bench/1) and of the grids' ``*.runs.json``
 (``bench/grid.py``) the site reads, and the readers.  The Speed page and the
 CPU-scale protocol page ask this module for every value of a bench file; the job
-logs (``*.log``) are not read by any code: they are for people."""
+logs (``*.log``) and the workers benches (``*.workers.json``) are not read by any
+code: they are for people."""
 
 from __future__ import annotations
 
@@ -15,27 +16,18 @@ from typing import Any
 BENCH_SCHEMA = "kps-bench/1"
 # Keys every bench file must have (read_bench checks them), at the top and per trainer.
 BENCH_KEYS = ("device", "date", "git_commit", "git_dirty", "torch_version", "peak")
-TRAINER_KEYS = ("train_images_per_s", "epoch_s", "eval_s_per_epoch", "projected_run_s", "achieved_tflops",
-                "fraction_of_bf16_peak")
-# The measurements that are not trainers (--together K of the November 2026 bench, since
-# removed; --stack S) and the keys read from each, in the order of their tables; a key a
-# file lacks reads None.
-MEASUREMENT_KEYS = {
-    "together": ("runs", "compile", "round_s_median", "epochs_per_s", "train_images_per_s",
-                 "epoch_rate_vs_alone", "epoch_rate_vs_reference"),
-    "stacked": ("runs", "compile", "round_s_median", "epochs_per_s", "train_images_per_s",
-                "epoch_rate_vs_alone", "epoch_rate_vs_together", "epoch_rate_vs_reference"),
-}
+TRAINER_KEYS = ("train_images_per_s", "train_s_per_epoch", "eval_s_per_epoch", "epoch_s", "compile_overhead_s",
+                "projected_run_s", "achieved_tflops", "fraction_of_bf16_peak")
 # Keys read from one run of a grid's runs.json.
 GRID_RUN_KEYS = ("run", "ga_variant", "status", "priority", "epochs_done", "checkpoint_epochs", "wall_s",
-                 "stacked_runs", "top1_error", "best_top1_error", "reason")
+                 "top1_error", "best_top1_error", "reason")
 
 
 def bench_files(folder: str | Path, device_type: str | None = None) -> list[Path]:
-    """The bench results under ``folder`` (``*.json`` other than the grids'
-    ``*.runs.json``), sorted by name (device slug, date, job); with ``device_type``
+    """The bench results under ``folder`` (``*.json`` other than a job's ``*.runs.json``
+    and ``*.workers.json``), sorted by name (device slug, date, job); with ``device_type``
     ('cuda', 'cpu') only those measured on such a device."""
-    files = sorted(p for p in Path(folder).glob("*.json") if not p.name.endswith(".runs.json"))
+    files = sorted(p for p in Path(folder).glob("*.json") if not p.name.endswith((".runs.json", ".workers.json")))
     if device_type is None:
         return files
     return [p for p in files if json.loads(p.read_text()).get("device_type") == device_type]
@@ -85,19 +77,25 @@ def projected_run_s(bench: Mapping[str, Any], trainer: str) -> float:
 
 
 def trainer_row(bench: Mapping[str, Any], trainer: str) -> dict[str, Any]:
-    """The timings of one trainer: TRAINER_KEYS and its ``precision`` ('' if not recorded)."""
+    """The timings of one contender: TRAINER_KEYS, its ``precision`` and ``compile``
+    mode ('' where not recorded)."""
     t = bench["trainers"][trainer]
-    return {**{k: t[k] for k in TRAINER_KEYS}, "precision": t.get("precision", "")}
+    return {**{k: t[k] for k in TRAINER_KEYS}, "precision": t.get("precision", ""), "compile": t.get("compile", "")}
 
 
 def config(bench: Mapping[str, Any]) -> dict[str, Any]:
-    """What the bench trained (``config``): preset epochs (200 when not recorded),
-    images per epoch, timed and warm-up epochs, data label, threads, protocol."""
+    """What the bench trained (``config``): the preset and its protocol (files from
+    before presets were recorded ran the dataset's Table 2 preset: the paper's
+    protocol, 200 epochs), images per epoch, timed and warm-up epochs, data label,
+    threads."""
+    from kps.datasets import DATASETS
+
     c = bench.get("config") or {}
     return {"preset_epochs": c.get("preset_epochs", 200), "train_images": c.get("train_images"),
             "test_images": c.get("test_images"), "dataset_label": c.get("dataset_label"),
             "epochs_timed": c.get("epochs_timed"), "warmup_epochs": int(c.get("warmup_epochs", 0)),
-            "threads": c.get("threads"), "protocol": c.get("protocol"), "preset": c.get("preset"),
+            "threads": c.get("threads"), "protocol": c.get("protocol", "paper"),
+            "preset": c["preset"] if "preset" in c else DATASETS[c["dataset"]].preset,
             "width": c.get("width"), "image_size": c.get("image_size"), "fast_configs": c.get("fast_configs") or {}}
 
 
@@ -122,47 +120,13 @@ def complete(bench: Mapping[str, Any]) -> bool:
 
 
 def failures(bench: Mapping[str, Any]) -> dict[str, str]:
-    """What failed (``failed``): trainer names and the measurements of MEASUREMENT_KEYS, with the error."""
+    """The contenders that raised (``failed``), with the error."""
     return dict(bench.get("failed") or {})
 
 
-def measurement(bench: Mapping[str, Any], kind: str) -> dict[str, Any] | None:
-    """The ``kind`` measurement ('together' or 'stacked') as MEASUREMENT_KEYS lists
-    its values, or None where the bench has none.  For 'stacked' also
-    ``max_rel_diff``: the largest relative difference of a copy's training loss to
-    the run alone (None where not compared)."""
-    t = bench.get(kind)
-    if not t:
-        return None
-    out = {k: t.get(k) for k in MEASUREMENT_KEYS[kind]}
-    if kind == "stacked":
-        out["max_rel_diff"] = (t.get("train_loss_vs_alone") or {}).get("max_rel_diff")
-    return out
-
-
-def train_losses(bench: Mapping[str, Any]) -> dict[str, list[float]]:
-    """Each trainer's recorded mean training loss per epoch (``train_losses``, warm-up
-    included); trainers without a non-empty record are left out."""
-    return {name: [float(v) for v in t["train_losses"]] for name, t in trainers(bench).items()
-            if t.get("train_losses")}
-
-
-def seed_losses(bench: Mapping[str, Any]) -> list[list[float]]:
-    """The training losses per epoch of each run of several seeds side by side
-    (``together.train_losses``); [] where the bench has none."""
-    runs = (bench.get("together") or {}).get("train_losses") or []
-    return [[float(v) for v in run] for run in runs if run]
-
-
-def seeds(bench: Mapping[str, Any]) -> list[int]:
-    """The seeds of the runs side by side (``together.seeds``; 0.. where not recorded)."""
-    t = bench.get("together") or {}
-    return list(t.get("seeds") or range(len(seed_losses(bench))))
-
-
-def seeds_mode(bench: Mapping[str, Any]) -> str:
-    """The fast-path compile mode of the runs side by side ('?' where not recorded)."""
-    return str((bench.get("together") or {}).get("compile", "?"))
+def skipped(bench: Mapping[str, Any]) -> dict[str, str]:
+    """The contenders that could not run on the device (``skipped``), with why."""
+    return dict(bench.get("skipped") or {})
 
 
 # --- a grid's runs.json ---------------------------------------------------------------------------
@@ -174,14 +138,11 @@ def grid_runs(runs: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def grid_settings(runs: Mapping[str, Any]) -> dict[str, Any]:
-    """How the grid ran: epochs, runs at a time, runs per process (1 for a grid.py before
-    ``--per-process``), whether it stacked (False before ``--stack``), compile mode,
-    seconds until its deadline, seconds from its start to
-    its end (NaN where not recorded) and the checkpoints left out of the returned parts."""
+    """How the grid ran: epochs, runs at a time, compile mode, seconds until its
+    deadline, seconds from its start to its end (NaN where not recorded) and the
+    checkpoints left out of the returned parts."""
     finished = runs.get("finished_unix")
-    return {"epochs": runs.get("epochs"), "concurrency": runs.get("concurrency"),
-            "per_process": runs.get("per_process", 1), "stack": bool(runs.get("stack")),
-            "compile": runs.get("compile"),
+    return {"epochs": runs.get("epochs"), "concurrency": runs.get("concurrency"), "compile": runs.get("compile"),
             "deadline_s": runs["deadline_unix"] - runs["started_unix"],
             "wall_s": math.nan if finished is None else finished - runs["started_unix"],
             "checkpoints_left_out": list(runs.get("checkpoints_left_out") or [])}

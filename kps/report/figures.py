@@ -202,38 +202,42 @@ def per_class_figure(records: Sequence[Mapping[str, Any]], title: str, methods: 
                              layout="constrained", squeeze=False)
     used, summary, legend_lines = [], [], []
     for ax, (dataset, protocol) in zip(axes[:, 0], panels):
-        series = []   # (method index, variant index, label, rows of per_group_error_table or None)
+        series = []   # (method index, variant index, short run?, label, rows of per_group_error_table or None)
         for k, method in enumerate(methods):
             recs = runs(dataset, protocol, method)
             used += recs
             if not recs:
-                series.append((k, 0, f"{method}: {NOT_RUN}", None))
+                series.append((k, 0, False, f"{method}: {NOT_RUN}", None))
                 continue
             rows = per_group_error_table(recs)   # labels within the protocol: the panel names it
             # the paper's setting first, then by name: one variant keeps its hatch in every panel
             variants = sorted(dict.fromkeys(rows["variant"]), key=lambda v: (v != "paper setting", v))
             for (variant, run), part in rows.groupby(["variant", "run"], sort=False):
                 label = method + ("" if variant == "paper setting" else f", {variant}") + (f" [{run}]" if run else "")
-                series.append((k, variants.index(variant), label + f" (n={part['n'].iloc[0]})", part))
-        series.sort(key=lambda s: (s[0], s[1]))
-        drawn = [s for s in series if s[3] is not None]
+                series.append((k, variants.index(variant), bool(run), label + f" (n={part['n'].iloc[0]})", part))
+        series.sort(key=lambda s: s[:3])
+        drawn = [s for s in series if s[4] is not None]
         short = "paper's protocol" if protocol == "paper" else f"{protocol} (reduced)"
-        summary += [part.assign(panel=f"{DATASET_TITLES[dataset]}: {short}", series=label) for _, _, label, part in drawn]
+        summary += [part.assign(panel=f"{DATASET_TITLES[dataset]}: {short}", series=label) for *_, label, part in drawn]
         width = 0.84 / max(len(drawn), 1)
         x = np.arange(10)
         handles = []
         i = 0
-        for k, j, label, part in series:
+        for k, j, short_run, label, part in series:
             colour = f"C{k}"
             if part is None:
                 handles.append(Patch(facecolor="none", edgecolor=colour, linestyle="--", label=label))
                 continue
+            # a variant: its shade and hatch; a short run of it: that hatch, paler, with a dashed outline
+            shade = SHADES[j % len(SHADES)]
             handles.append(ax.bar(x + (i - (len(drawn) - 1) / 2) * width, part["error"], width,
                                   yerr=None if part["std"].isna().all() else part["std"].fillna(0), capsize=2,
                                   label=_wrap(label),
-                                  color=_shade(colour, SHADES[j % len(SHADES)]),
+                                  color=_shade(colour, 0.8 if short_run else shade),
                                   hatch=HATCHES[j % len(HATCHES)],
-                                  edgecolor=colour if j == 0 else ("white" if SHADES[j % len(SHADES)] < 0 else "#333"),
+                                  edgecolor="#333" if short_run else (colour if j == 0 else
+                                                                        ("white" if shade < 0 else "#333")),
+                                  linestyle="--" if short_run else "-",
                                   linewidth=0.6, error_kw={"elinewidth": 0.8}))
             i += 1
         data = list(dict.fromkeys(part["data"].iloc[0] for *_, part in drawn))

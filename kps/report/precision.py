@@ -1,4 +1,4 @@
-"""bf16 autocast on a CPU against fp32: the precision check (:func:`kps.runner.bf16_check`).
+"""bf16 autocast on a CPU against fp32: the precision check (:func:`kps.grids.bf16_check`).
 
 Precision is not part of a record's name, so the check's records live under roots of
 their own (``results/bf16-check/bf16`` and ``.../fp32``) and pair with the record of the
@@ -93,7 +93,7 @@ class PrecisionCheck:
 def precision_check(results: str | Path) -> PrecisionCheck:
     """The check as its records stand under ``results``/bf16-check (nothing missing is
     filled in: absent runs are counted in ``runs_missing``)."""
-    from kps.runner import bf16_check, bf16_check_paper
+    from kps.grids import bf16_check, bf16_check_paper
 
     results = Path(results)
     bf16_root, fp32_root = results / CHECK_ROOT / "bf16", results / CHECK_ROOT / "fp32"

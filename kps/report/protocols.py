@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kps.configs import DATASET_PRESETS, PRESETS, Preset, RunConfig
+from kps.configs import PRESETS, Preset, RunConfig
+from kps.datasets import DATASETS
 from kps.report.paper import BACKBONE_TITLES, DATASET_VARIANTS
 
 _FRACTIONS = {0.5: "half", 0.25: "quarter"}
@@ -42,7 +43,7 @@ def backbone_title(preset: Preset, arch: str | None = None) -> str:
 
 def _own(preset: Preset) -> Preset:
     """The paper's preset of the dataset ``preset`` runs on."""
-    return PRESETS[DATASET_PRESETS[preset.datasets[0]]] if preset.datasets else preset
+    return PRESETS[DATASETS[preset.datasets[0]].preset] if preset.datasets else preset
 
 
 def protocol_group(protocol: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from kps.configs import RunConfig
-from kps.report.records import protocol_of, setting_label
+from kps.report.records import precision_label, protocol_of, setting_label
 from kps.results import config_record_path
 
 
@@ -112,7 +112,7 @@ def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[Prove
             "data": rec.get("dataset_label", c["dataset"]),
             "setting": setting_label(c, with_protocol=False),
             "commit": str(rec.get("git_commit") or "unknown")[:10] + dirty_words + (f" {note.marker}" if note else ""),
-            "device, precision": f"{_device(rec.get('device', 'unknown'))}, {'bf16' if c.get('bf16') else 'fp32'}",
+            "device, precision": f"{_device(rec.get('device', 'unknown'))}, {precision_label(c)}",
             "torch": rec.get("torch_version", "unknown"),
             "started (UTC)": str(rec.get("started_at", "unknown"))[:16].replace("T", " "),
             "wall time (min)": f"{float(rec['wall_time_s']) / 60:.1f}" if rec.get("wall_time_s") is not None else "unknown",
@@ -165,14 +165,14 @@ def segments_label(rec: Mapping[str, Any]) -> str:
     record's own)."""
     segments = rec.get("segments") or []
     if len(segments) <= 1:
-        return "one" + (_threads(segments[0]) + _stacked(segments[0]) if segments else "")
+        return "one" + (_threads(segments[0]) if segments else "")
     ends = [s["from_epoch"] for s in segments[1:]] + [rec["epochs"]]
     parts = []
     for seg, end in zip(segments, ends):
         who = str(seg["git_commit"])[:10] if seg.get("git_commit") else "unknown commit"
         if seg.get("device") and seg["device"] != rec.get("device"):   # the record's own device: said once
             who += f" ({_device(seg['device'])})"
-        parts.append(f"{seg['from_epoch']}-{end - 1}: {who}{_threads(seg)}{_stacked(seg)}")
+        parts.append(f"{seg['from_epoch']}-{end - 1}: {who}{_threads(seg)}")
     return "epochs " + "; ".join(parts)
 
 
@@ -180,12 +180,6 @@ def _threads(segment: Mapping[str, Any]) -> str:
     """', k threads' where the segment records its thread count (records from 2026-12-02 on)."""
     k = segment.get("threads")
     return "" if k is None else f", {k} thread{'s' if k != 1 else ''}"
-
-
-def _stacked(segment: Mapping[str, Any]) -> str:
-    """', k runs stacked as one network' for a segment trained in a kps.stack.Stack."""
-    k = segment.get("stacked_runs")
-    return f", {k} runs stacked as one network" if k else ""
 
 
 def provenance_footnotes(notes: Iterable[ProvenanceNote], records: Iterable[Mapping[str, Any]] = (),

@@ -1,6 +1,6 @@
 """Our runs as the result pages group and name them: the seed summaries (mean
 +- sample std over seeds, the number of seeds), the labels of a run's setting
-and variant against the paper's (``kps.configs.make_config``), the records that
+and variant against the paper's (``kps.configs.differences``), the records that
 match a paper cell, and the overview of what has been run."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kps.configs import PRESETS, RUN_ONLY_KEYS, SPEED_KEYS, Preset, RunConfig, make_config
+from kps.configs import IDENTITY_KEYS, PRESETS, ROLES, RUN_ONLY_KEYS, SPEED, SPEED_KEYS, Preset, RunConfig, differences
 from kps.report.paper import DATASET_VARIANTS
 from kps.results import config_record_path
 
@@ -72,38 +72,22 @@ def protocol_of(config: Mapping[str, Any]) -> str:
     return preset_of(config).protocol
 
 
-def _speed_only(key: str) -> bool:
-    """Whether ``key`` only picks a faster code path (:data:`kps.configs.SPEED_KEYS`).
-    bf16 autocast is the one fast-path switch that is not: it changes the arithmetic,
-    so its runs are named ("bf16 autocast") and summarised apart."""
-    return key in SPEED_KEYS and key != "bf16"
-
-
 def _differences(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(key, words) for every way ``config`` differs from the setting of its dataset,
-    method and imbalance under its preset (``make_config`` with the same seed);
-    a reduced protocol first, then a short run. Keys that only pick a faster code
-    path are skipped; bf16 autocast is kept (it changes the arithmetic, not only the
-    speed)."""
-    cfg = dict(config)
-    preset = preset_of(cfg)
-    reference = make_config(cfg["dataset"], cfg["method"], imbalance=cfg["imbalance"], seed=cfg["seed"],
-                            preset=preset.name).to_dict()
+    method and imbalance under its preset (:func:`kps.configs.differences`): a reduced
+    protocol first, then a short run, then the others; speed keys (precision among
+    them) are not a difference of the setting."""
+    preset = preset_of(config)
     parts: list[tuple[str, str]] = []
     if preset.protocol != "paper":
         parts.append(("preset", f"{preset.protocol} protocol ({preset.name})"))
-    for key in sorted(set(cfg) | set(reference)):
-        if _speed_only(key) or key in ("seed", "preset"):
-            continue
-        ours, ref = cfg.get(key), reference.get(key)
-        if _same(ours, ref):
+    for key, (ours, ref) in sorted(differences(config).items()):
+        if ROLES[key] == SPEED or key == "preset":
             continue
         if key == "epochs":
             parts.insert(len(parts) and parts[0][0] == "preset", (key, f"short run: {ours} of {ref} epochs"))
         elif key in ("ga_variant", "lr_style") and ours == "official":
             parts.append((key, "GA: authors' per-sample row scale" if key == "ga_variant" else "lr: authors' schedule"))
-        elif key == "bf16":
-            parts.append((key, "bf16 autocast" if ours else "fp32"))
         else:
             parts.append((key, f"{key} {ours}"))
     return parts
@@ -111,41 +95,39 @@ def _differences(config: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def setting_label(config: Mapping[str, Any], with_protocol: bool = True) -> str:
     """How a run's config differs from the paper's setting for its dataset and
-    method (``kps.configs.make_config`` with the same imbalance and seed):
-    'paper setting', or the differences, e.g. 'short run: 30 of 200 epochs;
-    m_max 0.2'. Keys that only pick a faster code path are ignored; bf16
-    autocast is named ('bf16 autocast'). ``with_protocol=False`` leaves out a
-    reduced protocol's name, for tables and panels that name it in a header."""
+    method (:func:`kps.configs.differences`): 'paper setting', or the differences,
+    e.g. 'short run: 30 of 200 epochs; m_max 0.2'.  Speed keys, precision among them,
+    are not part of a setting (the provenance table names a run's precision).
+    ``with_protocol=False`` leaves out a reduced protocol's name, for tables and
+    panels that name it in a header."""
     parts = [words for key, words in _differences(config) if with_protocol or key != "preset"]
     return "; ".join(parts) if parts else "paper setting"
 
 
 def variant_label(config: Mapping[str, Any], with_protocol: bool = True) -> str:
     """The part of :func:`setting_label` that changes the experiment itself
-    (the keys of a record's setting tag, e.g. the authors'-code GA variant):
-    'paper setting' when the run differs only in how long, how often
-    evaluated, or how fast/precise it ran (``kps.configs.RUN_ONLY_KEYS``).
-    Result tables give each variant its own row; ``with_protocol=False`` leaves out
-    a reduced protocol's name (the tables give it a column of its own)."""
+    (:data:`kps.configs.IDENTITY_KEYS`, the keys of a record's setting tag, e.g. the
+    authors'-code GA variant): 'paper setting' when the run differs only in how
+    long, how often evaluated, or how fast it ran.  Result tables give each variant
+    its own row; ``with_protocol=False`` leaves out a reduced protocol's name (the
+    tables give it a column of its own)."""
     parts = [words for key, words in _differences(config)
-             if key not in RUN_ONLY_KEYS and (with_protocol or key != "preset")]
+             if key in IDENTITY_KEYS and (with_protocol or key != "preset")]
     return "; ".join(parts) if parts else "paper setting"
 
 
 def run_label(config: Mapping[str, Any]) -> str:
-    """The part of :func:`setting_label` that :func:`variant_label` leaves out: how
-    long the run was, how often evaluated, how precisely computed
-    (``kps.configs.RUN_ONLY_KEYS``), e.g. 'bf16 autocast' or 'short run: 30 of 200
-    epochs'; '' where it ran as its protocol says."""
-    return "; ".join(words for key, words in _differences(config) if key in RUN_ONLY_KEYS)
+    """The part of :func:`setting_label` that :func:`variant_label` leaves out and that
+    still keeps runs apart (:func:`group_key`: a short run), e.g. 'short run: 30 of 200
+    epochs'; '' for a full run. The evaluation cadence is pooled, not named."""
+    pooled = set(RUN_ONLY_KEYS) - {"epochs"}
+    return "; ".join(words for key, words in _differences(config) if key not in IDENTITY_KEYS and key not in pooled)
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
-        return list(a or []) == list(b or [])
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and math.isclose(float(a), float(b))
-    return a == b
+def precision_label(config: Mapping[str, Any]) -> str:
+    """'bf16 autocast' or 'fp32': how a run's backbone computed (a speed key, not part of
+    its setting)."""
+    return "bf16 autocast" if config.get("bf16") else "fp32"
 
 
 def matching_records(
@@ -165,15 +147,25 @@ def matching_records(
     return out
 
 
+def group_key(record: Mapping[str, Any], apart_from: tuple[str, ...] = ()) -> str:
+    """What a record's runs have in common with the records it is summarised with: its
+    data label and every config key but the run keys other than ``epochs`` (seed,
+    evaluation cadence), the speed keys (precision among them, :class:`kps.configs.RunConfig`)
+    and ``apart_from``.  A cell pools runs evaluated at different cadences (a GPU's every
+    epoch, the CPU grid's every 10 and every epoch from the first decay): their final
+    errors are alike, and each record's best is over its own evaluated epochs."""
+    skip = {*RUN_ONLY_KEYS, *apart_from} - {"epochs"}
+    cfg = {k: v for k, v in record["config"].items() if k not in skip}
+    return repr(sorted((k, repr(v)) for k, v in cfg.items())) + repr(record.get("dataset_label"))
+
+
 def seed_groups(records: Sequence[Mapping[str, Any]]) -> list[list[Mapping[str, Any]]]:
-    """Records split by everything that decides a run except the seed (and the
-    speed-only switches), in a stable order; one group = one cell of ours,
+    """Records split by everything that decides a run except the seed and the speed
+    keys (:func:`group_key`), in a stable order; one group = one cell of ours,
     summarised over its seeds by :func:`summarize`."""
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for rec in records:
-        cfg = {k: v for k, v in rec["config"].items() if k != "seed" and not _speed_only(k)}
-        key = repr(sorted((k, repr(v)) for k, v in cfg.items())) + repr(rec.get("dataset_label"))
-        groups.setdefault(key, []).append(rec)
+        groups.setdefault(group_key(rec), []).append(rec)
     return [groups[k] for k in sorted(groups)]
 
 
@@ -184,7 +176,7 @@ class RunsOverview:
     imbalance, runs); ``grid_runs`` / ``grid_done`` count a grid's runs and those
     with a record; ``run_min`` is the mean wall time in minutes of the ``timed`` grid
     records made on one CPU core, and ``grid_hours`` the whole grid's on ``workers``
-    cores (NaN while no such record exists)."""
+    cores (NaN while no such record exists; the Results page words them)."""
 
     counts: pd.DataFrame
     grid_runs: int
@@ -193,14 +185,6 @@ class RunsOverview:
     grid_hours: float
     workers: int
     timed: int = 0
-
-    @property
-    def duration(self) -> str:
-        """The grid's measured duration in words, or that it is not measured yet."""
-        if self.timed == 0:
-            return "its duration on a CPU is not measured yet (none of its records was made on a CPU)"
-        return (f"one run takes {self.run_min:.1f} min on one core (mean of its {self.timed} CPU records), so "
-                f"the whole grid takes about {self.grid_hours:.1f} h on {self.workers} cores")
 
 
 def grid_records(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig]

@@ -17,7 +17,8 @@ import pandas as pd
 from kps.configs import METHODS
 from kps.report.paper import BACKBONE_TITLES, DATASET_TITLES, DATASET_VARIANTS, dataset_title, paper_label
 from kps.report.protocols import backbone_title, network_summary, protocol_group, protocol_preset, protocol_summary
-from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, format_summary, matching_records, protocol_of, run_label, seed_groups, setting_label, summarize, variant_label)
+from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, format_summary, group_key, matching_records,
+                                protocol_of, run_label, seed_groups, setting_label, summarize, variant_label)
 from kps.report.style import page_table
 
 MISSING = "—"             # a cell of ours without a record, in the paper's layout
@@ -39,9 +40,9 @@ def comparison_table(
     error of the last epoch / of the best epoch, mean ± std over seeds),
     seeds, our data (the records' dataset label), our setting (see
     :func:`setting_label`), our variant (see :func:`variant_label`; '' where
-    there is no record), our run (:func:`kps.report.records.run_label`: e.g.
-    bf16 autocast, a short run), protocol
-    ('paper' or a reduced protocol such as 'CPU-scale', :data:`kps.configs.PRESETS`;
+    there is no record), our run (:func:`kps.report.records.run_label`: a short
+    run), protocol ('paper' or a reduced protocol such as 'CPU-scale',
+    :data:`kps.configs.PRESETS`;
     '' where there is no record). Our cells say "not run" where no record exists
     and "not in this artifact" for methods this package does not implement.
     """
@@ -143,8 +144,9 @@ def wide_table(long: pd.DataFrame, ours_datasets: Collection[str] = (), data_lab
     paper's numbers only, said once in the notes. A cell of ours is "mean ± std
     (n=k)" of the final-epoch error over seeds (a line per group of runs), "—" without
     a record, "n/a" for a method not in this artifact, and a letter [a] where the run
-    differs from its protocol only in how it ran (bf16 autocast, a short run) or in its
-    data; a note that every run of a group shares is said once, in the group's note. Runs of
+    differs from its protocol only in how long it ran (a short run) or in its data; a
+    note that every run of a group shares is said once, in the group's note (precision
+    and device are the provenance's: a cell pools them, :func:`group_key`). Runs of
     another variant of a method (:func:`variant_label`, e.g. the authors' GA) get a
     row of their own right below the method's, labelled "↳ <our method name>,
     <variant>", with the paper's number repeated. ``data_label`` names our data where no record does."""
@@ -281,13 +283,13 @@ def detail_table(long: pd.DataFrame, ours_datasets: Collection[str] = (), data_l
 
 
 def _ga_variant_pairs(records: Sequence[Mapping[str, Any]]) -> list[dict[str, list[Mapping[str, Any]]]]:
-    """Groups of records alike but for seed and ``ga_variant`` that hold both
-    variants: {"paper": [...], "official": [...]}, in a stable order."""
+    """Groups of records alike but for seed, speed keys and ``ga_variant``
+    (:func:`kps.report.records.group_key`) that hold both variants: {"paper": [...],
+    "official": [...]}, in a stable order."""
     by_key: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     for rec in records:
-        cfg = {k: v for k, v in rec["config"].items() if k not in ("seed", "ga_variant")}
-        key = repr(sorted((k, repr(v)) for k, v in cfg.items())) + repr(rec.get("dataset_label"))
-        by_key.setdefault(key, {}).setdefault(rec["config"]["ga_variant"], []).append(rec)
+        by_key.setdefault(group_key(rec, apart_from=("ga_variant",)), {}).setdefault(
+            rec["config"]["ga_variant"], []).append(rec)
     return [by_key[k] for k in sorted(by_key) if {"paper", "official"} <= set(by_key[k])]
 
 
@@ -431,7 +433,7 @@ def ours_datasets() -> tuple[list[str], str]:
     """The dataset titles this artifact's grids run on (kps.runner: the paper-protocol
     and CPU-scale grids), and the label of the data they use ('CIFAR-10 (JPEG copy)')."""
     from kps.data import DATASETS
-    from kps.runner import cpu_grid, paper_grid
+    from kps.grids import cpu_grid, paper_grid
 
     used = list(dict.fromkeys(c.dataset for c in paper_grid() + cpu_grid()))
     titles = [DATASET_TITLES[k] for k, variants in DATASET_VARIANTS.items() if set(variants) & set(used)]
