@@ -84,7 +84,7 @@ def test_setting_label():
     assert report.variant_label(fast) == "GA: authors' per-sample row scale"
     assert report.variant_label(record(bf16=True, epochs=30)["config"]) == "paper setting"
     assert report.precision_label(fast) == "bf16 autocast" and report.precision_label(short) == "fp32"
-    assert report.provenance_table([record(bf16=True)]).iloc[0]["precision"] == "bf16 autocast"
+    assert report.provenance_table([record(bf16=True)]).iloc[0]["device, precision"] == "cpu, bf16 autocast"
     assert report.setting_label(record(eval_every=10, eval_dense_from=160)["config"]) == \
         "eval_dense_from 160; eval_every 10"
     assert report.variant_label(record(eval_every=10, eval_dense_from=160)["config"]) == "paper setting"
@@ -123,16 +123,56 @@ def test_comparison_table_fills_only_from_matching_records(paper):
         report.comparison_table(paper, recs, 9)
 
 
+C10, C100 = "CIFAR-10-LT, ResNet-32", "CIFAR-100-LT, ResNet-32"
+OURS, SMALL = "ours: paper's protocol", "ours, reduced: CPU-scale protocol"
+SMALL_HEAD = "CIFAR-10-LT, ResNet-32 at half width, 16 px"
+MAIN, GA_ROW = "KPS loss (Ours) (kps_ga)", "↳ kps_ga, GA: authors' per-sample row scale"
+
+
 def test_wide_table_layout(paper):
     recs = [record(seed=0, final=20.0, best=19.0)]
     w = report.wide_table(report.comparison_table(paper, recs, 3))
-    assert w.shape == (12, 8)
-    col = ("CIFAR-10-LT ResNet-32 ρ=100", "ours (final epoch)")
-    assert w.loc["KPS loss (Ours) (kps_ga)", ("CIFAR-10-LT ResNet-32 ρ=100", "paper")] == "18.77"
-    assert w.loc["KPS loss (Ours) (kps_ga)", col] == "20.00 (n=1) [CIFAR-10 (JPEG copy); paper setting]"
-    assert w.loc["CE loss (ce)", col] == "not run"
-    w4 = report.wide_table(report.comparison_table(paper, [], 4))
-    assert ("ImageNet-LT ResNeXt-50", "paper") in w4.columns and w4.shape == (12, 6)
+    f = w.frame
+    assert f.shape == (12, 6)       # the paper's 4 columns; ours on CIFAR-10 only (the data of the records)
+    assert f.loc[MAIN, ("the paper", C10, "ρ=100")] == "18.77" and f.loc[MAIN, ("the paper", C100, "ρ=50")] == "50.82"
+    assert f.loc[MAIN, (OURS, C10, "ρ=100")] == "20.00 (n=1)"          # compact: value (n), no run label
+    assert f.loc["CE loss (ce)", (OURS, C10, "ρ=100")] == "—" and f.loc["BBN [23] (bbn)", (OURS, C10, "ρ=50")] == "n/a"
+    assert f.loc["LA loss [56] (la)", ("the paper", C10, "ρ=50")] == "–"
+    assert not any(c[0] == OURS and c[1] == C100 for c in f.columns)
+    assert w.group_starts == [("the paper", C10, "ρ=100"), (OURS, C10, "ρ=100")]
+    assert "- CIFAR-100-LT: the paper's numbers only; the data is not available here" in w.notes
+    assert "- —: no record yet." in w.notes and "- n/a: the method is not in this artifact." in w.notes
+    assert "preset `cifar10_lt` (Table 2): ResNet-32, 32 px, 200 epochs; CIFAR-10 (JPEG copy)" in w.notes
+    assert "[a]" not in w.notes and "nan" not in f.to_string()
+    # no record at all: our columns for the data this artifact runs on, every cell missing
+    empty = report.wide_table(report.comparison_table(paper, [], 3), ["CIFAR-10-LT"], "CIFAR-10 (JPEG copy)")
+    ours = empty.frame[[c for c in empty.frame.columns if c[0] == OURS]]
+    assert ours.shape == (12, 2) and set(ours.to_numpy().ravel()) == {"—", "n/a"}
+    assert "CIFAR-10 (JPEG copy)" in empty.notes and "[a]" not in empty.notes
+    assert report.wide_table(report.comparison_table(paper, [], 3)).frame.shape == (12, 4)
+    w4 = report.wide_table(report.comparison_table(paper, [], 4), ["CIFAR-10-LT"])
+    assert ("the paper", "ImageNet-LT, ResNeXt-50", "") in w4.frame.columns and w4.frame.shape == (12, 3)
+    assert "ImageNet-LT and iNaturalist 2018: the paper's numbers only" in w4.notes
+    w7 = report.wide_table(report.comparison_table(paper, [], 7), ["CIFAR-10-LT"])
+    assert "- CIFAR-100-LT, ImageNet-LT and iNaturalist 2018: the paper's numbers only" in w7.notes
+
+
+def test_wide_table_marks_run_notes_and_other_data(paper):
+    recs = [record(seed=0, final=20.0, bf16=True), record(seed=1, final=22.0, bf16=True),
+            record(method="ce", dataset="cifar10", final=30.0), record(method="focal", epochs=30, final=40.0)]
+    w = report.wide_table(report.comparison_table(paper, recs, 3), data_label="CIFAR-10 (JPEG copy)")
+    col = (OURS, C10, "ρ=100")
+    # letters in reading order, one per distinct note
+    assert w.frame.loc["CE loss (ce)", col] == "30.00 (n=1) [a]"          # the official CIFAR-10, not the JPEG copy
+    assert w.frame.loc["Focal loss [28] (focal)", col] == "40.00 (n=1) [b]"
+    assert w.frame.loc[MAIN, col] == f"21.00 ± {math.sqrt(2):.2f} (n=2)"     # precision is the provenance's
+    assert "- [a] cifar10." in w.notes and "- [b] short run: 30 of 200 epochs." in w.notes and "[c]" not in w.notes
+    # runs evaluated at other cadences pool; runs on other data are a group of their own, a line each
+    two = [record(method="cosface", seed=0, final=30.0), record(method="cosface", seed=1, final=32.0, eval_every=10),
+           record(method="cosface", dataset="cifar10", seed=0, final=28.0)]
+    w = report.wide_table(report.comparison_table(paper, two, 3), data_label="CIFAR-10 (JPEG copy)")
+    assert w.frame.loc["CosFace [62] (cosface)", col] == f"28.00 (n=1) [a]\n31.00 ± {math.sqrt(2):.2f} (n=2)"
+    assert "- [a] cifar10." in w.notes
 
 
 def test_table_records(paper):
@@ -161,14 +201,29 @@ def report_authors():
 def test_provenance_table():
     p = report.provenance_table([record(seed=2)])
     row = p.iloc[0]
-    assert row["commit"] == "0123456789" and row["seed"] == 2 and row["wall time (min)"] == "120.0"
+    assert list(p.columns) == list(report.provenance.PROVENANCE_COLUMNS)
+    assert row["run"] == "kps_ga, ρ=100, seed 2" and row["protocol"] == "paper"
+    assert row["commit"] == "0123456789" and row["wall time (min)"] == "120.0"
     assert row["data"] == "CIFAR-10 (JPEG copy)" and row["setting"] == "paper setting"
-    assert row["dirty tree"] == "no" and row["started (UTC)"] == "2026-11-26 10:00" and row["note"] == ""
-    assert row["device"] == "cpu" and row["torch"] == "2.14.1" and row["processes"] == "one"
+    assert row["started (UTC)"] == "2026-11-26 10:00" and row["device, precision"] == "cpu, fp32"
+    assert report.provenance_table([dict(record(), device="cpu (Intel(R) Xeon(R) Processor)")]).iloc[0][
+        "device, precision"] == "cpu (Intel Xeon Processor), fp32"                     # trademark signs dropped
+    assert row["torch"] == "2.14.1" and row["processes"] == "one"
+    small = report.provenance_table([dict(record(preset="cifar10_lt_small", bf16=True, epochs=30), git_dirty=True)],
+                                    errors=True)
+    row = small.iloc[0]
+    assert row["protocol"] == "CPU-scale (reduced)" and row["setting"] == "short run: 30 of 70 epochs"  # protocol: its column
+    assert row["commit"] == "0123456789, dirty tree" and row["device, precision"] == "cpu, bf16 autocast"
+    assert (row["final error (%)"], row["best error (%)"]) == ("20.00", "19.00")
+    assert report.provenance_table([dict(record(), git_dirty=None)]).iloc[0]["commit"] == "0123456789, dirty tree unknown"
     seg = {"from_epoch": 0, "git_commit": None, "device": None}
     resumed = dict(record(), epochs=200, segments=[seg, dict(seg, from_epoch=130, git_commit="abcdef0123456789",
                                                               device="NVIDIA H200")])
     assert report.segments_label(resumed) == "epochs 0-129: unknown commit; 130-199: abcdef0123 (NVIDIA H200)"
+    # a segment on the record's own device does not repeat it
+    assert report.segments_label(dict(resumed, device="NVIDIA H200")) == "epochs 0-129: unknown commit; 130-199: abcdef0123"
+    assert report.segments_label(dict(record(), segments=[dict(seg, threads=1)])) == "one, 1 thread"
+    assert report.segments_label(dict(record(), segments=[dict(seg, threads=4)])) == "one, 4 threads"
 
 
 def test_table1_computed_beside_paper(tmp_path):
@@ -292,17 +347,16 @@ def test_wide_table_gives_a_variant_its_own_row(paper):
             record(seed=0, final=25.0, best=24.0, ga_variant="official")]
     long = report.comparison_table(paper, recs, 3)
     assert sorted(long[long["our data"] != ""]["our variant"]) == ["GA: authors' per-sample row scale", "paper setting"]
-    w = report.wide_table(long)
-    col = ("CIFAR-10-LT ResNet-32 ρ=100", "ours (final epoch)")
-    main, variant = "KPS loss (Ours) (kps_ga)", "KPS loss (Ours) (kps_ga), GA: authors' per-sample row scale"
-    assert w.shape == (13, 8) and list(w.index).index(variant) == list(w.index).index(main) + 1
-    assert w.loc[main, col] == "20.00 (n=1) [CIFAR-10 (JPEG copy); paper setting]"   # the paper's variant only
-    assert w.loc[variant, col].startswith("25.00 (n=1) [CIFAR-10 (JPEG copy);")
-    assert w.loc[variant, ("CIFAR-10-LT ResNet-32 ρ=100", "paper")] == "18.77"       # beside the paper's number
-    assert w.loc[variant, ("CIFAR-100-LT ResNet-32 ρ=50", "ours (final epoch)")] == "not run"
-    # only the authors' variant ran: the method's own row says "not run", the variant row has the number
-    w = report.wide_table(report.comparison_table(paper, recs[1:], 3))
-    assert w.loc[main, col] == "not run" and w.loc[variant, col].startswith("25.00 (n=1)")
+    w = report.wide_table(long).frame
+    col = (OURS, C10, "ρ=100")
+    assert w.shape == (13, 6) and list(w.index).index(GA_ROW) == list(w.index).index(MAIN) + 1
+    assert w.loc[MAIN, col] == "20.00 (n=1)"                          # the paper's variant only (bf16: a speed key)
+    assert w.loc[GA_ROW, col] == "25.00 (n=1)"
+    assert w.loc[GA_ROW, ("the paper", C10, "ρ=100")] == "18.77"        # beside the paper's number
+    assert w.loc[GA_ROW, (OURS, C10, "ρ=50")] == "—"
+    # only the authors' variant ran: the method's own row says "—", the variant row has the number
+    w = report.wide_table(report.comparison_table(paper, recs[1:], 3)).frame
+    assert w.loc[MAIN, col] == "—" and w.loc[GA_ROW, col] == "25.00 (n=1)"
 
 
 def test_wide_table_gives_a_reduced_protocol_its_own_columns(paper):
@@ -315,18 +369,45 @@ def test_wide_table_gives_a_reduced_protocol_its_own_columns(paper):
     assert sorted(ran["protocol"]) == ["CPU-scale", "CPU-scale", "paper"]
     assert report.setting_label(recs[1]["config"]) == "CPU-scale protocol (cifar10_lt_small)"
     w = report.wide_table(long)
-    head = "CIFAR-10-LT ResNet-32 ρ=100"
-    main, variant = "KPS loss (Ours) (kps_ga)", "KPS loss (Ours) (kps_ga), GA: authors' per-sample row scale"
-    cpu = (head, "ours, CPU-scale protocol (final epoch)")
-    assert w.loc[main, (head, "ours (final epoch)")] == "20.00 (n=1) [CIFAR-10 (JPEG copy); paper setting]"
-    assert w.loc[main, cpu] == "32.00 ± 1.41 (n=2) [CIFAR-10 (JPEG copy); CPU-scale protocol (cifar10_lt_small)]"
-    assert w.loc[variant, cpu].startswith("40.00 (n=1)") and w.loc[variant, (head, "ours (final epoch)")] == "not run"
-    assert w.loc["CE loss (ce)", cpu] == "not run" and w.loc["CE loss (ce)", (head, "paper")] == "29.64"
-    # CIFAR-100 has no CPU-scale preset: no such column there
-    assert ("CIFAR-100-LT ResNet-32 ρ=100", "ours, CPU-scale protocol (final epoch)") not in w.columns
-    assert (("CIFAR-10-LT ResNet-32 ρ=50", "ours, CPU-scale protocol (final epoch)") in w.columns)
-    # no reduced-protocol record: the table has the paper's layout only
-    assert not any("CPU-scale" in c for _, c in report.wide_table(report.comparison_table(paper, recs[:1], 3)).columns)
+    f = w.frame
+    cpu = (SMALL, SMALL_HEAD, "ρ=100")
+    assert f.loc[MAIN, (OURS, C10, "ρ=100")] == "20.00 (n=1)"
+    assert f.loc[MAIN, cpu] == "32.00 ± 1.41 (n=2)"
+    assert f.loc[GA_ROW, cpu] == "40.00 (n=1)" and f.loc[GA_ROW, (OURS, C10, "ρ=100")] == "—"
+    assert f.loc["CE loss (ce)", cpu] == "—" and f.loc["CE loss (ce)", ("the paper", C10, "ρ=100")] == "29.64"
+    # one group per protocol, in order: the paper's, ours at its protocol, then the reduced one, whose
+    # network is never called plain ResNet-32; CIFAR-100 has no CPU-scale preset: no such column
+    groups = list(dict.fromkeys(c[0] for c in f.columns))
+    assert groups == ["the paper", OURS, SMALL]
+    assert {c[1] for c in f.columns if c[0] == SMALL} == {SMALL_HEAD}
+    assert (SMALL, SMALL_HEAD, "ρ=50") in f.columns and not any("CIFAR-100" in c[1] for c in f.columns if c[0] == SMALL)
+    assert "preset `cifar10_lt_small`: ResNet-32 at half width, 16 px, 70 epochs" in w.notes
+    assert "not comparable with the paper's numbers" in w.notes
+    # with only reduced records, the paper protocol's group still stands between them and the paper's
+    only_small = report.wide_table(report.comparison_table(paper, recs[1:], 3)).frame
+    assert list(dict.fromkeys(c[0] for c in only_small.columns)) == ["the paper", OURS, SMALL]
+    assert set(only_small[[c for c in only_small.columns if c[0] == OURS]].to_numpy().ravel()) <= {"—", "n/a"}
+    # no reduced-protocol record: no reduced group
+    assert not any(c[0] == SMALL for c in report.wide_table(report.comparison_table(paper, recs[:1], 3)).frame.columns)
+
+
+def test_detail_table_names_each_protocols_network(paper):
+    small = dict(preset="cifar10_lt_small")
+    recs = [record(seed=0, final=20.0, best=19.0, bf16=True), record(seed=0, final=31.0, best=30.0, **small),
+            record(seed=0, final=40.0, best=38.0, ga_variant="official", **small)]
+    d = report.detail_table(report.comparison_table(paper, recs, 3))
+    kps = d.loc[("kps_ga", "CIFAR-10-LT", "100")]
+    assert kps["protocol"].tolist() == ["paper", "CPU-scale (reduced)", "CPU-scale (reduced)"]
+    assert kps["network"].tolist() == ["ResNet-32, 32 px, 200 epochs"] + ["ResNet-32 at half width, 16 px, 70 epochs"] * 2
+    assert kps["paper"].tolist() == ["18.77", "", ""]                 # a reduced row never beside the paper's number
+    assert kps["ours, final epoch"].tolist() == ["20.00 (n=1)", "31.00 (n=1)", "40.00 (n=1)"]
+    assert kps["ours, best epoch"].tolist() == ["19.00 (n=1)", "30.00 (n=1)", "38.00 (n=1)"]
+    assert kps["setting"].tolist() == ["paper setting", "paper setting", "GA: authors' per-sample row scale"]
+    ce = d.loc[("ce", "CIFAR-10-LT", "50")]
+    assert ce["protocol"].tolist() == ["paper", "CPU-scale (reduced)"]
+    assert ce["ours, final epoch"].tolist() == ["—", "—"] and ce["paper"].tolist() == ["24.78", ""]
+    assert "CIFAR-100-LT" not in d.index.get_level_values("dataset") and "bbn" not in d.index.get_level_values("method")
+    assert report.detail_table(report.comparison_table(paper, [], 7), ["CIFAR-10-LT"]).empty   # MiSLAS: n/a only
 
 
 # --- the committed GPU records and bench results -------------------------------------------------------
@@ -354,23 +435,21 @@ def gpu_records():
 def test_table3_shows_both_committed_ga_variants_apart(paper, gpu_records):
     by_variant = {r["config"]["ga_variant"]: r for r in gpu_records}
     w = report.wide_table(report.comparison_table(paper, gpu_records, 3))
-    col = ("CIFAR-10-LT ResNet-32 ρ=100", "ours (final epoch)")
-    main, variant = "KPS loss (Ours) (kps_ga)", "KPS loss (Ours) (kps_ga), GA: authors' per-sample row scale"
-    paper_cell, official_cell = w.loc[main, col], w.loc[variant, col]
-    assert paper_cell.startswith(f"{by_variant['paper']['top1_error']:.2f} (n=1) [CIFAR-10 (JPEG copy);")
-    assert official_cell.startswith(f"{by_variant['official']['top1_error']:.2f} (n=1) [CIFAR-10 (JPEG copy);")
-    assert f"{by_variant['official']['top1_error']:.2f}" not in paper_cell    # not mixed into the paper row
-    assert f"{by_variant['paper']['top1_error']:.2f}" not in official_cell
-    assert w.loc[main, ("CIFAR-10-LT ResNet-32 ρ=100", "paper")] == w.loc[variant, ("CIFAR-10-LT ResNet-32 ρ=100", "paper")] == "18.77"
-    ours_cols = [c for c in w.columns if c[1] == "ours (final epoch)"]
-    filled = [(m, c) for m in w.index for c in ours_cols if "(n=" in w.loc[m, c]]
-    assert sorted(filled) == sorted([(main, col), (variant, col)])             # everything else: not run
+    col = (OURS, C10, "ρ=100")
+    paper_cell, official_cell = w.frame.loc[MAIN, col], w.frame.loc[GA_ROW, col]
+    assert paper_cell == f"{by_variant['paper']['top1_error']:.2f} (n=1)"
+    assert official_cell == f"{by_variant['official']['top1_error']:.2f} (n=1)"
+    assert "[a]" not in w.notes and "bf16" not in w.notes          # precision: the provenance's, not a note
+    assert w.frame.loc[MAIN, ("the paper", C10, "ρ=100")] == w.frame.loc[GA_ROW, ("the paper", C10, "ρ=100")] == "18.77"
+    ours_cols = [c for c in w.frame.columns if c[0] == OURS]
+    filled = [(m, c) for m in w.frame.index for c in ours_cols if "(n=" in w.frame.loc[m, c]]
+    assert sorted(filled) == sorted([(MAIN, col), (GA_ROW, col)])             # everything else: — or n/a
     long = report.comparison_table(paper, gpu_records, 3)
     best = long[long["our variant"] == "GA: authors' per-sample row scale"]["ours best"].iloc[0]
     assert best == f"{by_variant['official']['best_top1_error']:.2f} (n=1)"
     # Table 5 and 6 show KPS-GA too, the same way
     for t in (5, 6):
-        wt = report.wide_table(report.comparison_table(paper, gpu_records, t))
+        wt = report.wide_table(report.comparison_table(paper, gpu_records, t)).frame
         assert sum(i.endswith("GA: authors' per-sample row scale") for i in wt.index) == 1
 
 
@@ -398,15 +477,15 @@ def test_provenance_notes_match_the_files_and_git():
 def test_provenance_table_marks_the_committed_gpu_records(gpu_records):
     notes = report.read_provenance_notes(NOTES)
     t = report.provenance_table(gpu_records, notes)
-    assert set(t["note"]) == {"[1]"} and set(t["dirty tree"]) == {"yes"}
-    assert set(t["commit"]) == {gpu_records[0]["git_commit"][:10]} and set(t["device"]) == {"NVIDIA H200"}
+    commit = gpu_records[0]["git_commit"][:10]
+    assert set(t["commit"]) == {f"{commit}, dirty tree [1]"} and set(t["device, precision"]) == {"NVIDIA H200, bf16 autocast"}
     assert list(t["wall time (min)"]) == [f"{r['wall_time_s'] / 60:.1f}" for r in gpu_records]
-    assert list(t["seed"]) == [0, 0] and set(t["torch"]) == {r["torch_version"] for r in gpu_records}
+    assert list(t["run"]) == ["kps_ga, ρ=100, seed 0"] * 2 and set(t["torch"]) == {r["torch_version"] for r in gpu_records}
     text = report.provenance_footnotes(notes, gpu_records)
     assert text.startswith("[1] ") and "stale .git" in text and "cf36c4a" in text
     # a record with another commit (e.g. a later rerun at the same path) gets no note
     other = dict(gpu_records[0], git_commit="f" * 40, git_dirty=False)
-    assert report.provenance_table([other], notes)["note"].iloc[0] == ""
+    assert report.provenance_table([other], notes)["commit"].iloc[0] == "f" * 10
     assert report.provenance_footnotes(notes, [other]) == ""
 
 
@@ -736,7 +815,9 @@ def test_one_home_for_the_speed_keys_and_the_bench_keys():
 def test_table_page_and_speed_page_values(tmp_path):
     page = report.table_page(7, tmp_path)       # no records: MiSLAS is not in this artifact
     assert page.used == [] and page.footnotes == "" and set(page.long["ours final"]) == {"not in this artifact"}
-    assert "not in this artifact" in page.wide.to_html() and "data" in page.provenance.to_html()
+    assert ">n/a<" in page.wide.to_html() and "- n/a: the method is not in this artifact." in page.wide_notes
+    assert page.provenance.data == "No record fills a cell of ours in this table yet."       # a sentence, not headers
+    assert page.detail.data.startswith("No cell of ours here can hold a run")
     empty = report.speed_page(tmp_path)
     assert empty.gpu_benches == {} and empty.targets_met == 0 and empty.chart is None
     assert empty.gpu is None and empty.cpu_paper is None and empty.cpu_scale is None
@@ -752,8 +833,8 @@ def test_a_reduced_protocol_is_never_set_beside_the_paper_protocol():
     cpu = [r for r in records if r["config"]["preset"] == "cifar10_lt_small"]
     if not cpu:
         pytest.skip("no CPU-scale records under results/")
-    detail = report.table_page(3).detail.data
-    reduced = detail[detail["protocol"] == "CPU-scale"]
+    detail = report.detail_table(report.table_page(3).long)
+    reduced = detail[detail["protocol"] == "CPU-scale (reduced)"]
     assert len(reduced) > 0 and set(reduced["paper"]) == {""}
     assert (detail[detail["protocol"] == "paper"]["paper"] != "").all()
     # the same method and cell in two protocols: two groups of one setting each, so no row

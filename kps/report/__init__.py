@@ -18,16 +18,21 @@ from kps.report.figures import (GRADIENT_FORMS, PerClassPage, gradient_table, gr
 from kps.report.paper import (PAPER_COLUMNS, dataset_title, not_in_paper, paper_label, read_paper_numbers,
                               read_paper_table1, table1, table1_page, table2, table2_page)
 from kps.report.provenance import (ProvenanceNote, note_for, provenance_footnotes, provenance_table,
-                                   read_provenance_notes, record_file, segments_label)
+                                   provenance_view, read_provenance_notes, record_file, segments_label)
+from kps.report.protocols import (backbone_title, network_summary, protocol_group, protocol_preset, protocol_summary,
+                                  runs_by_protocol)
+from kps.report.style import page_table
 from kps.report.paper import find_repo_root
 from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, ErrorSummary, RunsOverview,
                                 format_summary, grid_records, matching_records, precision_label, preset_of, protocol_of,
-                                protocols, runs_overview, seed_groups, setting_label, summarize, variant_label)
+                                protocols, run_label, runs_overview, seed_groups, setting_label, summarize,
+                                variant_label)
 from kps.report.speed import (SPEED_TARGETS, SpeedPage, bench_table, contender_table, contender_title,
                               cpu_bench_facts, cpu_bench_table, cpu_benches, grid_facts, grid_table, projected_minutes,
                               speed_chart, speed_page, speed_summary, speed_targets)
-from kps.report.tables import (TablePage, comparison_table, ga_variant_comparison, ga_variant_per_class,
-                               ga_variant_view, protocol_column, setting_effects, table_page, table_records, wide_table)
+from kps.report.tables import (MISSING, NOT_HERE, TablePage, WideTable, comparison_table, detail_table,
+                               ga_variant_comparison, ga_variant_per_class, ga_variant_view, ours_datasets,
+                               setting_effects, table_page, table_records, wide_table)
 from kps.data import train_class_counts  # the dataset builders' counts, which Table 1 summarises
 
 __all__ = [
@@ -36,15 +41,18 @@ __all__ = [
     "per_group_error_table", "head_tail_table", "toy_angles", "toy_table",
     "PAPER_COLUMNS", "dataset_title", "not_in_paper", "paper_label", "read_paper_numbers", "read_paper_table1",
     "table1", "table1_page", "table2", "table2_page",
-    "ProvenanceNote", "note_for", "provenance_footnotes", "provenance_table", "read_provenance_notes",
-    "record_file", "segments_label",
+    "ProvenanceNote", "note_for", "provenance_footnotes", "provenance_table", "provenance_view",
+    "read_provenance_notes", "record_file", "segments_label",
+    "backbone_title", "network_summary", "protocol_group", "protocol_preset", "protocol_summary", "runs_by_protocol",
+    "page_table",
     "NOT_IMPLEMENTED", "NOT_RUN", "ErrorSummary", "RunsOverview", "find_repo_root", "format_summary",
-    "grid_records", "matching_records", "precision_label", "preset_of", "protocol_of", "protocols", "runs_overview", "seed_groups", "setting_label", "summarize",
+    "grid_records", "matching_records", "precision_label", "preset_of", "protocol_of", "protocols", "run_label", "runs_overview", "seed_groups", "setting_label", "summarize",
     "variant_label",
     "SPEED_TARGETS", "SpeedPage", "bench_table", "contender_table", "contender_title", "cpu_bench_facts",
     "cpu_bench_table", "cpu_benches", "grid_facts", "grid_table", "projected_minutes", "speed_chart", "speed_page",
     "speed_summary", "speed_targets",
-    "TablePage", "comparison_table", "ga_variant_comparison", "ga_variant_per_class", "ga_variant_view", "protocol_column",
-    "setting_effects", "table_page", "table_records", "wide_table",
+    "MISSING", "NOT_HERE", "TablePage", "WideTable", "comparison_table", "detail_table", "ga_variant_comparison",
+    "ga_variant_per_class", "ga_variant_view", "ours_datasets", "setting_effects", "table_page", "table_records",
+    "wide_table",
     "train_class_counts",
 ]

@@ -13,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 from kps.configs import METHODS, PRESETS
-from kps.report.records import seed_groups, setting_label, variant_label
+from kps.report.paper import DATASET_TITLES
+from kps.report.protocols import network_summary, protocol_group, protocol_preset
+from kps.report.records import protocol_of, run_label, seed_groups, setting_label, variant_label
 
 
 def group_names(n_groups: int = 10) -> list[str]:
@@ -24,10 +26,12 @@ def group_names(n_groups: int = 10) -> list[str]:
 
 
 def per_group_error_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
-    """Long table for Figs. 6-7: one row per (group of runs, class/group) with
-    the mean and sample std (NaN for one seed) over seeds of the records'
-    ``per_group_errors`` (top-1 error in % of the 10 classes of CIFAR-10-LT, or
-    of the 10 frequency groups of CIFAR-100-LT, most frequent first)."""
+    """Long table for Figs. 6-7: one row per (group of runs, class/group): its
+    method, protocol, setting, variant and run label within the protocol
+    (:mod:`kps.report.records`), and the mean and sample
+    std (NaN for one seed) over seeds of the records' ``per_group_errors`` (top-1
+    error in % of the 10 classes of CIFAR-10-LT, or of the 10 frequency groups of
+    CIFAR-100-LT, most frequent first)."""
     rows = []
     names = group_names()
     for group in seed_groups(records):
@@ -37,7 +41,9 @@ def per_group_error_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
         std = errs.std(axis=0, ddof=1) if len(group) > 1 else np.full(len(names), np.nan)
         c = group[0]["config"]
         for i, name in enumerate(names):
-            rows.append({"method": c["method"], "setting": setting_label(c), "variant": variant_label(c), "group": name,
+            rows.append({"method": c["method"], "protocol": protocol_of(c),
+                         "setting": setting_label(c, with_protocol=False),
+                         "variant": variant_label(c, with_protocol=False), "run": run_label(c), "group": name,
                          "error": errs[:, i].mean(), "std": std[i], "n": len(group),
                          "data": group[0].get("dataset_label", c["dataset"])})
     return pd.DataFrame(rows)
@@ -136,81 +142,177 @@ def gradient_table(grad: Mapping[str, Any]) -> pd.DataFrame:
 FIG6 = ("kps", "kps_drw", "kps_ga")                              # Table 5's optimisation strategies
 FIG7 = ("ce", "focal", "cosface", "arcface", "ldam_drw", "kps_ga")  # KPS-GA and the other losses
 # One panel per dataset and protocol: a reduced protocol's runs never share a panel with the paper's.
-_SMALL = PRESETS["cifar10_lt_small"].protocol
-PANELS = (("cifar10", "paper", "CIFAR-10-LT, ρ = 100 (per class)"),
-          ("cifar10", _SMALL, f"CIFAR-10-LT, ρ = 100 (per class), {_SMALL} protocol"),
-          ("cifar100", "paper", "CIFAR-100-LT, ρ = 100 (per group of 10)"))
+# The paper's protocol on CIFAR-10-LT always has its panel (its grid is what this artifact runs);
+# the others appear once a record of theirs exists.
+PANELS = (("cifar10", "paper"), ("cifar10", PRESETS["cifar10_lt_small"].protocol), ("cifar100", "paper"))
+ALWAYS = (("cifar10", "paper"),)
+# Per variant of a method (the paper's setting first): its own hatch and a lighter shade of the method's colour.
+HATCHES = ("", "///", "xxx", "...", "\\\\\\", "++")
+SHADES = (0.0, 0.5, -0.45, 0.75, -0.25, 0.3)   # > 0: towards white, < 0: towards black
+LEGEND_CHARS = 46     # a legend entry's line: two columns of them fit the figure's width at 10 pt
+COLUMN_PX = 900       # the page's column at 1280 px: a wider figure is shown scaled down to it
+MIN_FONT_PX = 9.0     # the smallest legend or tick text a reader is asked to read, as shown
+FIGURE_WIDTH_IN, FIGURE_DPI = 9.0, 100  # 900 px: shown at its own size, not scaled down
+
+
+def _panel_title(dataset: str, protocol: str, data: Sequence[str]) -> str:
+    """Two lines: what is plotted and on which data; then the protocol and its network."""
+    preset = protocol_preset(protocol, dataset)
+    unit = "per class" if dataset == "cifar10" else "per group of 10 classes"
+    first = f"{DATASET_TITLES[dataset]}, ρ = 100, {unit}" + (f": {', '.join(data)}" if data else "")
+    return f"{first}\n{protocol_group(protocol)} ({network_summary(preset)})"
+
+
+def _wrap(label: str) -> str:
+    """A legend entry on lines of at most :data:`LEGEND_CHARS` characters."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(label, LEGEND_CHARS, break_on_hyphens=False))
+
+
+def _shade(colour: str, amount: float) -> tuple[float, float, float]:
+    """``colour`` mixed with white by ``amount`` > 0, with black by -``amount`` < 0."""
+    from matplotlib.colors import to_rgb
+
+    target = 1.0 if amount > 0 else 0.0
+    return tuple(c + (target - c) * abs(amount) for c in to_rgb(colour))
 
 
 def per_class_figure(records: Sequence[Mapping[str, Any]], title: str, methods: Sequence[str],
                      arch: str = "resnet32") -> tuple[Any, list[Mapping[str, Any]], list[pd.DataFrame]]:
-    """Fig. 6 or 7 from the records at ρ = 100: one panel per entry of :data:`PANELS`,
-    one bar series per method and setting (a run of another variant, e.g. the
-    authors' GA, is a series of its own, hatched, beside the paper's; a method
-    without records is "not run" in the legend), error bars one sample std.
-    Returns the figure, the records drawn and the rows of
-    :func:`per_group_error_table` drawn (with their panel's dataset)."""
+    """Fig. 6 or 7 from the records at ρ = 100: one panel per entry of :data:`PANELS`
+    that has a record (the paper's protocol on CIFAR-10-LT always), one bar series per
+    method and variant, error bars one sample std. A method keeps one colour; its
+    variants (e.g. the authors' GA, the authors' full setting) are lighter and hatched,
+    each its own hatch, so that every series can be told apart; a method without
+    records is "not run" in the legend. Legends sit below their panel at a readable
+    size (:func:`figure_problems`). Returns the figure, the records drawn and the rows of
+    :func:`per_group_error_table` drawn (with their panel's name)."""
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from kps.report.records import NOT_RUN, matching_records, protocol_of
+    from kps.report.records import NOT_RUN, matching_records
 
-    fig, axes = plt.subplots(len(PANELS), 1, figsize=(12, 5.2 * len(PANELS)), sharey=False)
-    used, summary = [], []
-    for ax, (dataset, protocol, panel) in zip(axes, PANELS):
-        def runs(method: str) -> list[Mapping[str, Any]]:
-            return [r for r in matching_records(records, dataset, method, 100.0, arch)
-                    if protocol_of(r["config"]) == protocol]
+    def runs(dataset: str, protocol: str, method: str) -> list[Mapping[str, Any]]:
+        return [r for r in matching_records(records, dataset, method, 100.0, arch)
+                if protocol_of(r["config"]) == protocol]
 
-        series = []   # (colour index, method, setting, rows of per_group_error_table)
+    panels = [(d, p) for d, p in PANELS if (d, p) in ALWAYS or any(runs(d, p, m) for m in methods)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(FIGURE_WIDTH_IN, 4.6 * len(panels)), dpi=FIGURE_DPI,
+                             layout="constrained", squeeze=False)
+    used, summary, legend_lines = [], [], []
+    for ax, (dataset, protocol) in zip(axes[:, 0], panels):
+        series = []   # (method index, variant index, short run?, label, rows of per_group_error_table or None)
         for k, method in enumerate(methods):
-            recs = runs(method)
+            recs = runs(dataset, protocol, method)
             used += recs
             if not recs:
-                series.append((k, method, None, None))
+                series.append((k, 0, False, f"{method}: {NOT_RUN}", None))
                 continue
-            for setting, part in per_group_error_table(recs).groupby("setting", sort=False):
-                series.append((k, method, setting, part))
-                summary.append(part.assign(dataset=panel))  # the whole panel title: it names the protocol
-        drawn = sum(part is not None for *_, part in series)
-        width = 0.8 / max(drawn, 1)
+            rows = per_group_error_table(recs)   # labels within the protocol: the panel names it
+            # the paper's setting first, then by name: one variant keeps its hatch in every panel
+            variants = sorted(dict.fromkeys(rows["variant"]), key=lambda v: (v != "paper setting", v))
+            for (variant, run), part in rows.groupby(["variant", "run"], sort=False):
+                label = method + ("" if variant == "paper setting" else f", {variant}") + (f" [{run}]" if run else "")
+                series.append((k, variants.index(variant), bool(run), label + f" (n={part['n'].iloc[0]})", part))
+        series.sort(key=lambda s: s[:3])
+        drawn = [s for s in series if s[4] is not None]
+        short = "paper's protocol" if protocol == "paper" else f"{protocol} (reduced)"
+        summary += [part.assign(panel=f"{DATASET_TITLES[dataset]}: {short}", series=label) for *_, label, part in drawn]
+        width = 0.84 / max(len(drawn), 1)
         x = np.arange(10)
         handles = []
-        j = -1
-        for k, method, setting, part in series:
+        i = 0
+        for k, j, short_run, label, part in series:
+            colour = f"C{k}"
             if part is None:
-                handles.append(Patch(facecolor="none", edgecolor=f"C{k}", hatch="///", label=f"{method}: {NOT_RUN}"))
+                handles.append(Patch(facecolor="none", edgecolor=colour, linestyle="--", label=label))
                 continue
-            j += 1
-            paper_variant = part["variant"].iloc[0] == "paper setting"
-            handles.append(ax.bar(x + (j - (drawn - 1) / 2) * width, part["error"], width,
-                                  yerr=part["std"].fillna(0), capsize=2, color=f"C{k}",
-                                  hatch=None if paper_variant else "//", edgecolor="white" if paper_variant else "k",
-                                  label=f"{method} [{setting}] ({part['data'].iloc[0]}, n={part['n'].iloc[0]})"))
-        ax.set(xticks=x, title=panel, ylabel="top-1 error (%)", xlim=(-0.5, 9.5), ylim=(0, 105))
+            # a variant: its shade and hatch; a short run of it: that hatch, paler, with a dashed outline
+            shade = SHADES[j % len(SHADES)]
+            handles.append(ax.bar(x + (i - (len(drawn) - 1) / 2) * width, part["error"], width,
+                                  yerr=None if part["std"].isna().all() else part["std"].fillna(0), capsize=2,
+                                  label=_wrap(label),
+                                  color=_shade(colour, 0.8 if short_run else shade),
+                                  hatch=HATCHES[j % len(HATCHES)],
+                                  edgecolor="#333" if short_run else (colour if j == 0 else
+                                                                        ("white" if shade < 0 else "#333")),
+                                  linestyle="--" if short_run else "-",
+                                  linewidth=0.6, error_kw={"elinewidth": 0.8}))
+            i += 1
+        data = list(dict.fromkeys(part["data"].iloc[0] for *_, part in drawn))
+        ax.set_title(_panel_title(dataset, protocol, data), fontsize=11)
+        ax.set(xticks=x, ylabel="top-1 error (%)", xlim=(-0.5, 9.5), ylim=(0, 112), yticks=range(0, 101, 20))
         for lo, hi, name in ((-0.5, 2.5, "Head"), (2.5, 6.5, "Mid"), (6.5, 9.5, "Tail")):
             if name != "Mid":
                 ax.axvspan(lo, hi, color="#eeeeee", zorder=0)
-            ax.text((lo + hi) / 2, 101, name, ha="center", va="top", fontsize=9, color="#555")
-        if not any(runs(m) for m in methods):
+            ax.text((lo + hi) / 2, 111, name, ha="center", va="top", fontsize=10, color="#555")
+        if not drawn:
             ax.text(4.5, 50, NOT_RUN, ha="center", va="center", fontsize=20, color="#999")
-        ax.set_xticklabels(group_names(), fontsize=8)
-        ax.legend(handles=handles, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
-    fig.suptitle(title)
-    fig.tight_layout()
+        ax.set_xticklabels(group_names())
+        ax.tick_params(labelsize=10)
+        # below the tick labels by a fixed 2.4 font sizes, however tall the layout leaves the panel
+        ax.legend(handles=handles, fontsize=10, loc="upper center", bbox_to_anchor=(0.5, 0.0), borderaxespad=2.4,
+                  ncol=2, frameon=False)
+        legend_lines.append(sum(h.get_label().count("\n") + 1 for h in handles) / 2)
+    fig.suptitle(title, fontsize=12)
+    # each panel 3.6 in of plot, title and ticks, plus its legend's lines (10 pt, two columns)
+    fig.set_figheight(sum(3.6 + 0.2 * lines for lines in legend_lines))
     plt.close(fig)  # shown where the page displays it, not when it is drawn
     return fig, used, summary
+
+
+def figure_problems(fig: Any, column_px: float = COLUMN_PX, min_font_px: float = MIN_FONT_PX) -> list[str]:
+    """What a reader would find wrong with ``fig`` shown at most ``column_px`` wide, one
+    line per problem (empty: none): a legend that reaches outside the figure, that
+    overlaps another panel (its plot, labels or title) or its own panel's labels or
+    title, legend or tick text smaller than ``min_font_px`` as shown, or a panel
+    squeezed to less than 60 % of the figure's width."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)   # lay the figure out as the page's PNG will be
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    shown = min(1.0, column_px / fig.bbox.width)      # a wider figure is scaled down to the column
+    px = fig.dpi / 72.0 * shown                      # one point in pixels as shown
+    problems = []
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    whole = fig.bbox
+    for n, ax in enumerate(axes):
+        if ax.bbox.width < 0.6 * whole.width:
+            problems.append(f"panel {n}: squeezed to {ax.bbox.width * shown:.0f} px of {whole.width * shown:.0f}")
+        for tick in ax.get_xticklabels() + ax.get_yticklabels():
+            if tick.get_visible() and tick.get_text() and tick.get_fontsize() * px < min_font_px:
+                problems.append(f"panel {n}: tick text {tick.get_fontsize() * px:.1f} px < {min_font_px:g} px")
+                break
+        legend = ax.get_legend()
+        if legend is None or not legend.get_visible():
+            continue
+        box = legend.get_window_extent(renderer)
+        if box.x0 < whole.x0 - 1 or box.y0 < whole.y0 - 1 or box.x1 > whole.x1 + 1 or box.y1 > whole.y1 + 1:
+            problems.append(f"panel {n}: legend reaches outside the figure")
+        for m, other in enumerate(axes):
+            if m != n and box.overlaps(other.get_tightbbox(renderer)):
+                problems.append(f"panel {n}: legend overlaps panel {m}")
+        own = [t.get_window_extent(renderer) for t in (ax.title, ax.xaxis.label, *ax.get_xticklabels())
+               if t.get_visible() and t.get_text()]
+        if any(box.overlaps(b) for b in own):
+            problems.append(f"panel {n}: legend overlaps its own panel's labels or title")
+        small = [t.get_fontsize() * px for t in legend.get_texts() if t.get_fontsize() * px < min_font_px]
+        if small:
+            problems.append(f"panel {n}: legend text {min(small):.1f} px < {min_font_px:g} px")
+    return problems
 
 
 @dataclass
 class PerClassPage:
     """What the Figs. 6-7 page shows: the two figures, the numbers behind their
-    bars (mean error per class/group; empty without records), the provenance of
+    bars (mean error per class/group; a sentence without records), the provenance of
     the records drawn and the notes that apply to them."""
 
     fig6: Any
     fig7: Any
-    numbers: pd.DataFrame
+    numbers: Any
     used: list
     provenance: Any
     footnotes: str
@@ -218,21 +320,32 @@ class PerClassPage:
 
 def per_class_page(results: str | Path | None = None) -> PerClassPage:
     """Figs. 6-7 from the records under ``results`` (None: the repository's ``results/``)."""
-    from kps.report.provenance import provenance_footnotes, provenance_table, read_provenance_notes
+    from IPython.display import Markdown
+
     from kps.report.paper import find_repo_root
+    from kps.report.provenance import provenance_footnotes, provenance_view, read_provenance_notes
+    from html import escape
+
+    from kps.report.style import Captioned, page_table
     from kps.results import load_records
 
     root = find_repo_root()
     records = load_records(root / "results" if results is None else Path(results))
     fig6, used6, summary6 = per_class_figure(records, "Fig. 6: KPS without GA and DRW, with DRW, with GA", FIG6)
     fig7, used7, summary7 = per_class_figure(records, "Fig. 7: per-class/group error of the losses", FIG7)
-    if summary6 or summary7:
-        rows = pd.concat(summary6 + summary7).drop_duplicates(["dataset", "method", "setting", "group"])
-        numbers = rows.pivot_table(index=["dataset", "method", "setting", "data", "n"], columns="group",
-                                   values="error", sort=False)[group_names()].round(2)
+    if summary6 or summary7:   # one table per panel, a row per series named as in the legend
+        rows = pd.concat(summary6 + summary7).drop_duplicates(["panel", "series", "group"])
+        parts = []
+        for panel, sub in rows.groupby("panel", sort=False):
+            table = sub.pivot_table(index="series", columns="group", values="error", sort=False)[group_names()]
+            table.index.name, table.columns.name = "series (as in the legend)", None
+            parts.append((f"<strong>{escape(panel)}</strong>", page_table(table.map(lambda v: f"{v:.2f}"),
+                                                                         wide_index=True)))
+        numbers = Captioned(parts)
     else:
-        numbers = pd.DataFrame(columns=group_names())
+        numbers = Markdown("No record of CIFAR-10-LT or CIFAR-100-LT at ρ = 100 yet: every bar is **not run**.")
     used = list({id(r): r for r in used6 + used7}.values())
     notes = read_provenance_notes(root / "book" / "provenance_notes.yml")
-    return PerClassPage(fig6, fig7, numbers, used, provenance_table(used, notes).style.hide(axis="index"),
+    return PerClassPage(fig6, fig7, numbers, used,
+                        provenance_view(used, notes, empty="No record is drawn yet."),
                         provenance_footnotes(notes, used))

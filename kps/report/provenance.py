@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from kps.configs import RunConfig
-from kps.report.records import precision_label, setting_label
+from kps.report.records import precision_label, protocol_of, setting_label
 from kps.results import config_record_path
 
 
@@ -80,57 +80,106 @@ def _record_note(rec: Mapping[str, Any], notes: Iterable[ProvenanceNote]) -> Pro
     return note_for(record_file(rec), rec.get("git_commit"), rec.get("git_dirty"), notes)
 
 
-PROVENANCE_COLUMNS = ("data", "method", "imbalance", "seed", "epochs", "setting", "precision", "commit",
-                      "dirty tree", "note", "device", "torch", "started (UTC)", "wall time (min)", "processes")
+PROVENANCE_COLUMNS = ("run", "protocol", "data", "setting", "commit", "device, precision", "torch", "started (UTC)",
+                      "wall time (min)", "processes")
+ERROR_COLUMNS = ("final error (%)", "best error (%)")
+# the columns a page lets wrap, and their least width (rem): a setting reads best on at most 3 lines
+PROSE_COLUMNS = {"setting": 14.0, "commit": 6.0, "device, precision": 8.0, "processes": 8.0}
+# what a page names once above a table when every record says the same
+LIFTED_COLUMNS = ("data", "setting", "commit", "device, precision", "torch", "processes")
 
 
-def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[ProvenanceNote] = ()) -> pd.DataFrame:
-    """One row per record: what ran (dataset label, method, imbalance, seed,
-    epochs, setting, precision) and where it came from as the record says it (commit,
-    dirty tree, device, torch version, start time in UTC, wall time of the
-    epochs in minutes), and the marker of a note of ``notes`` that applies
-    to it (see :func:`provenance_footnotes`)."""
+def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[ProvenanceNote] = (),
+                     errors: bool = False) -> pd.DataFrame:
+    """One row per record: what ran (run: method, imbalance and seed; protocol;
+    dataset label; setting within the protocol) and where it came from as the
+    record says it (commit, with "dirty tree" and the marker of a note of ``notes``
+    that applies to it, see :func:`provenance_footnotes`; device and precision;
+    torch version; start time in UTC; wall time of the epochs in minutes; the
+    processes that trained it). ``errors``: also its final and best-epoch top-1
+    error (%)."""
     notes = list(notes)
     rows = []
     for rec in records:
         c = rec["config"]
         note = _record_note(rec, notes)
         dirty = rec.get("git_dirty")
-        rows.append({
+        dirty_words = ", dirty tree unknown" if dirty is None else (", dirty tree" if dirty else "")
+        protocol = protocol_of(c)
+        row = {
+            "run": f"{c['method']}, ρ={float(c['imbalance']):g}, seed {c['seed']}",
+            "protocol": protocol if protocol == "paper" else f"{protocol} (reduced)",
             "data": rec.get("dataset_label", c["dataset"]),
-            "method": c["method"],
-            "imbalance": f"{float(c['imbalance']):g}",
-            "seed": c["seed"],
-            "epochs": c["epochs"],
-            "setting": setting_label(c),
-            "precision": precision_label(c),
-            "commit": str(rec.get("git_commit") or "unknown")[:10],
-            "dirty tree": "unknown" if dirty is None else ("yes" if dirty else "no"),
-            "note": note.marker if note else "",
-            "device": rec.get("device", "unknown"),
+            "setting": setting_label(c, with_protocol=False),
+            "commit": str(rec.get("git_commit") or "unknown")[:10] + dirty_words + (f" {note.marker}" if note else ""),
+            "device, precision": f"{_device(rec.get('device', 'unknown'))}, {precision_label(c)}",
             "torch": rec.get("torch_version", "unknown"),
             "started (UTC)": str(rec.get("started_at", "unknown"))[:16].replace("T", " "),
             "wall time (min)": f"{float(rec['wall_time_s']) / 60:.1f}" if rec.get("wall_time_s") is not None else "unknown",
             "processes": segments_label(rec),
-        })
-    return pd.DataFrame(rows, columns=PROVENANCE_COLUMNS)
+        }
+        if errors:
+            row.update({ERROR_COLUMNS[0]: f"{rec['top1_error']:.2f}", ERROR_COLUMNS[1]: f"{rec['best_top1_error']:.2f}"})
+        rows.append(row)
+    return pd.DataFrame(rows, columns=PROVENANCE_COLUMNS + (ERROR_COLUMNS if errors else ()))
+
+
+def provenance_view(records: Iterable[Mapping[str, Any]], notes: Iterable[ProvenanceNote] = (),
+                    errors: bool = False, empty: str = "No record yet.") -> Any:
+    """:func:`provenance_table` as a page shows it: one table per protocol (the paper's
+    first), each under a line naming the protocol, its number of records and what is
+    the same for all of them (:func:`kps.report.style.lift_constants`), values on one
+    line and only the prose columns wrapping; or the Markdown ``empty`` where there is
+    no record (a table of headers only says nothing)."""
+    from html import escape
+
+    from IPython.display import Markdown
+
+    from kps.report.style import Captioned, lift_constants, page_table
+
+    table = provenance_table(records, notes, errors)
+    if table.empty:
+        return Markdown(empty)
+    parts = []
+    for protocol in sorted(dict.fromkeys(table["protocol"]), key=lambda p: p != "paper"):
+        rows = table[table["protocol"] == protocol].drop(columns="protocol")
+        shown, same = lift_constants(rows, LIFTED_COLUMNS)
+        name = protocol.removesuffix(" (reduced)")
+        title = "the paper’s protocol" if protocol == "paper" else f"the {name} protocol (reduced)"
+        caption = f"<strong>{escape(title)}</strong>: {len(rows)} record{'s' if len(rows) != 1 else ''}"
+        if same:
+            caption += "; the same for each: " + "; ".join(f"{escape(c)} <em>{escape(v)}</em>" for c, v in same)
+        parts.append((caption, page_table(shown, wrap=PROSE_COLUMNS, hide_index=True)))
+    return Captioned(parts)
+
+
+def _device(name: str) -> str:
+    """A record's device as it says it, without trademark signs: 'cpu (Intel Xeon Processor)'."""
+    return " ".join(name.replace("(R)", "").replace("(TM)", "").split())
 
 
 def segments_label(rec: Mapping[str, Any]) -> str:
     """How many processes trained the run, and where a resumed one took over:
     'one' (also for records before segments were kept), or e.g. 'epochs 0-129:
-    unknown; 130-199: 1a2b3c4d5e (H200)'."""
+    unknown; 130-199: 1a2b3c4d5e (H200)' (a segment's device where it is not the
+    record's own)."""
     segments = rec.get("segments") or []
     if len(segments) <= 1:
-        return "one"
+        return "one" + (_threads(segments[0]) if segments else "")
     ends = [s["from_epoch"] for s in segments[1:]] + [rec["epochs"]]
     parts = []
     for seg, end in zip(segments, ends):
         who = str(seg["git_commit"])[:10] if seg.get("git_commit") else "unknown commit"
-        if seg.get("device"):
-            who += f" ({seg['device']})"
-        parts.append(f"{seg['from_epoch']}-{end - 1}: {who}")
+        if seg.get("device") and seg["device"] != rec.get("device"):   # the record's own device: said once
+            who += f" ({_device(seg['device'])})"
+        parts.append(f"{seg['from_epoch']}-{end - 1}: {who}{_threads(seg)}")
     return "epochs " + "; ".join(parts)
+
+
+def _threads(segment: Mapping[str, Any]) -> str:
+    """', k threads' where the segment records its thread count (records from 2026-12-02 on)."""
+    k = segment.get("threads")
+    return "" if k is None else f", {k} thread{'s' if k != 1 else ''}"
 
 
 def provenance_footnotes(notes: Iterable[ProvenanceNote], records: Iterable[Mapping[str, Any]] = (),

@@ -93,12 +93,14 @@ def _differences(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     return parts
 
 
-def setting_label(config: Mapping[str, Any]) -> str:
+def setting_label(config: Mapping[str, Any], with_protocol: bool = True) -> str:
     """How a run's config differs from the paper's setting for its dataset and
     method (:func:`kps.configs.differences`): 'paper setting', or the differences,
     e.g. 'short run: 30 of 200 epochs; m_max 0.2'.  Speed keys, precision among them,
-    are not part of a setting (the provenance table names a run's precision)."""
-    parts = [words for _, words in _differences(config)]
+    are not part of a setting (the provenance table names a run's precision).
+    ``with_protocol=False`` leaves out a reduced protocol's name, for tables and
+    panels that name it in a header."""
+    parts = [words for key, words in _differences(config) if with_protocol or key != "preset"]
     return "; ".join(parts) if parts else "paper setting"
 
 
@@ -112,6 +114,14 @@ def variant_label(config: Mapping[str, Any], with_protocol: bool = True) -> str:
     parts = [words for key, words in _differences(config)
              if key in IDENTITY_KEYS and (with_protocol or key != "preset")]
     return "; ".join(parts) if parts else "paper setting"
+
+
+def run_label(config: Mapping[str, Any]) -> str:
+    """The part of :func:`setting_label` that :func:`variant_label` leaves out and that
+    still keeps runs apart (:func:`group_key`: a short run), e.g. 'short run: 30 of 200
+    epochs'; '' for a full run. The evaluation cadence is pooled, not named."""
+    pooled = set(RUN_ONLY_KEYS) - {"epochs"}
+    return "; ".join(words for key, words in _differences(config) if key not in IDENTITY_KEYS and key not in pooled)
 
 
 def precision_label(config: Mapping[str, Any]) -> str:
