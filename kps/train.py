@@ -583,10 +583,14 @@ def train(config: RunConfig, *, data_root: str | Path = "data", out: str | Path 
         problem = box[0]
     if problem is not None:
         raise problem
-    if data is None:
-        data = load_data(config, data_root)
-    trainer = _make_trainer(config, data, dev, ckpt, resume=resume, quiet=quiet or not ctx.main,
-                            num_workers=num_workers, finished_ok=not force)
+    try:
+        if data is None:
+            data = load_data(config, data_root)
+        trainer = _make_trainer(config, data, dev, ckpt, resume=resume, quiet=quiet or not ctx.main,
+                                num_workers=num_workers, finished_ok=not force)
+    except KeyboardInterrupt as err:  # Ctrl-C while loading the data or building the run
+        raise TrainingInterrupted(f"{config.method} seed {config.seed} stopped before training, while loading its "
+                                  "data or checkpoint; nothing was written") from err
     record = trainer.fit(ckpt, quiet=quiet, checkpoint_every=checkpoint_every)
     if ctx.main:
         write_record(record, out, force=force)

@@ -544,3 +544,15 @@ def test_grid_overrides_and_reproduce_options_are_checked(tmp_path, capsys):
     assert cli.main(["reproduce", "--table", "3", "--device", "gpu", "--dry-run", "--out", str(tmp_path / "r")]) == 2
     assert capsys.readouterr().err.startswith("error: unknown device 'gpu'; valid: cpu, cuda,")
     assert not (tmp_path / "r").exists()
+
+
+def test_ctrl_c_before_training_says_nothing_was_written(tmp_path, capsys, monkeypatch):
+    def interrupted_load(config, root):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(kt, "load_data", interrupted_load)
+    assert cli.main(["train", "--method", "ce", *TINY, *folders(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("interrupted: ce seed 0 stopped before training, while loading its data or checkpoint; "
+                          "nothing was written; the same command continues it: python -m kps train --method ce")
+    assert err.count("\n") == 1 and list(tmp_path.iterdir()) == []
