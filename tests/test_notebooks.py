@@ -76,7 +76,8 @@ def test_every_notebook_is_committed_clean_and_in_the_book():
 def test_train_notebook_parameters():
     params = parameters_cell(ROOT / "notebooks" / "train.ipynb")
     assert set(TRAIN_PARAMETERS) <= set(params)
-    assert set(params) == {*TRAIN_PARAMETERS, "arch", "authors_code", "force", "checkpoints", "preset"}
+    assert set(params) == {*TRAIN_PARAMETERS, "arch", "authors_code", "force", "checkpoints", "preset", "threads"}
+    assert params["threads"] is None  # as `kps train`: one thread on a CPU
     assert params["method"] == "kps_ga" and params["device"] == "auto"
     for n in range(3, 8):
         assert parameters_cell(ROOT / "notebooks" / f"table{n}.ipynb") == {"results": None, "table": n}
