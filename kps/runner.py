@@ -108,7 +108,7 @@ def run_worker(configs: Sequence[RunConfig], *, data_root: str | Path, out: str 
 
     from kps.batches import data_key, load_data, to_device
     from kps.checkpoints import checkpoint_path, default_checkpoint_dir
-    from kps.results import config_record_path
+    from kps.results import RecordError, config_record_path, read_record_file
     from kps.train import TrainingDiverged, train
 
     checkpoint_dir = default_checkpoint_dir(out) if checkpoint_dir is None else checkpoint_dir
@@ -117,6 +117,12 @@ def run_worker(configs: Sequence[RunConfig], *, data_root: str | Path, out: str 
     for i, config in enumerate(configs):
         record = config_record_path(out, config)
         if record.exists() and not force:
+            try:
+                read_record_file(record)
+            except RecordError as err:  # not done: said, counted as failed, the others go on
+                failed += 1
+                log(f"[{i + 1}/{len(configs)}] damaged record, passed over: {err.path}: {err.problem}; restore it "
+                    "from git, or delete it and the same command trains its run")
             continue
         checkpoint = checkpoint_path(checkpoint_dir, config)
         if not claim(checkpoint):

@@ -556,3 +556,18 @@ def test_ctrl_c_before_training_says_nothing_was_written(tmp_path, capsys, monke
     assert err.startswith("interrupted: ce seed 0 stopped before training, while loading its data or checkpoint; "
                           "nothing was written; the same command continues it: python -m kps train --method ce")
     assert err.count("\n") == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_train_grid_names_a_damaged_record_and_trains_the_others(tmp_path, fake_data, capsys):
+    argv = ["train-grid", "--methods", "ce", "kps", *TINY, *folders(tmp_path)]
+    assert cli.main(["train", "--method", "ce", *TINY, *folders(tmp_path)]) == 0
+    (path,) = (tmp_path / "results").rglob("*.json")
+    path.write_text("")
+    capsys.readouterr()
+    assert cli.main(argv) == 1  # one run failed: its record is damaged
+    out = capsys.readouterr().out
+    assert (f"[1/2] damaged record, passed over: {path}: empty file; restore it from git, or delete it and the same "
+            "command trains its run\n") in out
+    assert "done: kps seed 0" in out and path.read_text() == ""
+    path.unlink()
+    assert cli.main(argv) == 0 and len(load_records(tmp_path / "results")) == 2
