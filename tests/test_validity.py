@@ -130,7 +130,8 @@ def test_short_names():
     assert validity.short_name(make_config("cifar10-jpeg", "kps_ga", preset="cifar10_lt_small", ga_variant="official",
                                            lr_style="official", m_max=0.2, subset_seed=666).to_dict()) == \
         "kps_ga, authors' code"
-    assert validity.short_name(make_config("cifar10-jpeg", "ldam_drw", m_max=0.2).to_dict()) == "ldam_drw, m_max=0.2"
+    assert validity.short_name(make_config("cifar10-jpeg", "ldam_drw", lr=0.2, drw_beta=0.99).to_dict()) == \
+        "ldam_drw, drw_beta=0.99, lr=0.2"
 
 
 def test_the_committed_cpu_scale_validity(paper, committed):
