@@ -344,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grid", help="a named grid instead of --methods/--seeds: paper (the paper protocol at rho 100: "
                                   "seeds 0-2 of ce, ldam_drw and both KPS-GA readings, then seed 0 of ten more "
                                   "rows; kps.grids.paper_grid), cpu (the CPU-scale protocol's 14 rows x seeds 0-2 "
-                                  "at rho 100, kps.grids.CPU_GRID_ROWS) or gpu (a GPU job: paper, then every "
+                                  "at rho 100, kps.grids.CPU_GRID_ORDER) or gpu (a GPU job: paper, then every "
                                   "row's seeds 0-2 at rho 50)")
     g.add_argument("--config-list", metavar="FILE", help="a JSON list of configs (RunConfig keys) to train in "
                                                         "order, instead of --grid or --methods")

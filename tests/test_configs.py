@@ -184,10 +184,10 @@ def test_bad_preset_size_or_width(overrides, message):
 
 def test_cpu_grid_is_the_fourteen_rows_in_order_with_distinct_records():
     from kps.results import config_record_path
-    from kps.grids import CPU_GRID_ROWS, cpu_grid
+    from kps.grids import CPU_GRID_ORDER, cpu_grid
 
     grid = cpu_grid()
-    assert len(CPU_GRID_ROWS) == 14 and len(grid) == 14 * 3  # rho=100 only: its rho=50 half was stopped
+    assert len(CPU_GRID_ORDER) == 14 and len(grid) == 14 * 3  # rho=100 only: its rho=50 half was stopped
     assert {c.preset for c in grid} == {"cifar10_lt_small"} and {c.dataset for c in grid} == {"cifar10-jpeg"}
     # each row's three seeds before the next row
     assert [(c.imbalance, c.method, c.seed) for c in grid[:4]] == [
@@ -223,6 +223,17 @@ def test_paper_grid_is_the_headline_seeds_then_ten_rows_in_order():
     gpu = gpu_grid()
     assert [config_record_path("r", c) for c in gpu[:22]] == [config_record_path("r", c) for c in grid]
     assert len(gpu) == 22 + 14 * 3 and {c.imbalance for c in gpu[22:]} == {50.0}
+
+
+def test_each_grid_row_is_named_as_the_site_names_its_runs():
+    """One name per row: a row's key in kps.grids.ROWS is what the site calls its runs
+    (kps.report.validity.short_name), and both grids train each of the 14 rows."""
+    from kps.grids import CPU_GRID_ORDER, PAPER_HEADLINE, PAPER_OTHERS, ROWS, cpu_grid, paper_grid
+    from kps.report.validity import short_name
+
+    assert sorted(CPU_GRID_ORDER) == sorted(PAPER_HEADLINE + PAPER_OTHERS) == sorted(ROWS) and len(ROWS) == 14
+    assert [short_name(c.to_dict()) for c in cpu_grid()[::3]] == list(CPU_GRID_ORDER)
+    assert [short_name(c.to_dict()) for c in paper_grid("cpu")] == list(PAPER_HEADLINE) * 3 + list(PAPER_OTHERS)
 
 
 @pytest.mark.parametrize("flags, bf16", [
