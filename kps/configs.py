@@ -522,7 +522,10 @@ def fast_path(device_type: str, flags: frozenset[str] | None = None) -> dict[str
 
     CPU: channels_last, and bf16 autocast of the backbone where the CPU reports bf16
     units (:func:`kps.env.cpu_bf16_units` of ``flags``, default this machine's), else
-    fp32; eager (bench/results/cpu-*.json measure each switch).  CUDA: channels_last,
+    fp32; eager, since torch.compile "default" does not repay itself there: over three
+    timed epochs of the paper protocol on one AMD EPYC core it trained 319 images/s
+    against eager bf16's 318 (bench/results/cpu-amd-epyc-2026-12-02-2.json; the other
+    cpu-*.json files measure each switch).  CUDA: channels_last,
     fused SGD, bf16 autocast and torch.compile "reduce-overhead" (5.38x the
     reference-style trainer on an H200, bench/results/nvidia-h200-2026-11-26-job2.json)."""
     from kps.env import cpu_bf16_units
