@@ -459,6 +459,9 @@ def test_provenance_notes_match_the_files_and_git():
     notes = report.read_provenance_notes(NOTES)
     assert [n.number for n in notes] == list(range(1, len(notes) + 1)) and notes
     for note in notes:
+        if note.wall_times is not None:
+            check_wall_note(note, {f: load_json(ROOT / f) for f in note.files})
+            continue
         for file in note.files:
             data = load_json(ROOT / file)
             assert (data["git_commit"], data["git_dirty"]) == (note.recorded_commit, note.recorded_dirty), file
@@ -472,6 +475,62 @@ def test_provenance_notes_match_the_files_and_git():
         assert sorted(diff) == sorted(note.changed_paths), note.key
         if "nothing under kps/ differs" in note.text:
             assert not any(p.startswith("kps/") for p in diff)
+
+
+def slow_epochs(record):
+    """The epochs of a record whose time is over twice its median epoch's, and the
+    seconds they took beyond that median."""
+    times = [h["time_s"] for h in record["history"]]
+    median = float(np.median(times))
+    slow = [h["epoch"] for h in record["history"] if h["time_s"] > 2 * median]
+    return slow, sum(record["history"][e]["time_s"] - median for e in slow)
+
+
+def check_wall_note(note, records):
+    """A wall-time note names each file's wall time as the file has it, and exactly
+    its slow epochs, and states the minutes they hold beyond a median epoch."""
+    for file, rec in records.items():
+        assert rec["wall_time_s"] == pytest.approx(note.wall_times[file]), file
+        slow, extra = slow_epochs(rec)
+        assert list(note.epochs[file]) == slow, file
+        assert f"{extra / 60:.0f} min" in note.text, (file, extra / 60)
+
+
+def test_a_wall_time_note_marks_its_records_wall_time_and_is_checked(tmp_path, gpu_records):
+    import copy
+    import yaml
+
+    rec = copy.deepcopy(gpu_records[0])
+    for h in rec["history"]:                                           # a CPU run's epochs: 40 s, 50 with a test pass
+        h["time_s"] = 50.0 if "test_error" in h and h["epoch"] % 10 == 9 else 40.0
+    rec["history"][3]["time_s"] += 600.0                               # a 10-min stop inside epoch 3
+    rec["wall_time_s"] = round(sum(h["time_s"] for h in rec["history"]), 3)
+    file = report.record_file(rec)
+    slow, extra = slow_epochs(rec)
+    assert slow == [3] and extra == pytest.approx(600.0)
+    path = tmp_path / "notes.yml"
+    note = {"key": "stopped", "files": [file], "recorded_wall_time_s": {file: rec["wall_time_s"]},
+            "epochs": {file: [3]}, "text": f"Epoch 3 holds a stop of {extra / 60:.0f} min."}
+    path.write_text(yaml.safe_dump({"notes": [note]}))
+    (parsed,) = report.read_provenance_notes(path)
+    check_wall_note(parsed, {file: rec})
+    row = report.provenance_table([rec], [parsed]).iloc[0]
+    assert row["wall time (min)"] == f"{rec['wall_time_s'] / 60:.1f} [1]" and not row["commit"].endswith("[1]")
+    assert report.provenance_footnotes([parsed], [rec]) == f"[1] Epoch 3 holds a stop of {extra / 60:.0f} min."
+    # the same file rerun (another wall time) gets no note; a commit note does not mark the wall time
+    other = dict(rec, wall_time_s=rec["wall_time_s"] + 1.0)
+    assert report.provenance_table([other], [parsed]).iloc[0]["wall time (min)"] == f"{other['wall_time_s'] / 60:.1f}"
+    assert report.provenance_footnotes([parsed], [other]) == ""
+    assert report.wall_note_for(file, rec["wall_time_s"], report.read_provenance_notes(NOTES)) is None
+    # a wall-time note without its epochs, or with a file's wall time missing: one line naming the note
+    for bad, words in ((dict(note, epochs={}), "epochs must give each of its files"),
+                       (dict(note, recorded_wall_time_s={}), "recorded_wall_time_s must give each")):
+        path.write_text(yaml.safe_dump({"notes": [bad]}))
+        with pytest.raises(ValueError, match=f"note 'stopped': {words}"):
+            report.read_provenance_notes(path)
+    path.write_text(yaml.safe_dump({"notes": [{"key": "half", "files": [file], "text": "t"}]}))
+    with pytest.raises(ValueError, match="lacks .*recorded_commit.* or give recorded_wall_time_s and epochs"):
+        report.read_provenance_notes(path)
 
 
 def test_provenance_table_marks_the_committed_gpu_records(gpu_records):

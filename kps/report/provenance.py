@@ -5,6 +5,7 @@ that say it wrongly (the files are never edited)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,21 +23,33 @@ class ProvenanceNote:
     """A fact about where committed files came from that the files themselves
     get wrong or cannot say (``book/provenance_notes.yml``). The files are
     never edited; the pages that show their provenance print the note as a
-    numbered footnote. It applies to a file listed in ``files`` whose own
-    provenance still reads ``recorded_commit`` / ``recorded_dirty``."""
+    numbered footnote. Two kinds, each applying to a file listed in ``files``
+    while the file still says what the note speaks about:
+
+    - a commit note (``recorded_commit``, ``recorded_dirty``, ``ran_commit``,
+      ``changed_paths``): the file names a commit other than the code that ran;
+    - a wall-time note (``wall_times``: file -> its ``wall_time_s``; ``epochs``: file ->
+      the epochs, 0-indexed, whose time holds more than training, e.g. a process stopped
+      mid-epoch): the file's wall time overstates what its run took."""
 
     number: int
     key: str
     files: tuple[str, ...]
-    recorded_commit: str
-    recorded_dirty: bool
-    ran_commit: str
-    changed_paths: tuple[str, ...]
     text: str
+    recorded_commit: str | None = None
+    recorded_dirty: bool | None = None
+    ran_commit: str | None = None
+    changed_paths: tuple[str, ...] = ()
+    wall_times: Mapping[str, float] | None = None
+    epochs: Mapping[str, tuple[int, ...]] | None = None
 
     @property
     def marker(self) -> str:
         return f"[{self.number}]"
+
+
+COMMIT_NOTE_KEYS = ("recorded_commit", "recorded_dirty", "ran_commit", "changed_paths")
+WALL_NOTE_KEYS = ("recorded_wall_time_s", "epochs")
 
 
 def read_provenance_notes(path: str | Path) -> list[ProvenanceNote]:
@@ -47,18 +60,34 @@ def read_provenance_notes(path: str | Path) -> list[ProvenanceNote]:
     data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     notes = []
     for i, item in enumerate(data.get("notes") or [], start=1):
-        need = ("key", "files", "recorded_commit", "recorded_dirty", "ran_commit", "changed_paths", "text")
-        missing = [k for k in need if k not in item]
+        missing = [k for k in ("key", "files", "text") if k not in item]
         if missing:
             raise ValueError(f"{path}: note {i} lacks {missing}")
+        key, files, text = str(item["key"]), tuple(item["files"]), " ".join(str(item["text"]).split())
+        if any(k in item for k in WALL_NOTE_KEYS):
+            walls, epochs = item.get("recorded_wall_time_s"), item.get("epochs")
+            if not isinstance(walls, dict) or sorted(walls) != sorted(files) or not all(
+                    isinstance(v, (int, float)) for v in walls.values()):
+                raise ValueError(f"{path}: note {key!r}: recorded_wall_time_s must give each of its files' "
+                                 "wall_time_s (a number)")
+            if not isinstance(epochs, dict) or sorted(epochs) != sorted(files) or not all(
+                    isinstance(v, list) and v and all(isinstance(e, int) for e in v) for v in epochs.values()):
+                raise ValueError(f"{path}: note {key!r}: epochs must give each of its files' epochs "
+                                 "(a list of 0-indexed epochs)")
+            notes.append(ProvenanceNote(i, key, files, text, wall_times={f: float(v) for f, v in walls.items()},
+                                        epochs={f: tuple(v) for f, v in epochs.items()}))
+            continue
+        missing = [k for k in COMMIT_NOTE_KEYS if k not in item]
+        if missing:
+            raise ValueError(f"{path}: note {key!r} lacks {missing} (a commit note), or give "
+                             "recorded_wall_time_s and epochs (a wall-time note)")
         for k in ("recorded_commit", "ran_commit"):
             if not (isinstance(item[k], str) and len(item[k]) == 40 and all(c in "0123456789abcdef" for c in item[k])):
-                raise ValueError(f"{path}: note {item['key']!r}: {k} must be a 40-hex commit")
+                raise ValueError(f"{path}: note {key!r}: {k} must be a 40-hex commit")
         if not isinstance(item["recorded_dirty"], bool):
-            raise ValueError(f"{path}: note {item['key']!r}: recorded_dirty must be true or false")
-        notes.append(ProvenanceNote(i, str(item["key"]), tuple(item["files"]), item["recorded_commit"],
-                                    item["recorded_dirty"], item["ran_commit"], tuple(item["changed_paths"]),
-                                    " ".join(str(item["text"]).split())))
+            raise ValueError(f"{path}: note {key!r}: recorded_dirty must be true or false")
+        notes.append(ProvenanceNote(i, key, files, text, item["recorded_commit"], item["recorded_dirty"],
+                                    item["ran_commit"], tuple(item["changed_paths"])))
     return notes
 
 
@@ -68,16 +97,30 @@ def record_file(record: Mapping[str, Any]) -> str:
 
 
 def note_for(file: str, commit: Any, dirty: Any, notes: Iterable[ProvenanceNote]) -> ProvenanceNote | None:
-    """The note about ``file`` (a repository path), if one applies to a file
+    """The commit note about ``file`` (a repository path), if one applies to a file
     with this recorded commit and dirty flag."""
     for note in notes:
-        if file in note.files and commit == note.recorded_commit and bool(dirty) == note.recorded_dirty:
+        if (note.recorded_commit is not None and file in note.files and commit == note.recorded_commit
+                and bool(dirty) == note.recorded_dirty):
+            return note
+    return None
+
+
+def wall_note_for(file: str, wall_time_s: Any, notes: Iterable[ProvenanceNote]) -> ProvenanceNote | None:
+    """The wall-time note about ``file``, if one applies to a file with this wall time."""
+    for note in notes:
+        if note.wall_times is not None and file in note.wall_times and wall_time_s is not None \
+                and math.isclose(float(wall_time_s), note.wall_times[file], abs_tol=1e-3):
             return note
     return None
 
 
 def _record_note(rec: Mapping[str, Any], notes: Iterable[ProvenanceNote]) -> ProvenanceNote | None:
     return note_for(record_file(rec), rec.get("git_commit"), rec.get("git_dirty"), notes)
+
+
+def _record_wall_note(rec: Mapping[str, Any], notes: Iterable[ProvenanceNote]) -> ProvenanceNote | None:
+    return wall_note_for(record_file(rec), rec.get("wall_time_s"), notes)
 
 
 PROVENANCE_COLUMNS = ("run", "protocol", "data", "setting", "commit", "device, precision", "torch", "started (UTC)",
@@ -93,16 +136,17 @@ def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[Prove
                      errors: bool = False) -> pd.DataFrame:
     """One row per record: what ran (run: method, imbalance and seed; protocol;
     dataset label; setting within the protocol) and where it came from as the
-    record says it (commit, with "dirty tree" and the marker of a note of ``notes``
-    that applies to it, see :func:`provenance_footnotes`; device and precision;
-    torch version; start time in UTC; wall time of the epochs in minutes; the
+    record says it (commit, with "dirty tree" and the marker of a commit note of
+    ``notes`` that applies to it, see :func:`provenance_footnotes`; device and precision;
+    torch version; start time in UTC; wall time of the epochs in minutes, with the
+    marker of a wall-time note; the
     processes that trained it). ``errors``: also its final and best-epoch top-1
     error (%)."""
     notes = list(notes)
     rows = []
     for rec in records:
         c = rec["config"]
-        note = _record_note(rec, notes)
+        note, wall_note = _record_note(rec, notes), _record_wall_note(rec, notes)
         dirty = rec.get("git_dirty")
         dirty_words = ", dirty tree unknown" if dirty is None else (", dirty tree" if dirty else "")
         protocol = protocol_of(c)
@@ -115,7 +159,8 @@ def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[Prove
             "device, precision": f"{_device(rec.get('device', 'unknown'))}, {precision_label(c)}",
             "torch": rec.get("torch_version", "unknown"),
             "started (UTC)": str(rec.get("started_at", "unknown"))[:16].replace("T", " "),
-            "wall time (min)": f"{float(rec['wall_time_s']) / 60:.1f}" if rec.get("wall_time_s") is not None else "unknown",
+            "wall time (min)": (f"{float(rec['wall_time_s']) / 60:.1f}" + (f" {wall_note.marker}" if wall_note else "")
+                                if rec.get("wall_time_s") is not None else "unknown"),
             "processes": segments_label(rec),
         }
         if errors:
@@ -188,6 +233,8 @@ def provenance_footnotes(notes: Iterable[ProvenanceNote], records: Iterable[Mapp
     or of ``files`` ((path, recorded commit, recorded dirty flag) triples),
     in note order; '' when none applies."""
     notes = list(notes)
+    records = list(records)
     used = {n.number for n in filter(None, (_record_note(r, notes) for r in records))}
+    used |= {n.number for n in filter(None, (_record_wall_note(r, notes) for r in records))}
     used |= {n.number for n in filter(None, (note_for(f, c, d, notes) for f, c, d in files))}
     return "\n\n".join(f"{n.marker} {n.text}" for n in notes if n.number in used)
