@@ -323,14 +323,16 @@ def test_restart_replaces_an_unfinished_checkpoint_and_says_so(tmp_path, fake_da
 def test_threads_default_to_one_on_cpu_are_recorded_and_a_busy_machine_is_named(tmp_path, fake_data, capsys,
                                                                                 monkeypatch):
     torch.set_num_threads(2)  # torch's default on a 2-core machine: what `train` must not keep
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})  # two cores, whatever runs the tests
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (0.0, 0.0, 0.0))    # idle
     assert cli.main(["train", "--method", "ce", *TINY, *folders(tmp_path)]) == 0
     assert capsys.readouterr().err == ""  # an idle machine: no warning
     assert torch.get_num_threads() == 1
     assert cli.main(["train", "--method", "ce", *TINY, *folders(tmp_path), "--seed", "1", "--threads", "2"]) == 0
+    assert capsys.readouterr().err == ""  # two threads on two idle cores: no warning either
     assert [r["segments"][0]["threads"] for r in load_records(tmp_path / "results")] == [1, 2]
     # a busy machine: one line on stderr, the run goes on
     monkeypatch.setattr(cli.os, "getloadavg", lambda: (2.2, 2.0, 1.5))
-    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
     assert cli.main(["train", "--method", "ce", *TINY, *folders(tmp_path), "--seed", "2", "--threads", "2"]) == 0
     err = capsys.readouterr().err
     assert err == ("warning: this machine looks oversubscribed (load average 2.2 on 2 cores, and this run adds 2 "
