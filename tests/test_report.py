@@ -932,3 +932,22 @@ def test_the_committed_paper_protocol_cpu_bench_timed_the_paper_grids_network(na
         assert t[k]["train_images_per_s"] == pytest.approx(12406 / t[k]["train_s_per_epoch"])
         assert bench["ratios"][f"{k}_vs_reference"]["train_images_per_s"] == pytest.approx(
             t[k]["train_images_per_s"] / t["reference"]["train_images_per_s"])
+
+
+def test_the_cost_per_run_in_the_readme_and_rerun_page_is_the_bench_files():
+    """The prose that states the paper-protocol grid's cost on a CPU quotes the bench file
+    it names: its images/s and its projected run at the grid's cadence."""
+    from kps.report.speed import grid_config, projected_minutes
+
+    bench = report.read_bench(BENCH / "cpu-amd-epyc-2026-12-02-2.json")
+    t = bench["trainers"]
+    hours = projected_minutes(t["bf16"], grid_config("cifar10_lt")) / 60
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    rerun = " ".join((ROOT / "book" / "rerun.md").read_text().split())
+    for text in (readme, rerun):
+        assert "cpu-amd-epyc-2026-12-02-2.json" in text
+        assert f"{t['bf16']['train_images_per_s']:.0f} training images/s in bf16" in text
+        assert f"{t['fp32']['train_images_per_s']:.0f} in fp32" in text
+        assert f"about {hours:.1f} h" in text
+    assert f"{t['reference']['train_images_per_s']:.0f} for a reference-style trainer" in readme
+    assert f"`torch.compile` added nothing ({t['bf16+default']['train_images_per_s']:.0f})" in readme
