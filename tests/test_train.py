@@ -206,8 +206,11 @@ GRID_CONFIG_KEYS = {
 
 def test_a_checkpoint_of_the_running_grid_resumes(tmp_path, monkeypatch):
     """A checkpoint with the grid's config keys and segments (precision, threads), stopped
-    after its first epoch, continues to the record of the run trained without a break."""
-    overrides = dict(epochs=3, eval_every=10, eval_dense_from=2, channels_last=True)
+    after its first epoch, continues to the record of the run trained without a break, on
+    the grid's fast path for this CPU (bf16 autocast where it has bf16 units)."""
+    from kps.configs import fast_path
+
+    overrides = dict(epochs=3, eval_every=10, eval_dense_from=2, **fast_path("cpu"))
     config, whole = run(tmp_path / "whole", "ce", **overrides)
     save = kt.atomic_torch_save
 
@@ -222,6 +225,7 @@ def test_a_checkpoint_of_the_running_grid_resumes(tmp_path, monkeypatch):
     state = torch.load(ck.checkpoint_path(tmp_path / "split/ckpt", config), weights_only=False)
     assert set(state["config"]) == GRID_CONFIG_KEYS and state["next_epoch"] == 1
     assert {"precision", "threads", "from_epoch", "git_commit", "device"} <= set(state["segments"][0])
+    assert state["segments"][0]["precision"] == ("bf16" if cpu_bf16_units() else "fp32")
     resumed = kt.train(config, out=tmp_path / "split/results", checkpoint_dir=tmp_path / "split/ckpt",
                        data=synthetic_data(), quiet=True, resume=True)
     assert strip_timing(resumed) == strip_timing(whole)
