@@ -47,7 +47,7 @@ def cpu_grid(imbalances: Sequence[float] = CPU_GRID_IMBALANCES, seeds: Sequence[
     runs with them), on any CPU."""
     return [make_config(dataset, method, preset="cifar10_lt_small", imbalance=imbalance, seed=seed,
                         channels_last=True, **overrides)
-            for imbalance in imbalances for method, overrides in map(ROWS.get, CPU_GRID_ORDER)
+            for imbalance in imbalances for method, overrides in (ROWS[r] for r in CPU_GRID_ORDER)
             for seed in seeds]
 
 
@@ -81,7 +81,7 @@ def gpu_grid(seeds: Sequence[int] = PAPER_GRID_SEEDS, dataset: str = "cifar10-jp
     """A GPU job's list: the paper protocol's grid at rho=100 (:func:`paper_grid`), then
     seeds 0-2 of every row at rho=50."""
     rho50 = [make_config(dataset, m, imbalance=50.0, seed=seed, **fast_path("cuda"), **PAPER_GRID_EVAL, **o)
-             for seed in seeds for m, o in map(ROWS.get, PAPER_HEADLINE + PAPER_OTHERS)]
+             for seed in seeds for m, o in (ROWS[r] for r in PAPER_HEADLINE + PAPER_OTHERS)]
     return paper_grid("cuda", dataset=dataset) + rho50
 
 

@@ -19,7 +19,7 @@ from kps.report.paper import (PAPER_COLUMNS, dataset_title, not_in_paper, paper_
                               read_paper_table1, table1, table1_page, table2, table2_page)
 from kps.report.provenance import (ProvenanceNote, note_for, provenance_footnotes, provenance_table,
                                    provenance_view, read_provenance_notes, record_file, segments_label,
-                                   wall_note_for)
+                                   stopped_epochs, wall_note_for)
 from kps.report.protocols import (backbone_title, network_summary, protocol_group, protocol_preset, protocol_summary,
                                   runs_by_protocol)
 from kps.report.style import page_table
@@ -28,8 +28,9 @@ from kps.report.records import (NOT_IMPLEMENTED, NOT_RUN, ErrorSummary, RunsOver
                                 format_summary, grid_records, matching_records, precision_label, preset_of, protocol_of,
                                 protocols, run_label, runs_overview, seed_groups, setting_label, summarize,
                                 variant_label)
-from kps.report.speed import (SPEED_TARGETS, SpeedPage, bench_table, contender_table, contender_title,
-                              cpu_bench_facts, cpu_bench_table, cpu_benches, grid_facts, grid_table, projected_minutes,
+from kps.report.speed import (SPEED_TARGETS, CpuProjection, SpeedPage, bench_table, contender_table, contender_title,
+                              cpu_bench_facts, cpu_bench_table, cpu_benches, cpu_run_projection, grid_cost_words,
+                              grid_facts, grid_table, projected_minutes,
                               speed_chart, speed_page, speed_summary, speed_targets)
 from kps.report.tables import (MISSING, NOT_HERE, TablePage, WideTable, comparison_table, detail_table,
                                ga_variant_comparison, ga_variant_per_class, ga_variant_view, ours_datasets,
@@ -43,14 +44,14 @@ __all__ = [
     "PAPER_COLUMNS", "dataset_title", "not_in_paper", "paper_label", "read_paper_numbers", "read_paper_table1",
     "table1", "table1_page", "table2", "table2_page",
     "ProvenanceNote", "note_for", "provenance_footnotes", "provenance_table", "provenance_view",
-    "read_provenance_notes", "record_file", "segments_label", "wall_note_for",
+    "read_provenance_notes", "record_file", "segments_label", "stopped_epochs", "wall_note_for",
     "backbone_title", "network_summary", "protocol_group", "protocol_preset", "protocol_summary", "runs_by_protocol",
     "page_table",
     "NOT_IMPLEMENTED", "NOT_RUN", "ErrorSummary", "RunsOverview", "find_repo_root", "format_summary",
     "grid_records", "matching_records", "precision_label", "preset_of", "protocol_of", "protocols", "run_label", "runs_overview", "seed_groups", "setting_label", "summarize",
     "variant_label",
-    "SPEED_TARGETS", "SpeedPage", "bench_table", "contender_table", "contender_title", "cpu_bench_facts",
-    "cpu_bench_table", "cpu_benches", "grid_facts", "grid_table", "projected_minutes", "speed_chart", "speed_page",
+    "SPEED_TARGETS", "CpuProjection", "SpeedPage", "bench_table", "contender_table", "contender_title", "cpu_bench_facts",
+    "cpu_bench_table", "cpu_benches", "cpu_run_projection", "grid_cost_words", "grid_facts", "grid_table", "projected_minutes", "speed_chart", "speed_page",
     "speed_summary", "speed_targets",
     "MISSING", "NOT_HERE", "TablePage", "WideTable", "comparison_table", "detail_table", "ga_variant_comparison",
     "ga_variant_per_class", "ga_variant_view", "ours_datasets", "setting_effects", "table_page", "table_records",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kps.configs import RunConfig
@@ -28,9 +29,10 @@ class ProvenanceNote:
 
     - a commit note (``recorded_commit``, ``recorded_dirty``, ``ran_commit``,
       ``changed_paths``): the file names a commit other than the code that ran;
-    - a wall-time note (``wall_times``: file -> its ``wall_time_s``; ``epochs``: file ->
-      the epochs, 0-indexed, whose time holds more than training, e.g. a process stopped
-      mid-epoch): the file's wall time overstates what its run took."""
+    - a wall-time note (YAML ``recorded_wall_time_s``, here ``wall_times``: file -> its
+      ``wall_time_s``; ``epochs``: file -> the epochs, 0-indexed, whose time holds more
+      than training, :func:`stopped_epochs`, e.g. a process stopped mid-epoch): the
+      file's wall time overstates what its run took."""
 
     number: int
     key: str
@@ -50,6 +52,23 @@ class ProvenanceNote:
 
 COMMIT_NOTE_KEYS = ("recorded_commit", "recorded_dirty", "ran_commit", "changed_paths")
 WALL_NOTE_KEYS = ("recorded_wall_time_s", "epochs")
+# An epoch that took over this many times the record's median epoch held something
+# beside training (an epoch with a test pass takes about 1.25x at the paper's protocol).
+STOPPED_EPOCH_FACTOR = 2.0
+
+
+def stopped_epochs(record: Mapping[str, Any]) -> tuple[list[int], float]:
+    """The epochs of ``record`` that took over :data:`STOPPED_EPOCH_FACTOR` times its
+    median epoch, and the seconds they took beyond that median (what a wall-time
+    note names and states)."""
+    history = record["history"]
+    median = float(np.median([h["time_s"] for h in history]))
+    slow = [h["epoch"] for h in history if h["time_s"] > STOPPED_EPOCH_FACTOR * median]
+    return slow, sum(history[e]["time_s"] - median for e in slow)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def read_provenance_notes(path: str | Path) -> list[ProvenanceNote]:
@@ -65,13 +84,17 @@ def read_provenance_notes(path: str | Path) -> list[ProvenanceNote]:
             raise ValueError(f"{path}: note {i} lacks {missing}")
         key, files, text = str(item["key"]), tuple(item["files"]), " ".join(str(item["text"]).split())
         if any(k in item for k in WALL_NOTE_KEYS):
+            if any(k in item for k in COMMIT_NOTE_KEYS):
+                raise ValueError(f"{path}: note {key!r}: it mixes a commit note's keys and a wall-time note's: "
+                                 "make it two notes")
             walls, epochs = item.get("recorded_wall_time_s"), item.get("epochs")
             if not isinstance(walls, dict) or sorted(walls) != sorted(files) or not all(
-                    isinstance(v, (int, float)) for v in walls.values()):
+                    _is_number(v) for v in walls.values()):
                 raise ValueError(f"{path}: note {key!r}: recorded_wall_time_s must give each of its files' "
                                  "wall_time_s (a number)")
             if not isinstance(epochs, dict) or sorted(epochs) != sorted(files) or not all(
-                    isinstance(v, list) and v and all(isinstance(e, int) for e in v) for v in epochs.values()):
+                    isinstance(v, list) and v and all(isinstance(e, int) and not isinstance(e, bool) and e >= 0
+                                                      for e in v) for v in epochs.values()):
                 raise ValueError(f"{path}: note {key!r}: epochs must give each of its files' epochs "
                                  "(a list of 0-indexed epochs)")
             notes.append(ProvenanceNote(i, key, files, text, wall_times={f: float(v) for f, v in walls.items()},

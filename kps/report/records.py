@@ -174,9 +174,9 @@ class RunsOverview:
     """What has been run: ``counts`` has one row per protocol, data and imbalance
     ratio with its number of full-schedule records (columns protocol, data,
     imbalance, runs); ``grid_runs`` / ``grid_done`` count a grid's runs and those
-    with a record; ``run_min`` is the mean wall time in minutes of the ``timed`` grid
-    records made on one CPU core, and ``grid_hours`` the whole grid's on ``workers``
-    cores (NaN while no such record exists; the Results page words them)."""
+    with a record; ``run_min`` is the mean wall time in minutes of the grid's records
+    made on one CPU core (``timed_records``), and ``grid_hours`` the whole grid's on
+    ``workers`` cores (NaN while no such record exists; the Results page words them)."""
 
     counts: pd.DataFrame
     grid_runs: int
@@ -184,7 +184,11 @@ class RunsOverview:
     run_min: float
     grid_hours: float
     workers: int
-    timed: int = 0
+    timed_records: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def timed(self) -> int:
+        return len(self.timed_records)
 
 
 def grid_records(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig]
@@ -213,6 +217,6 @@ def runs_overview(records: Sequence[Mapping[str, Any]], grid: Sequence[RunConfig
     timed = [r for r in done if str(r["device"]).startswith("cpu")]
     wall = sum(r["wall_time_s"] for r in timed) / len(timed) if timed else math.nan
     return RunsOverview(table, len(grid), len(done), wall / 60, len(grid) * wall / workers / 3600, workers,
-                        len(timed))
+                        tuple(timed))
 
 

@@ -17,7 +17,8 @@ import pandas as pd
 from kps.configs import RunConfig
 from kps.report import benchfiles as bf
 from kps.report.paper import find_repo_root
-from kps.report.provenance import ProvenanceNote, note_for, provenance_footnotes, read_provenance_notes
+from kps.report.provenance import (ProvenanceNote, note_for, provenance_footnotes, read_provenance_notes,
+                                   record_file, wall_note_for)
 
 # The targets of the GPU path (what the page measures against): train images/s at
 # least 10x the reference trainer's, one full run within 60 s, 12 runs in one 540 s job.
@@ -298,6 +299,57 @@ def cpu_benches(folder: str | Path, protocol: str) -> dict[str, dict]:
         if bf.config(bench)["protocol"] == protocol:
             out[path.name] = bench
     return out
+
+
+@dataclass(frozen=True)
+class CpuProjection:
+    """One paper-protocol run on one CPU core as a bench projects it: the bench file's
+    name, its device, the contender (the CPU fast path's precision, eager) and the run's
+    hours at the grid's evaluation cadence."""
+
+    bench: str
+    device: str
+    contender: str
+    hours: float
+
+
+def cpu_run_projection(folder: str | Path, protocol: str = "paper") -> CpuProjection | None:
+    """What one run of ``protocol``'s grid takes on one CPU core, as projected by the CPU
+    bench of that protocol under ``folder`` that timed the most epochs (one epoch on a
+    shared machine is noisy; the newest of equals), for its fast-path contender: bf16
+    where the bench's CPU ran it, else fp32.  None without such a bench."""
+    benches = cpu_benches(folder, protocol)
+    if not benches:
+        return None
+    name = max(benches, key=lambda n: (bf.config(benches[n])["epochs_timed"] or 0, bf.provenance(benches[n])["date"], n))
+    bench = benches[name]
+    contender = "bf16" if "bf16" in bf.trainers(bench) else "fp32"
+    grid = grid_config(bf.config(bench)["preset"])
+    minutes = projected_minutes(bf.trainer_row(bench, contender), grid)
+    return CpuProjection(name, bf.provenance(bench)["device"], contender, minutes / 60)
+
+
+def grid_cost_words(overview: Any, notes: Iterable[ProvenanceNote] = (),
+                    projection: CpuProjection | None = None) -> str:
+    """What rerunning a grid costs on a CPU, in a phrase for the Results page, from a
+    :class:`kps.report.records.RunsOverview`: the mean wall time of its CPU records and
+    the whole grid's on its workers, saying how many of those records hold stops of the
+    process (a wall-time note of ``notes``); without a CPU record, ``projection`` (a
+    bench's, :func:`cpu_run_projection`) where given."""
+    o = overview
+    if o.timed:
+        notes = list(notes)
+        stopped = sum(wall_note_for(record_file(r), r["wall_time_s"], notes) is not None for r in o.timed_records)
+        held = (f", {stopped} of which hold stops of the process, so this overstates it: see the notes under "
+                "All records, below") if stopped else ""
+        return (f"one run takes {o.run_min:.0f} min on one core (mean wall time of its {o.timed} CPU "
+                f"records{held}), the whole grid about {o.grid_hours:.1f} h on {o.workers} cores")
+    if projection is None:
+        return "no CPU record of it has landed yet"
+    device = projection.device.removeprefix("cpu").strip(" ()")
+    return (f"no CPU record of it has landed yet; the bench `bench/results/{projection.bench}` projects about "
+            f"{projection.hours:.1f} h per run on one core of its {device} ({projection.contender}; the Speed "
+            "page has its table)")
 
 
 # How the page prints each table's numbers (the tables themselves keep full precision).
