@@ -830,12 +830,18 @@ def test_runs_overview_counts_protocols_and_times_the_grid():
     assert [(r["config"]["method"], r["config"]["seed"]) for r in done] == [("ce", 0), ("ce", 1), ("ldam_drw", 0)]
     assert len(missing) == 39
     assert (missing[0].method, missing[0].seed) == ("ce", 2) and (missing[1].method, missing[1].seed) == ("ldam_drw", 1)
-    # the Results page's phrase: the CPU records' cost, saying which hold stops of the process
+    # the Results page's phrase: the CPU records' cost, saying which hold waiting time
     assert report.grid_cost_words(o) == ("one run takes 12 min on one core (mean wall time of its 2 CPU records), "
                                          "the whole grid about 4.4 h on 2 cores")
     first = report.record_file(recs[0])
     stop = report.ProvenanceNote(1, "stop", (first,), "t", wall_times={first: 600.0}, epochs={first: (3,)})
-    assert ", 1 of which hold stops of the process, so this overstates it" in report.grid_cost_words(o, [stop])
+    assert ", 1 of which hold time the process spent waiting, not training, so this overstates it" in \
+        report.grid_cost_words(o, [stop])
+    one = report.runs_overview(recs[:1], grid, workers=2)
+    assert report.grid_cost_words(one, [stop]) == (
+        "one run takes 10 min on one core (wall time of its one CPU record, which holds time the process spent "
+        "waiting, not training, so this overstates it: see the notes under All records, below), the whole grid "
+        "about 3.5 h on 2 cores")
     assert report.grid_cost_words(none) == "no CPU record of it has landed yet"
     bench = report.CpuProjection("x.json", "cpu (AMD EPYC)", "bf16", 2.3147)
     assert report.grid_cost_words(none, [stop], bench) == (

@@ -333,17 +333,21 @@ def grid_cost_words(overview: Any, notes: Iterable[ProvenanceNote] = (),
                     projection: CpuProjection | None = None) -> str:
     """What rerunning a grid costs on a CPU, in a phrase for the Results page, from a
     :class:`kps.report.records.RunsOverview`: the mean wall time of its CPU records and
-    the whole grid's on its workers, saying how many of those records hold stops of the
-    process (a wall-time note of ``notes``); without a CPU record, ``projection`` (a
+    the whole grid's on its workers, saying how many of those records hold time the
+    process spent waiting (a wall-time note of ``notes``); without a CPU record, ``projection`` (a
     bench's, :func:`cpu_run_projection`) where given."""
     o = overview
     if o.timed:
         notes = list(notes)
-        stopped = sum(wall_note_for(record_file(r), r["wall_time_s"], notes) is not None for r in o.timed_records)
-        held = (f", {stopped} of which hold stops of the process, so this overstates it: see the notes under "
-                "All records, below") if stopped else ""
-        return (f"one run takes {o.run_min:.0f} min on one core (mean wall time of its {o.timed} CPU "
-                f"records{held}), the whole grid about {o.grid_hours:.1f} h on {o.workers} cores")
+        waited = sum(wall_note_for(record_file(r), r["wall_time_s"], notes) is not None for r in o.timed_records)
+        whose = "wall time of its one CPU record" if o.timed == 1 else f"mean wall time of its {o.timed} CPU records"
+        held = ""
+        if waited:
+            which = "which holds" if o.timed == 1 else f"{waited} of which hold"
+            held = (f", {which} time the process spent waiting, not training, so this overstates it: see the "
+                    "notes under All records, below")
+        return (f"one run takes {o.run_min:.0f} min on one core ({whose}{held}), the whole grid about "
+                f"{o.grid_hours:.1f} h on {o.workers} cores")
     if projection is None:
         return "no CPU record of it has landed yet"
     device = projection.device.removeprefix("cpu").strip(" ()")
