@@ -219,9 +219,16 @@ def test_provenance_table():
     seg = {"from_epoch": 0, "git_commit": None, "device": None}
     resumed = dict(record(), epochs=200, segments=[seg, dict(seg, from_epoch=130, git_commit="abcdef0123456789",
                                                               device="NVIDIA H200")])
-    assert report.segments_label(resumed) == "epochs 0-129: unknown commit; 130-199: abcdef0123 (NVIDIA H200)"
+    assert report.segments_label(resumed) == "0-129: unknown; 130-199: abcdef0 (NVIDIA H200)"
     # a segment on the record's own device does not repeat it
-    assert report.segments_label(dict(resumed, device="NVIDIA H200")) == "epochs 0-129: unknown commit; 130-199: abcdef0123"
+    assert report.segments_label(dict(resumed, device="NVIDIA H200")) == "0-129: unknown; 130-199: abcdef0"
+    # consecutive processes of one commit are one span; a thread count shared by all is said once
+    three = [dict(seg, git_commit="197a0d4" + "0" * 33, threads=1), dict(seg, from_epoch=32, git_commit="98effe2" + "0" * 33,
+             threads=1), dict(seg, from_epoch=36, git_commit="98effe2" + "0" * 33, threads=1)]
+    assert report.segments_label(dict(record(), epochs=200, segments=three)) == "0-31: 197a0d4; 32-199: 98effe2; 1 thread"
+    three[2]["threads"] = 2
+    assert report.segments_label(dict(record(), epochs=200, segments=three)) == \
+        "0-31: 197a0d4, 1 thread; 32-35: 98effe2, 1 thread; 36-199: 98effe2, 2 threads"
     assert report.segments_label(dict(record(), segments=[dict(seg, threads=1)])) == "one, 1 thread"
     assert report.segments_label(dict(record(), segments=[dict(seg, threads=4)])) == "one, 4 threads"
 

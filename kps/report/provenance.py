@@ -228,20 +228,26 @@ def _device(name: str) -> str:
 
 def segments_label(rec: Mapping[str, Any]) -> str:
     """How many processes trained the run, and where a resumed one took over:
-    'one' (also for records before segments were kept), or e.g. 'epochs 0-129:
-    unknown; 130-199: 1a2b3c4d5e (H200)' (a segment's device where it is not the
-    record's own)."""
+    'one' (also for records before segments were kept), or e.g. '0-129: unknown;
+    130-199: 1a2b3c4 (H200)' (a segment's device where it is not the record's own).
+    Consecutive processes of one commit, device and thread count are one span; a thread
+    count shared by all is said once at the end."""
     segments = rec.get("segments") or []
     if len(segments) <= 1:
         return "one" + (_threads(segments[0]) if segments else "")
     ends = [s["from_epoch"] for s in segments[1:]] + [rec["epochs"]]
-    parts = []
+    spans: list[list[Any]] = []  # [first epoch, last epoch, who, threads]
     for seg, end in zip(segments, ends):
-        who = str(seg["git_commit"])[:10] if seg.get("git_commit") else "unknown commit"
+        who = str(seg["git_commit"])[:7] if seg.get("git_commit") else "unknown"
         if seg.get("device") and seg["device"] != rec.get("device"):   # the record's own device: said once
             who += f" ({_device(seg['device'])})"
-        parts.append(f"{seg['from_epoch']}-{end - 1}: {who}{_threads(seg)}")
-    return "epochs " + "; ".join(parts)
+        if spans and spans[-1][2:] == [who, seg.get("threads")]:
+            spans[-1][1] = end - 1
+        else:
+            spans.append([seg["from_epoch"], end - 1, who, seg.get("threads")])
+    shared = len({t for *_, t in spans}) == 1
+    parts = [f"{a}-{b}: {who}" + ("" if shared else _threads({"threads": t})) for a, b, who, t in spans]
+    return "; ".join(parts) + (_threads({"threads": spans[0][3]}).replace(",", ";", 1) if shared else "")
 
 
 def _threads(segment: Mapping[str, Any]) -> str:
