@@ -398,4 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    # A process started in the background by a shell inherits SIGINT ignored, and Python then
+    # never raises KeyboardInterrupt: restore it, so that Ctrl-C and a grid's deadline (SIGINT)
+    # stop a run at its checkpoint wherever the command was started from.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     sys.exit(main())
