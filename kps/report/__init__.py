@@ -18,8 +18,8 @@ from kps.report.figures import (GRADIENT_FORMS, PerClassPage, gradient_table, gr
 from kps.report.paper import (PAPER_COLUMNS, dataset_title, not_in_paper, paper_label, read_paper_numbers,
                               read_paper_table1, table1, table1_page, table2, table2_page)
 from kps.report.provenance import (ProvenanceNote, note_for, provenance_footnotes, provenance_table,
-                                   provenance_view, read_provenance_notes, record_file, segments_label,
-                                   stopped_epochs, wall_note_for)
+                                   provenance_view, read_provenance_notes, record_file, record_wall_note,
+                                   segments_label, stopped_epochs, wall_note_for)
 from kps.report.protocols import (backbone_title, network_summary, protocol_group, protocol_preset, protocol_summary,
                                   runs_by_protocol)
 from kps.report.style import page_table
@@ -44,7 +44,7 @@ __all__ = [
     "PAPER_COLUMNS", "dataset_title", "not_in_paper", "paper_label", "read_paper_numbers", "read_paper_table1",
     "table1", "table1_page", "table2", "table2_page",
     "ProvenanceNote", "note_for", "provenance_footnotes", "provenance_table", "provenance_view",
-    "read_provenance_notes", "record_file", "segments_label", "stopped_epochs", "wall_note_for",
+    "read_provenance_notes", "record_file", "record_wall_note", "segments_label", "stopped_epochs", "wall_note_for",
     "backbone_title", "network_summary", "protocol_group", "protocol_preset", "protocol_summary", "runs_by_protocol",
     "page_table",
     "NOT_IMPLEMENTED", "NOT_RUN", "ErrorSummary", "RunsOverview", "find_repo_root", "format_summary",

@@ -142,7 +142,8 @@ def _record_note(rec: Mapping[str, Any], notes: Iterable[ProvenanceNote]) -> Pro
     return note_for(record_file(rec), rec.get("git_commit"), rec.get("git_dirty"), notes)
 
 
-def _record_wall_note(rec: Mapping[str, Any], notes: Iterable[ProvenanceNote]) -> ProvenanceNote | None:
+def record_wall_note(rec: Mapping[str, Any], notes: Iterable[ProvenanceNote]) -> ProvenanceNote | None:
+    """The wall-time note of ``notes`` that applies to the record ``rec``, if any."""
     return wall_note_for(record_file(rec), rec.get("wall_time_s"), notes)
 
 
@@ -169,7 +170,7 @@ def provenance_table(records: Iterable[Mapping[str, Any]], notes: Iterable[Prove
     rows = []
     for rec in records:
         c = rec["config"]
-        note, wall_note = _record_note(rec, notes), _record_wall_note(rec, notes)
+        note, wall_note = _record_note(rec, notes), record_wall_note(rec, notes)
         dirty = rec.get("git_dirty")
         dirty_words = ", dirty tree unknown" if dirty is None else (", dirty tree" if dirty else "")
         protocol = protocol_of(c)
@@ -234,7 +235,7 @@ def segments_label(rec: Mapping[str, Any]) -> str:
     count shared by all is said once at the end."""
     segments = rec.get("segments") or []
     if len(segments) <= 1:
-        return "one" + (_threads(segments[0]) if segments else "")
+        return "one" + (_threads(segments[0].get("threads")) if segments else "")
     ends = [s["from_epoch"] for s in segments[1:]] + [rec["epochs"]]
     spans: list[list[Any]] = []  # [first epoch, last epoch, who, threads]
     for seg, end in zip(segments, ends):
@@ -246,13 +247,13 @@ def segments_label(rec: Mapping[str, Any]) -> str:
         else:
             spans.append([seg["from_epoch"], end - 1, who, seg.get("threads")])
     shared = len({t for *_, t in spans}) == 1
-    parts = [f"{a}-{b}: {who}" + ("" if shared else _threads({"threads": t})) for a, b, who, t in spans]
-    return "; ".join(parts) + (_threads({"threads": spans[0][3]}).replace(",", ";", 1) if shared else "")
+    parts = [f"{a}-{b}: {who}" + ("" if shared else _threads(t)) for a, b, who, t in spans]
+    threads = _threads(spans[0][3]) if shared else ""
+    return "; ".join(parts) + (f"; {threads.removeprefix(', ')}" if threads else "")
 
 
-def _threads(segment: Mapping[str, Any]) -> str:
-    """', k threads' where the segment records its thread count (records from 2026-12-02 on)."""
-    k = segment.get("threads")
+def _threads(k: int | None) -> str:
+    """', k threads' where a segment records its thread count ``k`` (records from 2026-12-02 on)."""
     return "" if k is None else f", {k} thread{'s' if k != 1 else ''}"
 
 
@@ -264,6 +265,6 @@ def provenance_footnotes(notes: Iterable[ProvenanceNote], records: Iterable[Mapp
     notes = list(notes)
     records = list(records)
     used = {n.number for n in filter(None, (_record_note(r, notes) for r in records))}
-    used |= {n.number for n in filter(None, (_record_wall_note(r, notes) for r in records))}
+    used |= {n.number for n in filter(None, (record_wall_note(r, notes) for r in records))}
     used |= {n.number for n in filter(None, (note_for(f, c, d, notes) for f, c, d in files))}
     return "\n\n".join(f"{n.marker} {n.text}" for n in notes if n.number in used)

@@ -18,7 +18,8 @@ from kps.configs import RunConfig
 from kps.report import benchfiles as bf
 from kps.report.paper import find_repo_root
 from kps.report.provenance import (ProvenanceNote, note_for, provenance_footnotes, read_provenance_notes,
-                                   record_file, wall_note_for)
+                                   record_wall_note)
+from kps.report.records import RunsOverview
 
 # The targets of the GPU path (what the page measures against): train images/s at
 # least 10x the reference trainer's, one full run within 60 s, 12 runs in one 540 s job.
@@ -329,7 +330,7 @@ def cpu_run_projection(folder: str | Path, protocol: str = "paper") -> CpuProjec
     return CpuProjection(name, bf.provenance(bench)["device"], contender, minutes / 60)
 
 
-def grid_cost_words(overview: Any, notes: Iterable[ProvenanceNote] = (),
+def grid_cost_words(overview: RunsOverview, notes: Iterable[ProvenanceNote] = (),
                     projection: CpuProjection | None = None) -> str:
     """What rerunning a grid costs on a CPU, in a phrase for the Results page, from a
     :class:`kps.report.records.RunsOverview`: the mean wall time of its CPU records and
@@ -339,7 +340,7 @@ def grid_cost_words(overview: Any, notes: Iterable[ProvenanceNote] = (),
     o = overview
     if o.timed:
         notes = list(notes)
-        waited = sum(wall_note_for(record_file(r), r["wall_time_s"], notes) is not None for r in o.timed_records)
+        waited = sum(record_wall_note(r, notes) is not None for r in o.timed_records)
         whose = "wall time of its one CPU record" if o.timed == 1 else f"mean wall time of its {o.timed} CPU records"
         held = ""
         if waited:
